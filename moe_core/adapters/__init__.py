@@ -1,0 +1,74 @@
+"""Adapter registry: one module per family, imported lazily by `config.architectures[0]`.
+
+`resolve_adapter(config)` returns the family's adapter, the generic one for other transformers MoE
+decoders whose router follows the common pattern, or raises ModelError naming the architecture
+and the supported ones (for dense models, unknown architectures and unusual routers alike).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import transformers
+
+from moe_core.adapters.base import MoEAdapter, RouterSite, find_routers, router_recorder
+from moe_core.adapters.generic import generic_adapter
+from moe_core.errors import ModelError
+
+__all__ = ["MoEAdapter", "RouterSite", "find_routers", "resolve_adapter", "supported_architectures"]
+
+_FAMILY_MODULES = {
+    "Qwen2MoeForCausalLM": "qwen2_moe",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
+    "OlmoeForCausalLM": "olmoe",
+    "MixtralForCausalLM": "mixtral",
+    "PhimoeForCausalLM": "phimoe",
+    "DeepseekV2ForCausalLM": "deepseek_v2",
+    "DeepseekV3ForCausalLM": "deepseek_v3",
+    "Glm4MoeForCausalLM": "glm4_moe",
+    "Dots1ForCausalLM": "dots1",
+    "GptOssForCausalLM": "gpt_oss",
+    "GraniteMoeForCausalLM": "granitemoe",
+    "GraniteMoeSharedForCausalLM": "granitemoe",
+}
+
+
+def supported_architectures() -> list[str]:
+    return list(_FAMILY_MODULES)
+
+
+def _supported_hint() -> str:
+    return (
+        "supported: Qwen2-MoE, Qwen3-MoE, OLMoE, Mixtral, PhiMoE, DeepSeek-V2, DeepSeek-V3 (and GLM-4-MoE, dots1), "
+        f"GPT-OSS, Granite-MoE, and other transformers {transformers.__version__} decoder MoE models "
+        "whose router returns (logits, top-k weights, top-k ids)"
+    )
+
+
+def resolve_adapter(config: Any) -> MoEAdapter:
+    """The adapter for `config`, chosen by `config.architectures[0]`."""
+    architectures = getattr(config, "architectures", None) or []
+    if not architectures:
+        raise ModelError(
+            'config.json names no architecture: add "architectures": ["<Family>ForCausalLM"]; ' + _supported_hint()
+        )
+    arch = architectures[0]
+    if arch in _FAMILY_MODULES:
+        module = importlib.import_module(f"moe_core.adapters.{_FAMILY_MODULES[arch]}")
+        adapter: MoEAdapter = module.ADAPTER
+        return adapter
+    model_class = getattr(transformers, arch, None)
+    if model_class is None:
+        raise ModelError(
+            f"architecture {arch} is unknown to transformers {transformers.__version__}; " + _supported_hint()
+        )
+    found = router_recorder(model_class)
+    if found is None:
+        raise ModelError(
+            f"{arch} is a dense model: it has no Mixture-of-Experts layer to route through; "
+            "point --model at an MoE checkpoint (" + _supported_hint() + ")"
+        )
+    if found[1] != 0 or getattr(config, "is_encoder_decoder", False):
+        raise ModelError(f"{arch} routes in a way Polyroute cannot capture yet; " + _supported_hint())
+    return generic_adapter(arch, config)

@@ -1,0 +1,5 @@
+"""GLM-4-MoE: built on DeepSeek-V3's router (sigmoid, correction bias, group-limited top-k, scaling)."""
+
+from moe_core.adapters.deepseek_v3 import ADAPTER as DEEPSEEK_V3
+
+ADAPTER = DEEPSEEK_V3.derive(family="glm4_moe", architectures=("Glm4MoeForCausalLM",))

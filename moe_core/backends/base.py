@@ -1,0 +1,64 @@
+"""The Backend contract: every backend describes its model, traces texts and generates.
+
+Backends return numpy records (`RoutingBatch`); they never write the store. The caller decides
+batching: `count_tokens` lets it group texts of similar length before calling `trace`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from moe_core.records import ModelInfo, RoutingBatch
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationParams:
+    """Decoding settings, recorded with every generation run."""
+
+    max_new_tokens: int = 64
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Generations:
+    """Generated continuations and the routing of every token the model processed.
+
+    `texts[i]` is the continuation of prompt i (up to and including its end-of-text token); the
+    routing covers each prompt and its continuation except the final token, which the model
+    produced but never read.
+    """
+
+    texts: list[str]
+    routing: RoutingBatch
+
+
+class Backend(ABC):
+    """Runs one MoE model and reports what it routed."""
+
+    name: str
+
+    @abstractmethod
+    def info(self) -> ModelInfo:
+        """What the model is: id, architecture, layers, MoE layers, experts, top-k, scoring."""
+
+    @property
+    @abstractmethod
+    def max_tokens(self) -> int:
+        """Texts longer than this many tokens are truncated."""
+
+    @abstractmethod
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """Token count of each text before truncation (for batching by length and warnings)."""
+
+    @abstractmethod
+    def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
+        """Run the model over `texts` (one batch) and return the routing of every real token."""
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[str], params: GenerationParams) -> Generations:
+        """Continue each prompt and return the continuations with their routing."""
