@@ -1,0 +1,171 @@
+"""Trace runs, end to end: corpus -> backend -> store, new or resumed.
+
+This is the composition root shared by the CLI and the app: the one place that joins the engine
+(`moe_core`, which never touches the store) with the store (which never runs a model). It opens
+the store first, so a locked or damaged store fails before a model is loaded, and it marks a run
+`failed` (resumable) whenever it stops early.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from moe_core.backends.base import Backend
+from moe_core.backends.hf import HFBackend, HFOptions
+from moe_core.corpora import ParallelCorpus, TextRow, read_corpus
+from moe_core.errors import PolyrouteError
+from moe_core.languages import language
+from moe_core.records import RoutingBatch
+from moe_core.pipeline import PlannedSequence, Progress, plan_trace, run_trace
+from store import Store, StoreError, open_store
+from store import queries as q
+from store import writer as w
+
+ProgressFactory = Callable[[int, int, int], Progress]  # (run_id, sequences, tokens) -> callback
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceRequest:
+    """A new trace run: which model, which corpus and languages, how to batch."""
+
+    db: Path
+    model: Path
+    corpus: Path
+    langs: list[str]
+    limit: int | None = None
+    batch_size: int = 8
+    save_logits: bool = False
+    options: HFOptions = HFOptions()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TraceOutcome:
+    run_id: int
+    n_sequences: int  # traced now
+    n_tokens: int
+    n_truncated: int
+    missing: list[tuple[str, str]]  # (item_id, lang) the corpus lacks among the chosen items
+    already_complete: bool = False
+
+
+def start_trace(request: TraceRequest, progress: ProgressFactory | None = None) -> TraceOutcome:
+    """Create a trace run and fill it."""
+    if request.batch_size < 1:
+        raise PolyrouteError("--batch-size must be at least 1")
+    if request.limit is not None and request.limit < 1:
+        raise PolyrouteError("--limit must be at least 1")
+    with open_store(request.db) as store:
+        corpus = read_corpus(request.corpus)
+        rows = corpus.select(request.langs, request.limit)
+        missing = corpus.missing(request.langs, request.limit)
+        backend = HFBackend(request.model, request.options)
+        info = backend.info()
+        model_id = w.ensure_model(store, info)
+        w.ensure_languages(store, [(lang.lang, lang.iso639_3, lang.script) for lang in map(language, corpus.langs)])
+        w.ensure_corpus(
+            store,
+            corpus_id=corpus.corpus_id,
+            source=corpus.source,
+            fmt=corpus.format,
+            content_hash=corpus.content_hash,
+            rows=[(row.item_id, row.lang, row.text) for row in corpus.rows],
+        )
+        plan = plan_trace(backend, [(row.item_id, row.lang, row.text) for row in rows])
+        params = {
+            "langs": request.langs,
+            "limit": request.limit,
+            "batch_size": request.batch_size,
+            "save_logits": request.save_logits,
+            "model_source": info.source,
+            **{f"hf_{key}": value for key, value in asdict(request.options).items() if key != "model_id"},
+        }
+        run_id = w.create_run(
+            store,
+            kind="trace",
+            model_id=model_id,
+            corpus_id=corpus.corpus_id,
+            backend=backend.name,
+            params=params,
+            n_planned=len(plan.sequences),
+            weight_bound=info.weight_bound,
+        )
+        _fill(store, backend, run_id, plan.sequences, request.batch_size, request.save_logits, progress)
+        return TraceOutcome(
+            run_id=run_id,
+            n_sequences=len(plan.sequences),
+            n_tokens=plan.n_tokens,
+            n_truncated=plan.n_truncated,
+            missing=missing,
+        )
+
+
+def resume_trace(db: Path, run_id: int, progress: ProgressFactory | None = None) -> TraceOutcome:
+    """Trace the sequences of run `run_id` that are not stored yet, with the run's own settings."""
+    with open_store(db) as store:
+        run = q.get_run(store, run_id)
+        if run is None or run.kind != "trace":
+            raise PolyrouteError(f"there is no trace run {run_id} in {db}: see `polyroute runs --db {db}`")
+        if run.status == "complete" and run.n_stored == run.n_planned:
+            return TraceOutcome(run_id=run_id, n_sequences=0, n_tokens=0, n_truncated=0, missing=[], already_complete=True)
+        params = run.params
+        options = HFOptions(**{key[3:]: value for key, value in params.items() if key.startswith("hf_")})
+        backend = HFBackend(params["model_source"], options)
+        if backend.info().config_hash != q.model_config_hash(store, run.model_id):
+            raise PolyrouteError(
+                f"the model at {params['model_source']} changed since run {run_id} began; start a new run instead"
+            )
+        assert run.corpus_id is not None
+        source = q.corpus_source(store, run.corpus_id) or ("store", "store")
+        corpus = ParallelCorpus(
+            name=run.corpus_id,
+            source=source[0],
+            format=source[1],
+            rows=tuple(TextRow(*row) for row in q.corpus_texts(store, run.corpus_id)),
+        )
+        rows = corpus.select(params["langs"], params["limit"])
+        plan = plan_trace(backend, [(row.item_id, row.lang, row.text) for row in rows])
+        if len(plan.sequences) != run.n_planned:
+            raise PolyrouteError(f"run {run_id} planned {run.n_planned} sequences but now finds {len(plan.sequences)}")
+        stored = q.stored_seq_ids(store, run_id)
+        remaining = [seq for seq in plan.sequences if seq.seq_id not in stored]
+        w.set_run_status(store, run_id, "running")
+        _fill(store, backend, run_id, remaining, params["batch_size"], params["save_logits"], progress)
+        return TraceOutcome(
+            run_id=run_id,
+            n_sequences=len(remaining),
+            n_tokens=sum(seq.n_tokens for seq in remaining),
+            n_truncated=plan.n_truncated,
+            missing=corpus.missing(params["langs"], params["limit"]),
+        )
+
+
+def _fill(
+    store: Store,
+    backend: Backend,
+    run_id: int,
+    sequences: Sequence[PlannedSequence],
+    batch_size: int,
+    save_logits: bool,
+    progress: ProgressFactory | None,
+) -> None:
+    """Trace and store `sequences` into run `run_id`, then mark it complete (or failed)."""
+    batch_writer = w.BatchWriter(store, run_id)
+    on_progress = progress(run_id, len(sequences), sum(s.n_tokens for s in sequences)) if progress else None
+
+    def sink(chunk: Sequence[PlannedSequence], batch: RoutingBatch) -> None:
+        batch_writer.write([w.SequenceKey(seq.seq_id, seq.item_id, seq.lang) for seq in chunk], batch)
+
+    try:
+        run_trace(backend, sequences, sink, batch_size=batch_size, save_logits=save_logits, on_progress=on_progress)
+    except BaseException:
+        # The original error is what the user needs; a store too broken to take the status adds nothing.
+        with suppress(StoreError):
+            w.set_run_status(store, run_id, "failed")
+        raise
+    finally:
+        batch_writer.close()
+    w.set_run_status(store, run_id, "complete")
+    w.checkpoint(store)

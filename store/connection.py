@@ -1,0 +1,124 @@
+"""Opening a store: one DuckDB file, migrated on open, with DuckDB's errors turned into fixes.
+
+A process that opens the store for writing is its only writer (DuckDB allows one writing
+process). Opening never changes a file that is not a Polyroute store, and a failed open leaves
+the file as it was.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import TracebackType
+
+import duckdb
+
+from store import migrations
+from store.errors import StoreCorrupt, StoreError, StoreLocked, StoreMissing
+
+_PID = re.compile(r"PID (\d+)")
+_CORRUPT_HINTS = ("not a valid duckdb database", "corrupt", "checksum", "serializ", "invalid block", "magic")
+
+
+def translate(error: duckdb.Error, path: Path) -> StoreError:
+    """The domain error for a DuckDB error on the store at `path`."""
+    text = str(error)
+    if "Could not set lock" in text or "Conflicting lock" in text:
+        match = _PID.search(text)
+        holder = f"process {match.group(1)}{_command(match.group(1))}" if match else "another process"
+        return StoreLocked(
+            f"store {path} is in use by {holder}: close the Polyroute app or command that has it open, "
+            "or pass --db another file"
+        )
+    if any(hint in text.lower() for hint in _CORRUPT_HINTS):
+        return StoreCorrupt(
+            f"store {path} is damaged or not a DuckDB database ({text.splitlines()[0]}); it was left untouched: "
+            "move it aside or pass --db another file"
+        )
+    return StoreError(f"store {path}: {text.splitlines()[0]}")
+
+
+def _command(pid: str) -> str:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+    except OSError:
+        return ""
+    return f", `{command[:80]}`" if command else ""
+
+
+class Store:
+    """An open store: the connection, its file, and a transaction helper."""
+
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, *, read_only: bool) -> None:
+        self.path = path
+        self.con = con
+        self.read_only = read_only
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self, con: duckdb.DuckDBPyConnection | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+        """All or nothing: commits when the block ends, rolls back when it raises."""
+        cursor = con or self.con
+        cursor.begin()
+        try:
+            yield cursor
+        except BaseException as error:
+            cursor.rollback()
+            if isinstance(error, duckdb.Error):
+                raise translate(error, self.path) from error
+            raise
+        try:
+            cursor.commit()
+        except duckdb.Error as error:
+            raise translate(error, self.path) from error
+
+
+def open_store(path: str | Path, *, read_only: bool = False) -> Store:
+    """Open (for writing: create and migrate) the store at `path`."""
+    file = Path(path).expanduser()
+    if read_only and not file.is_file():
+        raise StoreMissing(f"no store at {file}: build one with `polyroute trace ... --db {file}` or pass --db")
+    if not read_only:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(file), read_only=read_only)
+    except duckdb.Error as error:
+        raise translate(error, file) from error
+    try:
+        _check_schema(con, file, read_only=read_only)
+    except duckdb.Error as error:
+        con.close()
+        raise translate(error, file) from error
+    except StoreError:
+        con.close()
+        raise
+    return Store(file, con, read_only=read_only)
+
+
+def _check_schema(con: duckdb.DuckDBPyConnection, file: Path, *, read_only: bool) -> None:
+    done = migrations.applied(con)
+    latest = migrations.available()[-1][0]
+    if not done and migrations.user_tables(con):
+        raise StoreCorrupt(
+            f"{file} is a DuckDB database but not a Polyroute store (it has other tables); "
+            "it was left untouched: pass --db another file"
+        )
+    if done and max(done) > latest:
+        raise StoreError(f"store {file} was written by a newer Polyroute (schema {max(done)}); upgrade Polyroute")
+    if read_only:
+        if len(done) < latest:
+            raise StoreError(f"store {file} needs migrating: open it once for writing (any polyroute trace) first")
+        return
+    migrations.migrate(con)

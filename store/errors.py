@@ -1,0 +1,21 @@
+"""Store errors: every `duckdb.Error` leaves this package as one of these, with the fix in its message."""
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says why and what to do."""
+
+
+class StoreMissing(StoreError):
+    """No store file where one was expected."""
+
+
+class StoreLocked(StoreError):
+    """Another process holds the store file (DuckDB allows one writing process)."""
+
+
+class StoreCorrupt(StoreError):
+    """The file is not a DuckDB database, is damaged, or is a DuckDB file that is not a Polyroute store."""
+
+
+class SqlRefused(StoreError):
+    """A console statement that is not a single read-only query."""

@@ -1,0 +1,54 @@
+"""Ordered schema migrations: `migrations/NNN_name.sql`, each applied once, in its own transaction."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import duckdb
+
+LEDGER = "schema_migrations"
+
+
+def available() -> list[tuple[int, str, str]]:
+    """(version, name, sql) of every migration shipped with Polyroute, in order."""
+    found = []
+    for entry in resources.files("store").joinpath("migrations").iterdir():
+        if entry.name.endswith(".sql"):
+            number, _, name = entry.name.removesuffix(".sql").partition("_")
+            found.append((int(number), name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def applied(con: duckdb.DuckDBPyConnection) -> list[int]:
+    if not _has_table(con, LEDGER):
+        return []
+    return [row[0] for row in con.execute(f"SELECT version FROM {LEDGER} ORDER BY version").fetchall()]
+
+
+def user_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    rows = con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()
+    return [row[0] for row in rows]
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Apply every migration not yet in the ledger."""
+    con.execute(
+        f"CREATE TABLE IF NOT EXISTS {LEDGER} "
+        "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP DEFAULT current_timestamp)"
+    )
+    done = set(applied(con))
+    for version, name, sql in available():
+        if version in done:
+            continue
+        con.begin()
+        try:
+            con.execute(sql)
+            con.execute(f"INSERT INTO {LEDGER} (version, name) VALUES (?, ?)", [version, name])
+            con.commit()
+        except duckdb.Error:
+            con.rollback()
+            raise
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    return name in user_tables(con)

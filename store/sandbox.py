@@ -1,0 +1,70 @@
+"""The read-only SQL console behind `polyroute sql` (and the app's SQL page).
+
+A statement runs on its own read-only connection with external access disabled and the
+configuration locked, so it can neither write, nor read files, nor loosen those settings; only a
+single SELECT-like statement is accepted; results stop at a row cap and a timer interrupts
+queries that run too long.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from store.connection import open_store, translate
+from store.errors import SqlRefused, StoreError
+
+READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SqlResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool  # more rows existed than the cap
+
+
+def check_statement(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but one read-only statement, saying what was found."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as error:
+        raise SqlRefused(f"the SQL does not parse: {str(error).splitlines()[0]}") from None
+    if len(statements) != 1:
+        raise SqlRefused(f"one statement at a time, please ({len(statements)} given)")
+    kind = statements[0].type
+    if kind not in READ_STATEMENTS:
+        name = str(kind).rsplit(".", 1)[-1]
+        raise SqlRefused(f"only read-only queries (SELECT, WITH ... SELECT) run here; this is a {name} statement")
+
+
+def run_sql(path: str | Path, sql: str, *, max_rows: int = 1000, timeout_s: float = 10.0) -> SqlResult:
+    """Run one read-only query on the store at `path` and return at most `max_rows` rows."""
+    store = open_store(path, read_only=True)
+    con = store.con
+    try:
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        check_statement(con, sql)
+        timer = threading.Timer(timeout_s, con.interrupt)
+        timer.start()
+        try:
+            cursor = con.execute(sql)
+            columns = [d[0] for d in cursor.description or []]
+            rows = cursor.fetchmany(max_rows + 1)
+        finally:
+            timer.cancel()
+    except duckdb.InterruptException:
+        raise SqlRefused(f"the query ran longer than {timeout_s:g} s and was stopped; narrow it down") from None
+    except duckdb.PermissionException as error:
+        raise SqlRefused(f"not allowed here: {str(error).splitlines()[0]}") from None
+    except duckdb.Error as error:
+        translated = translate(error, store.path)
+        raise SqlRefused(str(translated).replace(f"store {store.path}: ", "")) if type(translated) is StoreError else translated
+    finally:
+        store.close()
+    return SqlResult(columns=columns, rows=rows[:max_rows], truncated=len(rows) > max_rows)

@@ -1,0 +1,254 @@
+"""The bulk writer: models, languages, corpora and runs, and traced batches through Arrow.
+
+A traced batch (its sequences, tokens, routing decisions, soft distributions and, on request,
+logits) goes in as one transaction: after a crash the store holds whole sequences or none.
+`sequences` has a primary key on (run_id, seq_id), so a sequence can never be stored twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from moe_core.records import ModelInfo, RoutingBatch
+from store.connection import Store, translate
+from store.errors import StoreError
+
+WEIGHT_LEVELS = 65535  # weights are stored as 16-bit fixed point: code * (bound / 65535)
+
+
+@dataclass(frozen=True)
+class SequenceKey:
+    """Where a traced sequence belongs: its run-wide id and the aligned text it came from."""
+
+    seq_id: int
+    item_id: str
+    lang: str
+
+
+def ensure_model(store: Store, info: ModelInfo) -> str:
+    """Record `info` and return its model_id; a different model under a taken name gets `name@hash`."""
+    candidate = info.model_id
+    while True:
+        row = store.con.execute("SELECT config_hash FROM models WHERE model_id = ?", [candidate]).fetchone()
+        if row is None:
+            values = {**asdict(info), "model_id": candidate, "moe_layers": list(info.moe_layers)}
+            with store.transaction() as con:
+                columns = ", ".join(values)
+                con.execute(f"INSERT INTO models ({columns}) VALUES ({', '.join('?' * len(values))})", list(values.values()))
+            return candidate
+        if row[0] == info.config_hash:
+            return candidate
+        candidate = f"{info.model_id}@{info.config_hash[:8]}"
+
+
+def ensure_languages(store: Store, rows: Iterable[tuple[str, str, str]]) -> None:
+    """Add (lang, iso639_3, script) rows that are not there yet; richer metadata is kept if present."""
+    with store.transaction() as con:
+        con.executemany(
+            "INSERT INTO languages (lang, iso639_3, script) VALUES (?, ?, ?) ON CONFLICT DO NOTHING", list(rows)
+        )
+
+
+def ensure_corpus(
+    store: Store,
+    *,
+    corpus_id: str,
+    source: str,
+    fmt: str,
+    content_hash: str,
+    rows: Sequence[tuple[str, str, str]],
+) -> None:
+    """Store a corpus and its texts (item_id, lang, text) once; the same content is never copied twice."""
+    if store.con.execute("SELECT 1 FROM corpora WHERE corpus_id = ?", [corpus_id]).fetchone():
+        return
+    order = {item: index for index, item in enumerate(dict.fromkeys(item for item, _, _ in rows))}
+    texts = pa.table(
+        {
+            "corpus_id": pa.array([corpus_id] * len(rows)),
+            "item_id": pa.array([r[0] for r in rows]),
+            "lang": pa.array([r[1] for r in rows]),
+            "text": pa.array([r[2] for r in rows]),
+            "item_index": pa.array([order[r[0]] for r in rows], pa.int32()),
+        }
+    )
+    langs = sorted({r[1] for r in rows})
+    with store.transaction() as con:
+        con.execute(
+            "INSERT INTO corpora (corpus_id, source, format, content_hash, n_items, langs) VALUES (?, ?, ?, ?, ?, ?)",
+            [corpus_id, source, fmt, content_hash, len(order), langs],
+        )
+        con.register("new_texts", texts)
+        try:
+            con.execute("INSERT INTO texts SELECT * FROM new_texts")
+        finally:
+            con.unregister("new_texts")
+
+
+def create_run(
+    store: Store,
+    *,
+    kind: str,
+    model_id: str,
+    corpus_id: str | None,
+    backend: str,
+    params: dict[str, Any],
+    n_planned: int,
+    weight_bound: float,
+) -> int:
+    """A new run in status `running`; returns its run_id."""
+    with store.transaction() as con:
+        row = con.execute(
+            "INSERT INTO runs (kind, model_id, corpus_id, backend, params, status, n_planned, weight_unit) "
+            "VALUES (?, ?, ?, ?, ?, 'running', ?, ?) RETURNING run_id",
+            [kind, model_id, corpus_id, backend, json.dumps(params), n_planned, weight_bound / WEIGHT_LEVELS],
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def set_run_status(store: Store, run_id: int, status: str) -> None:
+    """Mark a run running, complete or failed (finished_at is set for the last two)."""
+    with store.transaction() as con:
+        con.execute(
+            "UPDATE runs SET status = ?, finished_at = CASE WHEN ? = 'running' THEN NULL ELSE current_timestamp END "
+            "WHERE run_id = ?",
+            [status, status, run_id],
+        )
+
+
+class BatchWriter:
+    """Writes traced batches of one run, each as a single transaction, on its own cursor.
+
+    The cursor lets a background thread write while the model computes the next batch.
+    """
+
+    def __init__(self, store: Store, run_id: int) -> None:
+        self._store = store
+        self._run_id = run_id
+        self._con = store.con.cursor()
+        row = self._con.execute("SELECT weight_unit FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        if row is None:
+            raise StoreError(f"run {run_id} is not in store {store.path}: list runs with `polyroute runs`")
+        self._weight_unit = float(row[0])
+
+    def close(self) -> None:
+        self._con.close()
+
+    def write(self, keys: Sequence[SequenceKey], batch: RoutingBatch) -> None:
+        """Store the sequences `keys` (in batch order) with all their routing, all or nothing."""
+        if len(keys) != batch.n_sequences:
+            raise StoreError(f"{len(keys)} sequence keys for a batch of {batch.n_sequences} sequences")
+        tables = self._tables(keys, batch)
+        try:
+            with self._store.transaction(self._con) as con:
+                for name, table in tables.items():
+                    con.register("batch_rows", table)
+                    try:
+                        con.execute(f"INSERT INTO {name} SELECT * FROM batch_rows")
+                    finally:
+                        con.unregister("batch_rows")
+        except StoreError as error:
+            if "Duplicate key" in str(error.__cause__):
+                raise StoreError(f"run {self._run_id} already holds some of these sequences; nothing was written") from None
+            raise
+
+    def _tables(self, keys: Sequence[SequenceKey], batch: RoutingBatch) -> dict[str, pa.Table]:
+        n_tokens, n_layers, top_k = batch.expert_ids.shape
+        run = self._run_id
+        seq_ids = np.array([key.seq_id for key in keys], dtype=np.int32)
+        token_seq = np.repeat(seq_ids, batch.seq_lengths)
+        token_pos = (np.arange(n_tokens) - np.repeat(batch.offsets[:-1], batch.seq_lengths)).astype(np.int32)
+        per_token = n_layers * top_k
+        tables = {
+            "sequences": pa.table(
+                {
+                    "run_id": np.full(len(keys), run, np.int32),
+                    "seq_id": seq_ids,
+                    "item_id": pa.array([key.item_id for key in keys]),
+                    "lang": pa.array([key.lang for key in keys]),
+                    "n_tokens": batch.seq_lengths.astype(np.int32),
+                }
+            ),
+            "tokens": pa.table(
+                {
+                    "run_id": np.full(n_tokens, run, np.int32),
+                    "seq_id": token_seq,
+                    "pos": token_pos,
+                    "token_id": batch.token_ids.astype(np.int32),
+                    "piece": pa.array(batch.pieces, pa.string()),
+                    "special": batch.special,
+                    "generated": batch.generated,
+                }
+            ),
+            "route_codes": pa.table(
+                {
+                    "run_id": np.full(n_tokens * per_token, run, np.int32),
+                    "seq_id": np.repeat(token_seq, per_token),
+                    "pos": np.repeat(token_pos, per_token),
+                    "layer": np.tile(np.repeat(batch.layers.astype(np.int16), top_k), n_tokens),
+                    "rank": np.tile(np.arange(top_k, dtype=np.uint8), n_tokens * n_layers),
+                    "expert": batch.expert_ids.reshape(-1).astype(np.uint16),
+                    "weight_code": self._weight_codes(batch.expert_weights, n_tokens * per_token),
+                }
+            ),
+        }
+        if batch.router_probs is not None:
+            tables["router_probs"] = _per_layer_lists(run, seq_ids, batch.layers, batch.router_probs)
+        if batch.router_logits is not None:
+            rows = pa.table(
+                {
+                    "run_id": np.full(n_tokens * n_layers, run, np.int32),
+                    "seq_id": np.repeat(token_seq, n_layers),
+                    "pos": np.repeat(token_pos, n_layers),
+                    "layer": np.tile(batch.layers.astype(np.int16), n_tokens),
+                    "logits": _lists(batch.router_logits),
+                }
+            )
+            tables["router_logits"] = rows
+        return tables
+
+    def _weight_codes(self, weights: np.ndarray | None, count: int) -> pa.Array:
+        if weights is None:
+            return pa.nulls(count, pa.uint16())
+        codes = np.rint(weights.reshape(-1) / self._weight_unit)
+        if codes.size and (codes.min() < 0 or codes.max() > WEIGHT_LEVELS):
+            bound = self._weight_unit * WEIGHT_LEVELS
+            raise StoreError(
+                f"a routing weight ({weights.min():.4g} .. {weights.max():.4g}) lies outside [0, {bound:g}], the range "
+                "the model's adapter declared: its weight bound (routed scaling factor) is wrong"
+            )
+        return pa.array(codes.astype(np.uint16))
+
+
+def _lists(values: np.ndarray) -> pa.Array:
+    """[..., E] float array -> one FLOAT[] list per leading row."""
+    width = values.shape[-1]
+    flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(flat, width).cast(pa.list_(pa.float32()))
+
+
+def _per_layer_lists(run: int, seq_ids: np.ndarray, layers: np.ndarray, probs: np.ndarray) -> pa.Table:
+    n_layers = len(layers)
+    return pa.table(
+        {
+            "run_id": np.full(len(seq_ids) * n_layers, run, np.int32),
+            "seq_id": np.repeat(seq_ids, n_layers),
+            "layer": np.tile(layers.astype(np.int16), len(seq_ids)),
+            "probs": _lists(probs),
+        }
+    )
+
+
+def checkpoint(store: Store) -> None:
+    """Fold the write-ahead log into the compressed file (done when a run ends)."""
+    try:
+        store.con.execute("CHECKPOINT")
+    except duckdb.Error as error:
+        raise translate(error, store.path) from error
