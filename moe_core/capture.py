@@ -167,7 +167,8 @@ class RoutingCapture:
         site = self._sites[slot]
         shaped = isinstance(output, tuple) and len(output) >= 3 and all(torch.is_tensor(t) for t in output[:3])
         if shaped:
-            logits, weights, ids = (t.reshape(-1, t.shape[-1]) for t in output[:3])
+            # Records hold values, never the autograd graph (capture also runs inside training).
+            logits, weights, ids = (t.detach().reshape(-1, t.shape[-1]) for t in output[:3])
             if logits.shape[-1] == self._n_experts and ids.shape[-1] == self._top_k == weights.shape[-1]:
                 return logits, weights, ids
         shapes = [tuple(t.shape) for t in output] if isinstance(output, tuple) else type(output).__name__

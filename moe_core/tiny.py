@@ -128,9 +128,7 @@ def build_tiny_model(
 ) -> Path:
     """Write a random `family` model with its tokenizer to `out_dir` and return the folder."""
     tokenizer = train_tokenizer(texts, vocab_size)
-    config = tiny_config(
-        family, vocab_size=len(tokenizer), layers=layers, hidden=hidden, experts=experts, top_k=top_k
-    )
+    config = tiny_config(family, vocab_size=len(tokenizer), layers=layers, hidden=hidden, experts=experts, top_k=top_k)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     for name, buffer in model.named_buffers():

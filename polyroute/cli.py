@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     trace = commands.add_parser("trace", help="run a model over a parallel corpus and store its routing")
     trace.add_argument("--model", type=Path, help="folder of a transformers MoE checkpoint")
-    trace.add_argument("--corpus", type=Path, help="parallel corpus: .jsonl, .csv, .tsv or .parquet (item_id, lang, text)")
+    trace.add_argument(
+        "--corpus", type=Path, help="parallel corpus: .jsonl, .csv, .tsv or .parquet (item_id, lang, text)"
+    )
     trace.add_argument("--langs", help="comma-separated FLORES-200 codes, e.g. eng_Latn,deu_Latn")
     trace.add_argument("--limit", type=int, help="trace only the first N items of the corpus")
     trace.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")

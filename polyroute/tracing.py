@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from moe_core.backends.base import Backend
@@ -18,8 +18,8 @@ from moe_core.backends.hf import HFBackend, HFOptions
 from moe_core.corpora import ParallelCorpus, TextRow, read_corpus
 from moe_core.errors import PolyrouteError
 from moe_core.languages import language
-from moe_core.records import RoutingBatch
 from moe_core.pipeline import PlannedSequence, Progress, plan_trace, run_trace
+from moe_core.records import RoutingBatch
 from store import Store, StoreError, open_store
 from store import queries as q
 from store import writer as w
@@ -38,7 +38,7 @@ class TraceRequest:
     limit: int | None = None
     batch_size: int = 8
     save_logits: bool = False
-    options: HFOptions = HFOptions()
+    options: HFOptions = field(default_factory=HFOptions)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +109,9 @@ def resume_trace(db: Path, run_id: int, progress: ProgressFactory | None = None)
         if run is None or run.kind != "trace":
             raise PolyrouteError(f"there is no trace run {run_id} in {db}: see `polyroute runs --db {db}`")
         if run.status == "complete" and run.n_stored == run.n_planned:
-            return TraceOutcome(run_id=run_id, n_sequences=0, n_tokens=0, n_truncated=0, missing=[], already_complete=True)
+            return TraceOutcome(
+                run_id=run_id, n_sequences=0, n_tokens=0, n_truncated=0, missing=[], already_complete=True
+            )
         params = run.params
         options = HFOptions(**{key[3:]: value for key, value in params.items() if key.startswith("hf_")})
         backend = HFBackend(params["model_source"], options)

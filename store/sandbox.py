@@ -64,7 +64,9 @@ def run_sql(path: str | Path, sql: str, *, max_rows: int = 1000, timeout_s: floa
         raise SqlRefused(f"not allowed here: {str(error).splitlines()[0]}") from None
     except duckdb.Error as error:
         translated = translate(error, store.path)
-        raise SqlRefused(str(translated).replace(f"store {store.path}: ", "")) if type(translated) is StoreError else translated
+        if type(translated) is StoreError:  # a plain query error: say it without the store prefix
+            raise SqlRefused(str(translated).replace(f"store {store.path}: ", "")) from None
+        raise translated from None
     finally:
         store.close()
     return SqlResult(columns=columns, rows=rows[:max_rows], truncated=len(rows) > max_rows)

@@ -41,7 +41,9 @@ def ensure_model(store: Store, info: ModelInfo) -> str:
             values = {**asdict(info), "model_id": candidate, "moe_layers": list(info.moe_layers)}
             with store.transaction() as con:
                 columns = ", ".join(values)
-                con.execute(f"INSERT INTO models ({columns}) VALUES ({', '.join('?' * len(values))})", list(values.values()))
+                con.execute(
+                    f"INSERT INTO models ({columns}) VALUES ({', '.join('?' * len(values))})", list(values.values())
+                )
             return candidate
         if row[0] == info.config_hash:
             return candidate
@@ -156,7 +158,9 @@ class BatchWriter:
                         con.unregister("batch_rows")
         except StoreError as error:
             if "Duplicate key" in str(error.__cause__):
-                raise StoreError(f"run {self._run_id} already holds some of these sequences; nothing was written") from None
+                raise StoreError(
+                    f"run {self._run_id} already holds some of these sequences; nothing was written"
+                ) from None
             raise
 
     def _tables(self, keys: Sequence[SequenceKey], batch: RoutingBatch) -> dict[str, pa.Table]:

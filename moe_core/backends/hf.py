@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from moe_core.adapters import find_routers, resolve_adapter
 from moe_core.backends.base import Backend, GenerationParams, Generations
@@ -90,7 +90,7 @@ class HFBackend(Backend):
         )
 
     @property
-    def model(self) -> torch.nn.Module:
+    def model(self) -> PreTrainedModel:
         return self._model
 
     def info(self) -> ModelInfo:
@@ -182,7 +182,7 @@ class HFBackend(Backend):
         eos = self._tokenizer.eos_token_id
         torch.manual_seed(params.seed)
         with torch.inference_mode(), self.capture() as capture:
-            output = self._model.generate(
+            output = self._model.generate(  # type: ignore[operator]  # causal-LM classes mix GenerationMixin in
                 input_ids=input_ids,
                 attention_mask=mask,
                 max_new_tokens=params.max_new_tokens,
@@ -200,7 +200,9 @@ class HFBackend(Backend):
             # The last token of the whole run was produced but never fed back through the model.
             n_fed = min(length, total_new - 1)
             fed_ids = tokens[:n_fed]
-            pieces = [self._tokenizer.convert_tokens_to_string([t]) for t in self._tokenizer.convert_ids_to_tokens(fed_ids)]
+            pieces = [
+                self._tokenizer.convert_tokens_to_string([t]) for t in self._tokenizer.convert_ids_to_tokens(fed_ids)
+            ]
             special = [t in self._tokenizer.all_special_ids for t in fed_ids]
             enc = encoded[row]
             encoded[row] = _Encoded(ids=enc.ids + fed_ids, special=enc.special + special, pieces=enc.pieces + pieces)
@@ -231,7 +233,9 @@ def _load_tokenizer(path: Path, template: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (ValueError, OSError) as error:
-        raise ModelError(f"cannot load the tokenizer in {path}: {error}; copy tokenizer files next to config.json") from error
+        raise ModelError(
+            f"cannot load the tokenizer in {path}: {error}; copy tokenizer files next to config.json"
+        ) from error
     if not tokenizer.is_fast:
         raise ModelError(f"the tokenizer in {path} is not a fast tokenizer; save it with tokenizer.json")
     if template == "chat" and not tokenizer.chat_template:
@@ -239,7 +243,7 @@ def _load_tokenizer(path: Path, template: str) -> Any:
     return tokenizer
 
 
-def _load_model(path: Path, options: HFOptions) -> torch.nn.Module:
+def _load_model(path: Path, options: HFOptions) -> PreTrainedModel:
     if options.dtype != "auto" and options.dtype not in DTYPES:
         raise PolyrouteError(f"unknown dtype {options.dtype!r}: use auto, {', '.join(DTYPES)}")
     if options.device.startswith("cuda") and not torch.cuda.is_available():
@@ -247,7 +251,8 @@ def _load_model(path: Path, options: HFOptions) -> torch.nn.Module:
     on_cpu = options.device == "cpu"
     dtype: Any = DTYPES.get(options.dtype, torch.float32 if on_cpu else "auto")
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as error:
         raise ModelError(f"cannot load the weights in {path}: {error}") from error
-    return model.to(options.device).eval()
+    # transformers wraps `to` in a decorator that mypy reads as taking the model itself.
+    return model.to(torch.device(options.device)).eval()  # type: ignore[arg-type]

@@ -56,9 +56,7 @@ class ParallelCorpus:
         by_key = {(row.item_id, row.lang): row for row in self.rows}
         wanted = [item for item in self.items if any((item, lang) in by_key for lang in langs)]
         if not wanted:
-            raise CorpusError(
-                f"corpus {self.source} has no text in {', '.join(langs)}; it has {', '.join(self.langs)}"
-            )
+            raise CorpusError(f"corpus {self.source} has no text in {', '.join(langs)}; it has {', '.join(self.langs)}")
         return [by_key[item, lang] for item in wanted[:limit] for lang in langs if (item, lang) in by_key]
 
     def missing(self, langs: Sequence[str], limit: int | None = None) -> list[tuple[str, str]]:
@@ -84,9 +82,13 @@ def build_rows(records: Sequence[tuple[object, object, object]], source: str) ->
                 raise CorpusError(f"{source}, row {number}: {error}") from None
         code = codes[raw_lang]
         if not isinstance(text, str) or not text.strip():
-            raise CorpusError(f"{source}, row {number} (item {item}, {code}): the text is empty; fill it or drop the row")
+            raise CorpusError(
+                f"{source}, row {number} (item {item}, {code}): the text is empty; fill it or drop the row"
+            )
         if (item, code) in seen:
-            raise CorpusError(f"{source}, row {number}: item {item} appears twice in {code}; keep one text per language")
+            raise CorpusError(
+                f"{source}, row {number}: item {item} appears twice in {code}; keep one text per language"
+            )
         seen.add((item, code))
         rows.append(TextRow(item_id=item, lang=code, text=text.strip()))
     return tuple(rows)

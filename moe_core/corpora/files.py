@@ -25,6 +25,8 @@ def read_corpus(path: str | Path) -> ParallelCorpus:
     if fmt is None:
         raise CorpusError(f"{file}: unknown corpus format {file.suffix!r}; use one of {', '.join(FORMATS)}")
     columns = _read_jsonl(file) if fmt == "jsonl" else _read_table(file, fmt)
+    if not any(columns.values()):
+        raise CorpusError(f"corpus {file} has no rows: add rows with item_id, lang and text")
     missing = [column for column in COLUMNS if column not in columns]
     if missing:
         raise CorpusError(

@@ -1,0 +1,58 @@
+"""Polyroute's home page: what the store holds. The explorer pages arrive in `pages/`.
+
+Run it with `make run` (or `streamlit run app.py`); the store file comes from $POLYROUTE_DB.
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from store import StoreError, open_store
+from store.queries import list_runs
+
+DEFAULT_STORE = os.environ.get("POLYROUTE_DB", "data/demo.duckdb")
+
+st.set_page_config(page_title="Polyroute", page_icon="🔀", layout="wide")
+st.title("Polyroute")
+st.caption("See how Mixture-of-Experts language models route the world's languages, token by token and layer by layer.")
+
+store_path = st.sidebar.text_input(
+    "Store file", value=DEFAULT_STORE, help="A DuckDB file written by `polyroute trace`."
+)
+
+try:
+    with open_store(store_path, read_only=True) as store:
+        runs = list_runs(store)
+except StoreError as error:
+    st.info(f"{error}")
+    st.markdown(
+        "To fill a store, trace a parallel corpus with a local MoE model:\n\n"
+        "```\npolyroute trace --model MODEL_DIR --corpus corpus.jsonl --langs eng_Latn,deu_Latn "
+        f"--db {store_path}\n```"
+    )
+    st.stop()
+
+st.subheader("Runs in this store")
+if not runs:
+    st.write("The store is empty: trace a corpus with `polyroute trace` to add a run.")
+else:
+    st.dataframe(
+        [
+            {
+                "run": run.run_id,
+                "kind": run.kind,
+                "model": run.model_id,
+                "corpus": run.corpus_id,
+                "languages": ", ".join(run.params.get("langs", [])),
+                "status": run.status,
+                "sequences": f"{run.n_stored} / {run.n_planned}",
+                "tokens": run.n_tokens,
+                "created": run.created_at.strftime("%Y-%m-%d %H:%M"),
+            }
+            for run in runs
+        ],
+        hide_index=True,
+        width="stretch",
+    )

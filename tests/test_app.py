@@ -1,0 +1,31 @@
+"""The home page with Streamlit's AppTest: it lists a store's runs, and explains what to do without one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from polyroute.cli import main
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def test_home_lists_the_runs_of_a_store(tmp_path, tiny_model, corpus_file, monkeypatch):
+    db = tmp_path / "s.duckdb"
+    argv = ["trace", "--model", str(tiny_model("qwen3_moe")), "--corpus", str(corpus_file), "--db", str(db)]
+    assert main([*argv, "--langs", "eng_Latn,deu_Latn", "--limit", "2"]) == 0
+    monkeypatch.setenv("POLYROUTE_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert at.title[0].value == "Polyroute"
+    table = at.dataframe[0].value
+    assert table["status"].tolist() == ["complete"] and table["sequences"].tolist() == ["4 / 4"]
+
+
+def test_home_without_a_store_says_how_to_make_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLYROUTE_DB", str(tmp_path / "missing.duckdb"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert "no store at" in at.info[0].value
+    assert "polyroute trace" in at.markdown[0].value

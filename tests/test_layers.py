@@ -1,0 +1,71 @@
+"""The house rules of DESIGN.md, checked on the source: who may import what, and where SQL lives."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SQL = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP)\s", re.IGNORECASE)
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level package of every import in the file, lazy imports inside functions included."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _files(*parts: str) -> list[Path]:
+    return sorted(p for part in parts for p in (ROOT / part).rglob("*.py") if p.is_file()) if parts else []
+
+
+def _violations(files: list[Path], forbidden: set[str]) -> dict[str, set[str]]:
+    found = {str(f.relative_to(ROOT)): _imports(f) & forbidden for f in files}
+    return {name: bad for name, bad in found.items() if bad}
+
+
+def test_the_engine_never_imports_the_store_or_the_ui():
+    assert _violations(_files("moe_core"), {"streamlit", "duckdb", "store", "polyroute"}) == {}
+
+
+def test_the_store_never_imports_models_or_the_ui():
+    assert _violations(_files("store"), {"torch", "transformers", "vllm", "streamlit", "polyroute"}) == {}
+    # The store may read the engine's records, which are numpy only.
+    engine_uses = {f: _imports(f) for f in _files("store") if "moe_core" in _imports(f)}
+    for file in engine_uses:
+        text = file.read_text(encoding="utf-8")
+        assert re.findall(r"from moe_core[.\w]* import", text) == ["from moe_core.records import"], file
+
+
+def test_vllm_is_imported_only_in_its_backend():
+    outside = [f for f in _files("moe_core", "store", "polyroute", "pages") if "backends/vllm" not in f.as_posix()]
+    assert _violations([*outside, ROOT / "app.py"], {"vllm"}) == {}
+
+
+def test_pages_hold_no_sql_and_touch_no_tensors():
+    pages = [ROOT / "app.py", *_files("pages")]
+    assert _violations(pages, {"torch", "transformers", "vllm", "duckdb"}) == {}
+    for page in pages:
+        strings = [
+            n.value
+            for n in ast.walk(ast.parse(page.read_text()))
+            if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        ]
+        assert not [s for s in strings if SQL.search(s)], page
+
+
+def test_importing_the_store_loads_no_model_library():
+    code = (
+        "import sys, store, store.writer, store.queries, store.sandbox; "
+        "print(sorted(m for m in ('torch', 'transformers', 'streamlit') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]"
