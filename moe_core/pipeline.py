@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -36,7 +37,8 @@ class TracePlan:
         return sum(seq.n_tokens for seq in self.sequences)
 
 
-Sink = Callable[[Sequence[PlannedSequence], RoutingBatch], None]
+TracedBatch = tuple[Sequence[PlannedSequence], RoutingBatch]
+Sink = Callable[[Sequence[TracedBatch]], None]  # stores the batches together, all or nothing
 Progress = Callable[[int, int], None]  # (sequences, tokens) just stored
 
 
@@ -67,27 +69,50 @@ def run_trace(
     batch_size: int,
     save_logits: bool = False,
     on_progress: Progress | None = None,
+    group_decisions: int = 1_000_000,
+    max_delay_s: float = 1.0,
 ) -> None:
-    """Trace `sequences` batch by batch; `sink` stores each batch on a writer thread.
+    """Trace `sequences` batch by batch while a writer thread hands finished batches to `sink`.
 
-    At most two batches wait for the sink, which bounds memory. An error on either side stops
-    both and is raised here; batches the sink already took stay stored.
+    The writer groups batches until they hold `group_decisions` routing decisions or the oldest
+    has waited `max_delay_s`: each store commit costs milliseconds, so one per small batch would
+    cost more than the model. A crash loses at most the group in flight, never part of a batch.
+    Memory stays bounded: one group, plus at most two batches queued. An error on either side stops
+    both and is raised here; groups the sink already took stay stored.
     """
-    pending: queue.Queue[tuple[Sequence[PlannedSequence], RoutingBatch] | None] = queue.Queue(maxsize=2)
+    pending: queue.Queue[TracedBatch | None] = queue.Queue(maxsize=2)
     failure: list[BaseException] = []
 
+    def flush(group: list[TracedBatch]) -> None:
+        if failure or not group:
+            return
+        try:
+            sink(group)
+        except BaseException as error:
+            failure.append(error)
+            return
+        if on_progress:
+            on_progress(sum(len(chunk) for chunk, _ in group), sum(batch.n_tokens for _, batch in group))
+
     def write() -> None:
-        while (job := pending.get()) is not None:
-            if failure:
-                continue  # drain, so the producer never blocks on a dead writer
-            chunk, batch = job
+        group: list[TracedBatch] = []
+        deadline = 0.0
+        while True:
             try:
-                sink(chunk, batch)
-            except BaseException as error:
-                failure.append(error)
+                job = pending.get(timeout=max(0.0, deadline - time.monotonic()) if group else None)
+            except queue.Empty:  # the oldest batch of the group waited long enough
+                flush(group)
+                group = []
                 continue
-            if on_progress:
-                on_progress(len(chunk), batch.n_tokens)
+            if job is None:
+                flush(group)
+                return
+            if not group:
+                deadline = time.monotonic() + max_delay_s
+            group.append(job)
+            if sum(batch.expert_ids.size for _, batch in group) >= group_decisions:
+                flush(group)
+                group = []
 
     writer = threading.Thread(target=write, name="polyroute-writer", daemon=True)
     writer.start()

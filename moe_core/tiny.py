@@ -94,7 +94,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     return tokenizer
 
 
-def tiny_config(family: str, *, vocab_size: int, layers: int, hidden: int, experts: int, top_k: int) -> Any:
+def tiny_config(
+    family: str, *, vocab_size: int, layers: int, hidden: int, experts: int, top_k: int, **overrides: Any
+) -> Any:
     """A transformers config of `family` at the given size (dense options as the family defines them)."""
     expert_key = _EXPERT_KEYS.get(family, "num_local_experts")
     return AutoConfig.for_model(
@@ -103,7 +105,7 @@ def tiny_config(family: str, *, vocab_size: int, layers: int, hidden: int, exper
         hidden_size=hidden,
         intermediate_size=2 * hidden,
         num_hidden_layers=layers,
-        **{"num_attention_heads": 4, "num_key_value_heads": 2, **FAMILY_CONFIGS[family]},
+        **{"num_attention_heads": 4, "num_key_value_heads": 2, **FAMILY_CONFIGS[family], **overrides},
         max_position_embeddings=2048,
         num_experts_per_tok=top_k,
         pad_token_id=0,
@@ -125,10 +127,15 @@ def build_tiny_model(
     vocab_size: int = 512,
     seed: int = 0,
     texts: Iterable[str] = SAMPLE_TEXT,
+    **overrides: Any,
 ) -> Path:
-    """Write a random `family` model with its tokenizer to `out_dir` and return the folder."""
+    """Write a random `family` model with its tokenizer to `out_dir` and return the folder.
+
+    `overrides` are further config values, such as `moe_intermediate_size`.
+    """
     tokenizer = train_tokenizer(texts, vocab_size)
-    config = tiny_config(family, vocab_size=len(tokenizer), layers=layers, hidden=hidden, experts=experts, top_k=top_k)
+    size = {"layers": layers, "hidden": hidden, "experts": experts, "top_k": top_k}
+    config = tiny_config(family, vocab_size=len(tokenizer), **size, **overrides)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     for name, buffer in model.named_buffers():

@@ -18,8 +18,7 @@ from moe_core.backends.hf import HFBackend, HFOptions
 from moe_core.corpora import ParallelCorpus, TextRow, read_corpus
 from moe_core.errors import PolyrouteError
 from moe_core.languages import language
-from moe_core.pipeline import PlannedSequence, Progress, plan_trace, run_trace
-from moe_core.records import RoutingBatch
+from moe_core.pipeline import PlannedSequence, Progress, TracedBatch, plan_trace, run_trace
 from store import Store, StoreError, open_store
 from store import queries as q
 from store import writer as w
@@ -92,7 +91,7 @@ def start_trace(request: TraceRequest, progress: ProgressFactory | None = None) 
             n_planned=len(plan.sequences),
             weight_bound=info.weight_bound,
         )
-        _fill(store, backend, run_id, plan.sequences, request.batch_size, request.save_logits, progress)
+        fill_run(store, backend, run_id, plan.sequences, request.batch_size, request.save_logits, progress)
         return TraceOutcome(
             run_id=run_id,
             n_sequences=len(plan.sequences),
@@ -134,7 +133,7 @@ def resume_trace(db: Path, run_id: int, progress: ProgressFactory | None = None)
         stored = q.stored_seq_ids(store, run_id)
         remaining = [seq for seq in plan.sequences if seq.seq_id not in stored]
         w.set_run_status(store, run_id, "running")
-        _fill(store, backend, run_id, remaining, params["batch_size"], params["save_logits"], progress)
+        fill_run(store, backend, run_id, remaining, params["batch_size"], params["save_logits"], progress)
         return TraceOutcome(
             run_id=run_id,
             n_sequences=len(remaining),
@@ -144,7 +143,7 @@ def resume_trace(db: Path, run_id: int, progress: ProgressFactory | None = None)
         )
 
 
-def _fill(
+def fill_run(
     store: Store,
     backend: Backend,
     run_id: int,
@@ -153,12 +152,14 @@ def _fill(
     save_logits: bool,
     progress: ProgressFactory | None,
 ) -> None:
-    """Trace and store `sequences` into run `run_id`, then mark it complete (or failed)."""
+    """Trace and store `sequences` into run `run_id`, then mark it complete (or failed) and checkpoint."""
     batch_writer = w.BatchWriter(store, run_id)
     on_progress = progress(run_id, len(sequences), sum(s.n_tokens for s in sequences)) if progress else None
 
-    def sink(chunk: Sequence[PlannedSequence], batch: RoutingBatch) -> None:
-        batch_writer.write([w.SequenceKey(seq.seq_id, seq.item_id, seq.lang) for seq in chunk], batch)
+    def sink(group: Sequence[TracedBatch]) -> None:
+        batch_writer.write(
+            [([w.SequenceKey(s.seq_id, s.item_id, s.lang) for s in chunk], batch) for chunk, batch in group]
+        )
 
     try:
         run_trace(backend, sequences, sink, batch_size=batch_size, save_logits=save_logits, on_progress=on_progress)

@@ -1,7 +1,7 @@
 """The bulk writer: models, languages, corpora and runs, and traced batches through Arrow.
 
-A traced batch (its sequences, tokens, routing decisions, soft distributions and, on request,
-logits) goes in as one transaction: after a crash the store holds whole sequences or none.
+Traced batches (their sequences, tokens, routing decisions, soft distributions and, on request,
+logits) go in as one transaction: after a crash the store holds whole sequences or none.
 `sequences` has a primary key on (run_id, seq_id), so a sequence can never be stored twice.
 """
 
@@ -139,15 +139,25 @@ class BatchWriter:
         if row is None:
             raise StoreError(f"run {run_id} is not in store {store.path}: list runs with `polyroute runs`")
         self._weight_unit = float(row[0])
+        # While a run is written the model's forward keeps every core busy; measured on 2 cores, a
+        # single-threaded writer slows it least (bench/capture.py). Restored on close.
+        threads = self._con.execute("SELECT current_setting('threads')").fetchone()
+        self._threads = int(threads[0]) if threads else 1
+        self._con.execute("SET threads = 1")
 
     def close(self) -> None:
+        self._con.execute(f"SET threads = {self._threads}")
         self._con.close()
 
-    def write(self, keys: Sequence[SequenceKey], batch: RoutingBatch) -> None:
-        """Store the sequences `keys` (in batch order) with all their routing, all or nothing."""
-        if len(keys) != batch.n_sequences:
-            raise StoreError(f"{len(keys)} sequence keys for a batch of {batch.n_sequences} sequences")
-        tables = self._tables(keys, batch)
+    def write(self, batches: Sequence[tuple[Sequence[SequenceKey], RoutingBatch]]) -> None:
+        """Store batches, each with the keys of its sequences in batch order, in one transaction."""
+        parts: dict[str, list[pa.Table]] = {}
+        for keys, batch in batches:
+            if len(keys) != batch.n_sequences:
+                raise StoreError(f"{len(keys)} sequence keys for a batch of {batch.n_sequences} sequences")
+            for name, table in self._tables(keys, batch).items():
+                parts.setdefault(name, []).append(table)
+        tables = {name: pa.concat_tables(group) for name, group in parts.items()}
         try:
             with self._store.transaction(self._con) as con:
                 for name, table in tables.items():

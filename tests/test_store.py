@@ -61,7 +61,7 @@ def test_migrations_are_applied_once_and_in_order(tmp_path):
 def test_a_batch_is_stored_whole_with_routes_in_order(store):
     run = _run(store)
     batch = _batch([3, 2])
-    w.BatchWriter(store, run).write([w.SequenceKey(0, "a", "eng_Latn"), w.SequenceKey(1, "a", "deu_Latn")], batch)
+    w.BatchWriter(store, run).write([([w.SequenceKey(0, "a", "eng_Latn"), w.SequenceKey(1, "a", "deu_Latn")], batch)])
     con = store.con
     assert con.execute("SELECT count(*) FROM tokens").fetchone()[0] == 5
     routes = con.execute("SELECT seq_id, pos, layer, rank, expert, weight FROM routes").fetchnumpy()
@@ -77,10 +77,10 @@ def test_a_batch_is_stored_whole_with_routes_in_order(store):
 def test_storing_a_sequence_twice_writes_nothing(store):
     run = _run(store)
     writer = w.BatchWriter(store, run)
-    writer.write([w.SequenceKey(0, "a", "eng_Latn")], _batch([3]))
+    writer.write([([w.SequenceKey(0, "a", "eng_Latn")], _batch([3]))])
     before = store.con.execute("SELECT count(*) FROM route_codes").fetchone()[0]
     with pytest.raises(StoreError, match="already holds"):
-        writer.write([w.SequenceKey(1, "b", "eng_Latn"), w.SequenceKey(0, "a", "eng_Latn")], _batch([2, 3]))
+        writer.write([([w.SequenceKey(1, "b", "eng_Latn"), w.SequenceKey(0, "a", "eng_Latn")], _batch([2, 3]))])
     assert store.con.execute("SELECT count(*) FROM route_codes").fetchone()[0] == before
     assert store.con.execute("SELECT count(*) FROM sequences").fetchone()[0] == 1
 
@@ -88,13 +88,13 @@ def test_storing_a_sequence_twice_writes_nothing(store):
 def test_weights_beyond_the_declared_bound_are_refused(store):
     run = _run(store, bound=1.0)
     with pytest.raises(StoreError, match="weight bound"):
-        w.BatchWriter(store, run).write([w.SequenceKey(0, "a", "eng_Latn")], _batch([2], weights=2.5))
+        w.BatchWriter(store, run).write([([w.SequenceKey(0, "a", "eng_Latn")], _batch([2], weights=2.5))])
     assert store.con.execute("SELECT count(*) FROM sequences").fetchone()[0] == 0
 
 
 def test_scaled_weights_keep_their_resolution(store):
     run = _run(store, bound=2.5)
-    w.BatchWriter(store, run).write([w.SequenceKey(0, "a", "eng_Latn")], _batch([2], weights=2.2))
+    w.BatchWriter(store, run).write([([w.SequenceKey(0, "a", "eng_Latn")], _batch([2], weights=2.2))])
     weights = store.con.execute("SELECT weight FROM routes").fetchnumpy()["weight"]
     np.testing.assert_allclose(weights, 2.2, atol=2.5 / 65535)
 
@@ -104,7 +104,7 @@ def test_id_only_batches_store_null_weights(store):
     batch = _batch([2])
     id_only = RoutingBatch(**{**{f: getattr(batch, f) for f in batch.__dataclass_fields__ if f != "offsets"},
                               "expert_weights": None, "router_probs": None})  # fmt: skip
-    w.BatchWriter(store, run).write([w.SequenceKey(0, "a", "eng_Latn")], id_only)
+    w.BatchWriter(store, run).write([([w.SequenceKey(0, "a", "eng_Latn")], id_only)])
     assert store.con.execute("SELECT count(*) FROM routes WHERE weight IS NULL").fetchone()[0] == 8
 
 
