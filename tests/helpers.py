@@ -42,3 +42,8 @@ def store_held_by_another_process(db: Path) -> Iterator[int]:
     finally:
         holder.kill()
         holder.wait()
+
+
+def trace_argv(db: Path, model: Path, corpus: Path, langs: str = "eng_Latn", *extra: str) -> list[str]:
+    """`polyroute trace` arguments for a model, a corpus and languages, into the store `db`."""
+    return ["trace", "--db", str(db), "--model", str(model), "--corpus", str(corpus), "--langs", langs, *extra]

@@ -7,14 +7,14 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 from polyroute.cli import main
+from tests.helpers import trace_argv
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 
 def test_home_lists_the_runs_of_a_store(tmp_path, tiny_model, corpus_file, monkeypatch):
     db = tmp_path / "s.duckdb"
-    argv = ["trace", "--model", str(tiny_model("qwen3_moe")), "--corpus", str(corpus_file), "--db", str(db)]
-    assert main([*argv, "--langs", "eng_Latn,deu_Latn", "--limit", "2"]) == 0
+    assert main(trace_argv(db, tiny_model("qwen3_moe"), corpus_file, "eng_Latn,deu_Latn", "--limit", "2")) == 0
     monkeypatch.setenv("POLYROUTE_DB", str(db))
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception

@@ -6,6 +6,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from polyroute.cli import main
+from tests.helpers import trace_argv
 from tests.stwait import CHROMIUM, CHROMIUM_ARGS, settle, shot, streamlit_server
 
 pytestmark = pytest.mark.browser
@@ -33,8 +34,7 @@ def page_factory():
 
 def test_home_page_shows_the_runs(tmp_path, tiny_model, corpus_file, page_factory):
     db = tmp_path / "s.duckdb"
-    argv = ["trace", "--model", str(tiny_model("qwen3_moe")), "--corpus", str(corpus_file), "--db", str(db)]
-    assert main([*argv, "--langs", "eng_Latn,deu_Latn,rus_Cyrl", "--limit", "3"]) == 0
+    assert main(trace_argv(db, tiny_model("qwen3_moe"), corpus_file, "eng_Latn,deu_Latn,rus_Cyrl", "--limit", "3")) == 0
     with streamlit_server({"POLYROUTE_DB": str(db)}, tmp_path / "streamlit.log") as url:
         page, errors = page_factory()
         page.goto(url)

@@ -14,14 +14,20 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from moe_core.tiny import train_tokenizer
 from polyroute.cli import main
 from tests.conftest import write_jsonl
-from tests.helpers import file_digest, snapshot, store_held_by_another_process
+from tests.helpers import file_digest, snapshot, store_held_by_another_process, trace_argv
 
 
 @pytest.fixture
 def traced(tmp_path, tiny_model, corpus_file):
     db = tmp_path / "store.duckdb"
-    argv = ["trace", "--model", str(tiny_model("qwen3_moe")), "--corpus", str(corpus_file), "--db", str(db)]
-    assert main([*argv, "--langs", "eng_Latn,deu_Latn", "--limit", "4", "--batch-size", "3"]) == 0
+    assert (
+        main(
+            trace_argv(
+                db, tiny_model("qwen3_moe"), corpus_file, "eng_Latn,deu_Latn", "--limit", "4", "--batch-size", "3"
+            )
+        )
+        == 0
+    )
     return db
 
 
@@ -41,8 +47,7 @@ def test_trace_runs_and_sql(traced, capsys):
 
 def test_save_logits_fills_its_own_table(tmp_path, tiny_model, corpus_file, capsys):
     db = tmp_path / "s.duckdb"
-    argv = ["trace", "--model", str(tiny_model("qwen3_moe")), "--corpus", str(corpus_file), "--db", str(db)]
-    assert main([*argv, "--langs", "eng_Latn", "--limit", "2", "--save-logits"]) == 0
+    assert main(trace_argv(db, tiny_model("qwen3_moe"), corpus_file, "eng_Latn", "--limit", "2", "--save-logits")) == 0
     capsys.readouterr()
     assert (
         main(
@@ -110,18 +115,7 @@ def test_a_corrupt_store_is_refused_untouched(tmp_path, tiny_model, corpus_file,
     db = tmp_path / "corrupt.duckdb"
     db.write_bytes(b"\x00garbage" * 4096)
     before = file_digest(db)
-    argv = [
-        "trace",
-        "--db",
-        str(db),
-        "--model",
-        str(tiny_model("qwen3_moe")),
-        "--corpus",
-        str(corpus_file),
-        "--langs",
-        "eng_Latn",
-    ]
-    assert main(argv) == 2
+    assert main(trace_argv(db, tiny_model("qwen3_moe"), corpus_file)) == 2
     err = capsys.readouterr().err
     assert "damaged or not a DuckDB database" in err and "--db another file" in err
     assert file_digest(db) == before
@@ -130,19 +124,8 @@ def test_a_corrupt_store_is_refused_untouched(tmp_path, tiny_model, corpus_file,
 
 def test_a_locked_store_says_who_holds_it(traced, tiny_model, corpus_file, capsys):
     before = snapshot(traced)
-    argv = [
-        "trace",
-        "--db",
-        str(traced),
-        "--model",
-        str(tiny_model("qwen3_moe")),
-        "--corpus",
-        str(corpus_file),
-        "--langs",
-        "eng_Latn",
-    ]
     with store_held_by_another_process(traced) as pid:
-        assert main(argv) == 2
+        assert main(trace_argv(traced, tiny_model("qwen3_moe"), corpus_file)) == 2
         err = capsys.readouterr().err
         assert f"in use by process {pid}" in err and "pass --db another file" in err
         assert main(["sql", "SELECT 1", "--db", str(traced)]) == 2
@@ -188,16 +171,17 @@ def test_missing_items_are_reported(tmp_path, tiny_model, capsys):
         {"item_id": 1, "lang": "deu_Latn", "text": "Ein Satz hier."},
         {"item_id": 2, "lang": "eng_Latn", "text": "Only in English."},
     ])  # fmt: skip
-    argv = [
-        "trace",
-        "--model",
-        str(tiny_model("qwen3_moe")),
-        "--corpus",
-        str(corpus),
-        "--db",
-        str(tmp_path / "s.duckdb"),
-    ]
-    assert main([*argv, "--langs", "eng_Latn,deu_Latn"]) == 0
+    assert main(trace_argv(tmp_path / "s.duckdb", tiny_model("qwen3_moe"), corpus, "eng_Latn,deu_Latn")) == 0
     captured = capsys.readouterr()
     assert "1 (item, language) pairs are missing" in captured.err and "item 2 in deu_Latn" in captured.err
     assert "stored 3 sequences" in captured.out
+
+
+def test_overlong_texts_are_truncated_with_a_warning(tmp_path, tiny_model, corpus_file, capsys):
+    db = tmp_path / "s.duckdb"
+    assert (
+        main(trace_argv(db, tiny_model("qwen3_moe"), corpus_file, "eng_Latn", "--limit", "3", "--max-tokens", "6")) == 0
+    )
+    assert "3 texts were longer than --max-tokens and were truncated" in capsys.readouterr().err
+    assert main(["sql", "SELECT max(n_tokens), count(*) FROM sequences", "--db", str(db), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "6,3"
