@@ -102,6 +102,12 @@ def _trace(args: argparse.Namespace) -> int:
 
     try:
         if args.resume is not None:
+            ignored = [f"--{name}" for name in ("model", "corpus", "langs") if getattr(args, name) is not None]
+            if ignored:
+                print(
+                    f"note: {', '.join(ignored)} ignored: run {args.resume} resumes with its own settings",
+                    file=sys.stderr,
+                )
             outcome = resume_trace(args.db, args.resume, progress)
         else:
             missing = [name for name in ("model", "corpus", "langs") if getattr(args, name) is None]

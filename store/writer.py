@@ -34,8 +34,7 @@ class SequenceKey:
 
 def ensure_model(store: Store, info: ModelInfo) -> str:
     """Record `info` and return its model_id; a different model under a taken name gets `name@hash`."""
-    candidate = info.model_id
-    while True:
+    for candidate in (info.model_id, f"{info.model_id}@{info.config_hash[:8]}"):
         row = store.con.execute("SELECT config_hash FROM models WHERE model_id = ?", [candidate]).fetchone()
         if row is None:
             values = {**asdict(info), "model_id": candidate, "moe_layers": list(info.moe_layers)}
@@ -47,7 +46,7 @@ def ensure_model(store: Store, info: ModelInfo) -> str:
             return candidate
         if row[0] == info.config_hash:
             return candidate
-        candidate = f"{info.model_id}@{info.config_hash[:8]}"
+    raise StoreError(f"the store holds other models named {info.model_id}: pass --model-id to name this one")
 
 
 def ensure_languages(store: Store, rows: Iterable[tuple[str, str, str]]) -> None:

@@ -185,3 +185,12 @@ def test_overlong_texts_are_truncated_with_a_warning(tmp_path, tiny_model, corpu
     assert "3 texts were longer than --max-tokens and were truncated" in capsys.readouterr().err
     assert main(["sql", "SELECT max(n_tokens), count(*) FROM sequences", "--db", str(db), "--format", "csv"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "6,3"
+
+
+def test_sql_stops_queries_that_run_too_long(traced):
+    from store import SqlRefused
+    from store.sandbox import run_sql
+
+    with pytest.raises(SqlRefused, match="ran longer than 0.5 s"):
+        run_sql(traced, "SELECT count(*) FROM range(100000000000) a", timeout_s=0.5)
+    assert run_sql(traced, "SELECT count(*) FROM runs").rows == [(1,)]

@@ -24,7 +24,7 @@ def _imports(path: Path) -> set[str]:
 
 
 def _files(*parts: str) -> list[Path]:
-    return sorted(p for part in parts for p in (ROOT / part).rglob("*.py") if p.is_file()) if parts else []
+    return sorted(path for part in parts for path in (ROOT / part).rglob("*.py"))
 
 
 def _violations(files: list[Path], forbidden: set[str]) -> dict[str, set[str]]:
