@@ -191,6 +191,6 @@ def test_sql_stops_queries_that_run_too_long(traced):
     from store import SqlRefused
     from store.sandbox import run_sql
 
-    with pytest.raises(SqlRefused, match="ran longer than 0.5 s"):
+    with pytest.raises(SqlRefused, match=r"ran longer than 0\.5 s"):
         run_sql(traced, "SELECT count(*) FROM range(100000000000) a", timeout_s=0.5)
     assert run_sql(traced, "SELECT count(*) FROM runs").rows == [(1,)]
