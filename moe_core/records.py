@@ -94,7 +94,3 @@ class RoutingBatch:
     @property
     def n_tokens(self) -> int:
         return int(self.offsets[-1])
-
-    @property
-    def top_k(self) -> int:
-        return int(self.expert_ids.shape[2])

@@ -16,7 +16,7 @@ from moe_core.adapters.base import MoEAdapter, RouterSite, find_routers, router_
 from moe_core.adapters.generic import generic_adapter
 from moe_core.errors import ModelError
 
-__all__ = ["MoEAdapter", "RouterSite", "find_routers", "resolve_adapter", "supported_architectures"]
+__all__ = ["MoEAdapter", "RouterSite", "find_routers", "resolve_adapter"]
 
 _FAMILY_MODULES = {
     "Qwen2MoeForCausalLM": "qwen2_moe",
@@ -32,10 +32,6 @@ _FAMILY_MODULES = {
     "GraniteMoeForCausalLM": "granitemoe",
     "GraniteMoeSharedForCausalLM": "granitemoe",
 }
-
-
-def supported_architectures() -> list[str]:
-    return list(_FAMILY_MODULES)
 
 
 def _supported_hint() -> str:
