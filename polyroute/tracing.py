@@ -31,7 +31,7 @@ class TraceRequest:
     """A new trace run: which model, which corpus and languages, how to batch."""
 
     db: Path
-    model: Path
+    model: Path | Backend  # a checkpoint folder (run with the hf backend), or a backend already running one
     corpus: str | Path  # a corpus name: builtin, flores_plus:DIR, belebele, FILE.jsonl ... (moe_core.corpora)
     langs: list[str]
     split: str | None = None
@@ -63,7 +63,7 @@ def start_trace(request: TraceRequest, progress: ProgressFactory | None = None) 
         corpus = load_corpus(request.corpus, request.langs, request.split)
         rows = corpus.select(request.langs, request.limit, aligned=request.require_aligned)
         missing = [] if request.require_aligned else corpus.missing(request.langs, request.limit)
-        backend = HFBackend(request.model, request.options)
+        backend = request.model if isinstance(request.model, Backend) else HFBackend(request.model, request.options)
         info = backend.info()
         model_id = w.ensure_model(store, info)
         record_corpus(store, corpus)

@@ -1,0 +1,125 @@
+"""Activation frequencies, routing entropy and within-sequence consistency (METHODS.md, "Routing
+distributions" and "Entropy and consistency").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from moe_core.analysis.divergence import entropy
+
+WORD_BITS = 64
+PAIR_CHUNK = 1 << 16
+
+
+def activation_frequencies(counts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+    """f[e] = tokens whose top-k contains e / tokens; sums to k over e.
+
+    counts: [G, Y, E] top-k hits of each group (language or sequence); tokens: [G].
+    Returns [G, Y, E] float64; a group without tokens gets zeros.
+    """
+    tokens = np.asarray(tokens, dtype=np.float64)
+    return np.asarray(counts, dtype=np.float64) / np.maximum(tokens, 1)[:, None, None]
+
+
+def sequence_frequencies(experts: np.ndarray, lengths: np.ndarray, n_experts: int) -> np.ndarray:
+    """Per-sequence activation frequencies from token routes.
+
+    experts: [N, Y, k] top-k expert ids, sequence after sequence; lengths: [S] tokens per sequence.
+    Returns [S, Y, E] float32 (each [Y] row sums to k): the hard distribution is this / k.
+    """
+    n_tokens, n_layers, _ = experts.shape
+    seq_of_token = np.repeat(np.arange(len(lengths)), lengths)
+    # One flat bin per (sequence, layer, expert): a single bincount instead of a loop.
+    bins = (seq_of_token[:, None, None] * n_layers + np.arange(n_layers)[None, :, None]) * n_experts + experts
+    counts = np.bincount(bins.reshape(-1), minlength=len(lengths) * n_layers * n_experts)
+    shaped = counts.reshape(len(lengths), n_layers, n_experts).astype(np.float32)
+    return shaped / np.maximum(np.asarray(lengths), 1)[:, None, None].astype(np.float32)
+
+
+def routing_entropy(probs: np.ndarray) -> np.ndarray:
+    """Mean over sequences of H(q_i^(l)). probs: [L, I, Y, E] (NaN = absent) -> [L, Y] nats."""
+    per_sequence = entropy(np.nan_to_num(probs))  # [L, I, Y]
+    present = ~np.isnan(probs[..., 0])
+    with np.errstate(invalid="ignore"):
+        return np.where(present, per_sequence, 0).sum(axis=1) / present.sum(axis=1)
+
+
+def token_entropy(scores: np.ndarray, *, sigmoid: bool = False) -> np.ndarray:
+    """H of each token's soft distribution from router logits: softmax, or sigmoid scores normalised
+    to sum 1 (DeepSeek-V3 style routers). scores: [..., E] -> [...] nats."""
+    scores = np.asarray(scores, dtype=np.float64)
+    if sigmoid:
+        weights = 1 / (1 + np.exp(-scores))
+        return entropy(weights / weights.sum(axis=-1, keepdims=True))
+    shifted = scores - scores.max(axis=-1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    log_p = shifted - log_norm
+    return -(np.exp(log_p) * log_p).sum(axis=-1)
+
+
+def topk_bitmasks(experts: np.ndarray, n_experts: int) -> np.ndarray:
+    """Each token's top-k set as bits. experts: [N, Y, k] -> [N, Y, W] uint64, W = ceil(E / 64)."""
+    words = -(-n_experts // WORD_BITS)
+    ids = experts.astype(np.int64)
+    bits = np.left_shift(np.uint64(1), (ids % WORD_BITS).astype(np.uint64))
+    masks = np.zeros((*experts.shape[:2], words), dtype=np.uint64)
+    for word in range(words):
+        # Experts of one token are distinct, so summing their bits is their union.
+        masks[..., word] = np.where(ids // WORD_BITS == word, bits, np.uint64(0)).sum(axis=-1, dtype=np.uint64)
+    return masks
+
+
+def token_pairs(lengths: np.ndarray, max_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token pairs within each sequence: all pairs of a sequence with at most `max_pairs` of them,
+    else `max_pairs` pairs drawn with a seeded generator (distinct tokens, drawn with replacement).
+
+    lengths: [S]. Returns (sequence [P], first token row [P], second token row [P]); token rows
+    index the concatenated tokens, sequence after sequence.
+    """
+    rng = np.random.default_rng(seed)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for length in np.unique(lengths):
+        seqs = np.flatnonzero(lengths == length)
+        if length < 2:
+            continue
+        if length * (length - 1) // 2 <= max_pairs:
+            first, second = np.triu_indices(length, k=1)
+            first = np.tile(first, len(seqs))
+            second = np.tile(second, len(seqs))
+            owner = np.repeat(seqs, length * (length - 1) // 2)
+        else:
+            owner = np.repeat(seqs, max_pairs)
+            first = rng.integers(0, length, size=owner.size)
+            second = (first + rng.integers(1, length, size=owner.size)) % length
+        parts.append((owner, offsets[owner] + first, offsets[owner] + second))
+    if not parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    owner, first, second = (np.concatenate(column) for column in zip(*parts, strict=True))
+    return owner, first, second
+
+
+def within_sequence_consistency(
+    experts: np.ndarray, lengths: np.ndarray, n_experts: int, *, max_pairs: int = 256, seed: int = 0
+) -> np.ndarray:
+    """Mean Jaccard |S_t & S_u| / |S_t | S_u| of the top-k sets of token pairs within each sequence.
+
+    experts: [N, Y, k], sequence after sequence; lengths: [S]. Returns [S, Y]; NaN for a
+    sequence of fewer than two tokens. Pairs as `token_pairs` draws them.
+    """
+    masks = topk_bitmasks(experts, n_experts)
+    owner, first, second = token_pairs(np.asarray(lengths), max_pairs, seed)
+    totals = np.zeros((experts.shape[1], len(lengths)))
+    for start in range(0, owner.size, PAIR_CHUNK):  # chunks keep the [pairs, Y, W] masks small
+        chunk = slice(start, start + PAIR_CHUNK)
+        a, b = masks[first[chunk]], masks[second[chunk]]
+        inter = np.bitwise_count(a & b).sum(axis=-1, dtype=np.int64)
+        union = np.bitwise_count(a | b).sum(axis=-1, dtype=np.int64)
+        jaccard = inter / np.maximum(union, 1)  # [pairs, Y]
+        for layer in range(experts.shape[1]):
+            totals[layer] += np.bincount(owner[chunk], weights=jaccard[:, layer], minlength=len(lengths))
+    pairs = np.bincount(owner, minlength=len(lengths)).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return (totals / pairs).T
