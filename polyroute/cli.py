@@ -1,5 +1,5 @@
 """The `polyroute` command: trace a corpus into the store, list runs and corpora, look up languages,
-query the store with SQL.
+analyse a run, query the store with SQL.
 
 Bad input ends with one line, `polyroute: error: <problem>: <fix>`, and exit code 2; nothing
 already stored is changed by a failed command.
@@ -8,8 +8,6 @@ already stored is changed by a failed command.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -18,6 +16,8 @@ from typing import Any
 
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
+from polyroute import analyze_cli
+from polyroute.output import emit_rows
 from store import StoreError
 
 DEFAULT_DB = "polyroute.duckdb"
@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_db(runs)
     _add_format(runs)
 
+    analyze_cli.add_parser(commands, _add_db)
+
     sql = commands.add_parser("sql", help="run one read-only SQL query on the store")
     sql.add_argument("query", help='for example "SELECT lang, count(*) FROM sequences GROUP BY lang"')
     sql.add_argument("--max-rows", type=int, default=1000, help="show at most this many rows (default 1000)")
@@ -119,10 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _corpus_list(args) if args.corpus_command == "list" else _corpus_show(args)
         if args.command == "languages":
             return _languages(args)
+        if args.command == "analyze":
+            return analyze_cli.run(args)
         return _sql(args)
     except (PolyrouteError, StoreError) as error:
         print(f"polyroute: error: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # the reader (`head`, a closed pager) stopped early: not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _trace(args: argparse.Namespace) -> int:
@@ -234,7 +241,7 @@ def _corpus_list(args: argparse.Namespace) -> int:
 
         with open_store(args.db, read_only=True) as store:
             rows += [(c.corpus_id, f"stored: {c.source}", len(c.langs), "", f"{args.db}") for c in list_corpora(store)]
-    _emit(columns, rows, args.format)
+    emit_rows(columns, rows, args.format)
     return 0
 
 
@@ -250,7 +257,7 @@ def _corpus_show(args: argparse.Namespace) -> int:
     langs = wanted or corpus.langs
     rows = corpus.select(langs, args.limit, aligned=args.require_aligned)
     short = args.format == "table"
-    _emit(
+    emit_rows(
         ["item_id", "lang", "text"],
         [(row.item_id, row.lang, _one_line(row.text, 90 if short else None)) for row in rows],
         args.format,
@@ -284,7 +291,7 @@ def _languages(args: argparse.Namespace) -> int:
         families = sorted({lang.family for lang in languages().values()})
         raise PolyrouteError(f"no language matches; families are: {', '.join(families)}")
     columns = ["lang", "name", "iso639_1", "script", "family", "branch", "resource_class"]
-    _emit(columns, [tuple(getattr(lang, c) or "" for c in columns) for lang in chosen], args.format)
+    emit_rows(columns, [tuple(getattr(lang, c) or "" for c in columns) for lang in chosen], args.format)
     return 0
 
 
@@ -309,7 +316,7 @@ def _runs(args: argparse.Namespace) -> int:
         )
         for run in runs
     ]
-    _emit(columns, rows, args.format)
+    emit_rows(columns, rows, args.format)
     return 0
 
 
@@ -317,24 +324,10 @@ def _sql(args: argparse.Namespace) -> int:
     from store.sandbox import run_sql
 
     result = run_sql(args.db, args.query, max_rows=args.max_rows)
-    _emit(result.columns, result.rows, args.format)
+    emit_rows(result.columns, result.rows, args.format)
     if result.truncated:
         print(f"(showing the first {args.max_rows} rows; raise --max-rows for more)", file=sys.stderr)
     return 0
-
-
-def _emit(columns: list[str], rows: Sequence[Sequence[Any]], fmt: str) -> None:
-    if fmt == "csv":
-        out = csv.writer(sys.stdout)
-        out.writerow(columns)
-        out.writerows(rows)
-    elif fmt == "json":
-        print(json.dumps([dict(zip(columns, row, strict=True)) for row in rows], default=str, ensure_ascii=False))
-    else:
-        cells = [[str(v) for v in row] for row in rows]
-        widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
-        for line in [columns, ["-" * width for width in widths], *cells]:
-            print("  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip())
 
 
 def _note_hub(corpus: str) -> None:

@@ -1,11 +1,16 @@
-"""Typed reads of the store: each function runs one parameterised query and returns plain values."""
+"""Typed reads of the store: each function runs one parameterised query and returns plain values,
+or, for the analyses, numpy arrays aggregated in DuckDB (per-token rows stay in the database,
+except the top-k ids that within-sequence consistency needs)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import numpy as np
 
 from store.connection import Store
 
@@ -107,3 +112,162 @@ def corpus_source(store: Store, corpus_id: str) -> tuple[str, str] | None:
 def model_config_hash(store: Store, model_id: str) -> str | None:
     row = store.con.execute("SELECT config_hash FROM models WHERE model_id = ?", [model_id]).fetchone()
     return row[0] if row else None
+
+
+# The inputs of the analyses: every array is arranged by the run's `RunLayout`. -----------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunLayout:
+    """A run's model shape and its sequences, indexed for arrays.
+
+    Sequence s (in `seq_ids` order, ascending) is item `items[seq_item[s]]` in language
+    `langs[seq_lang[s]]` with `seq_tokens[s]` tokens; `layers` are the model's MoE layers.
+    """
+
+    run_id: int
+    model_id: str
+    n_layers: int
+    layers: np.ndarray  # [Y] decoder-layer indices with a router
+    n_experts: int
+    top_k: int
+    soft_rule: str
+    langs: list[str]  # [L] sorted
+    items: list[str]  # [I] sorted
+    seq_ids: np.ndarray  # [S] int64
+    seq_lang: np.ndarray  # [S] index into langs
+    seq_item: np.ndarray  # [S] index into items
+    seq_tokens: np.ndarray  # [S] int64
+
+    @property
+    def tokens_per_lang(self) -> np.ndarray:
+        """[L] tokens of each language."""
+        return np.bincount(self.seq_lang, weights=self.seq_tokens, minlength=len(self.langs)).astype(np.int64)
+
+
+def run_layout(store: Store, run_id: int) -> RunLayout | None:
+    """The layout of a run, or None when the store has no such run."""
+    model = store.con.execute(
+        "SELECT m.model_id, m.n_layers, m.moe_layers, m.n_experts, m.top_k, m.soft_rule "
+        "FROM runs AS r JOIN models AS m USING (model_id) WHERE r.run_id = ?",
+        [run_id],
+    ).fetchone()
+    if model is None:
+        return None
+    columns = store.con.execute(
+        "SELECT seq_id, lang, item_id, n_tokens FROM sequences WHERE run_id = ? ORDER BY seq_id", [run_id]
+    ).fetchnumpy()
+    langs, seq_lang = np.unique(np.asarray(columns["lang"], dtype=str), return_inverse=True)
+    items, seq_item = np.unique(np.asarray(columns["item_id"], dtype=str), return_inverse=True)
+    return RunLayout(
+        run_id=run_id,
+        model_id=model[0],
+        n_layers=model[1],
+        layers=np.asarray(model[2], dtype=np.int64),
+        n_experts=model[3],
+        top_k=model[4],
+        soft_rule=model[5],
+        langs=langs.tolist(),
+        items=items.tolist(),
+        seq_ids=np.asarray(columns["seq_id"], dtype=np.int64),
+        seq_lang=seq_lang.astype(np.int64),
+        seq_item=seq_item.astype(np.int64),
+        seq_tokens=np.asarray(columns["n_tokens"], dtype=np.int64),
+    )
+
+
+def router_probs(store: Store, layout: RunLayout) -> np.ndarray | None:
+    """[S, Y, E] float32 mean router probabilities of every sequence and layer (NaN where a row is
+    missing), or None for a run without them (id-only backends)."""
+    table = store.con.execute(
+        "SELECT seq_id, layer, probs FROM router_probs WHERE run_id = ?", [layout.run_id]
+    ).to_arrow_table()
+    if table.num_rows == 0:
+        return None
+    values = table.column("probs").combine_chunks().flatten().to_numpy()
+    rows = np.searchsorted(layout.seq_ids, table.column("seq_id").to_numpy())
+    layers = np.searchsorted(layout.layers, table.column("layer").to_numpy())
+    probs = np.full((len(layout.seq_ids), len(layout.layers), layout.n_experts), np.nan, dtype=np.float32)
+    probs[rows, layers] = values.reshape(-1, layout.n_experts)
+    return probs
+
+
+def token_experts(store: Store, layout: RunLayout) -> np.ndarray:
+    """[N, Y, k] uint16: each token's top-k experts in rank order, sequence after sequence in
+    `layout.seq_ids` order (the tokens of sequence s are the `seq_tokens[s]` rows after the
+    previous sequences').
+
+    Rows are read in the order the writer inserted them, (seq, pos, layer, rank) per sequence,
+    which a check confirms; only if it fails is the (much slower) sorted read used.
+    """
+    per_token = len(layout.layers) * layout.top_k
+    query = "SELECT seq_id, expert FROM route_codes WHERE run_id = ?"
+    table = store.con.execute(query, [layout.run_id]).to_arrow_table()
+    seq_ids = table.column("seq_id").to_numpy()
+    starts = np.flatnonzero(np.r_[True, seq_ids[1:] != seq_ids[:-1]])
+    order = np.argsort(seq_ids[starts], kind="stable")
+    lengths = np.diff(np.append(starts, len(seq_ids)))
+    expected = layout.seq_tokens * per_token
+    in_blocks = len(starts) == len(layout.seq_ids) and np.array_equal(seq_ids[starts][order], layout.seq_ids)
+    if not (in_blocks and np.array_equal(lengths[order], expected)):
+        table = store.con.execute(query + " ORDER BY seq_id, pos, layer, rank", [layout.run_id]).to_arrow_table()
+        starts, order = np.concatenate([[0], np.cumsum(expected)[:-1]]), np.arange(len(expected))
+    experts = table.column("expert").to_numpy()
+    if not np.array_equal(order, np.arange(len(order))):  # sequences were inserted out of seq_id order
+        experts = np.concatenate([experts[starts[i] : starts[i] + expected[rank]] for rank, i in enumerate(order)])
+    return experts.reshape(-1, len(layout.layers), layout.top_k)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExpertUsage:
+    """How often each language routes to each expert. Arrays are [L, Y, E] in `RunLayout` order."""
+
+    counts: np.ndarray  # tokens whose top-k contains the expert
+    sequence_frequency_sums: np.ndarray  # sum over sequences of (count in the sequence / its tokens)
+
+
+def expert_usage(store: Store, layout: RunLayout) -> ExpertUsage:
+    """Top-k hits per language, layer and expert, aggregated in DuckDB (one row per triple)."""
+    table = store.con.execute(
+        """
+        WITH seqs AS (
+            SELECT seq_id, n_tokens, dense_rank() OVER (ORDER BY lang)::INTEGER - 1 AS lang_index
+            FROM sequences WHERE run_id = ?
+        )
+        SELECT lang_index, layer, expert, count(*) AS hits, sum(1.0 / n_tokens) AS frequency_sum
+        FROM route_codes JOIN seqs USING (seq_id)
+        WHERE run_id = ?
+        GROUP BY ALL
+        """,
+        [layout.run_id, layout.run_id],
+    ).fetchnumpy()
+    shape = (len(layout.langs), len(layout.layers), layout.n_experts)
+    index = (
+        np.asarray(table["lang_index"], dtype=np.int64),
+        np.searchsorted(layout.layers, np.asarray(table["layer"])),
+        np.asarray(table["expert"], dtype=np.int64),
+    )
+    counts = np.zeros(shape, dtype=np.int64)
+    sums = np.zeros(shape, dtype=np.float64)
+    counts[index] = table["hits"]
+    sums[index] = table["frequency_sum"]
+    return ExpertUsage(counts=counts, sequence_frequency_sums=sums)
+
+
+def router_logit_batches(
+    store: Store, layout: RunLayout, rows_per_batch: int = 65536
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Stored router logits in batches: (sequence index [n], layer index [n], logits [n, E]).
+
+    Empty for a run traced without --save-logits.
+    """
+    reader = store.con.execute(
+        "SELECT seq_id, layer, logits FROM router_logits WHERE run_id = ?", [layout.run_id]
+    ).to_arrow_reader(rows_per_batch)
+    for batch in reader:
+        logits = np.asarray(batch.column("logits").flatten(), dtype=np.float32).reshape(-1, layout.n_experts)
+        yield (
+            np.searchsorted(layout.seq_ids, batch.column("seq_id").to_numpy()),
+            np.searchsorted(layout.layers, batch.column("layer").to_numpy()),
+            logits,
+        )

@@ -74,3 +74,42 @@ def corpus_file(tmp_path: Path) -> Path:
         for i, text in enumerate(texts)
     ]
     return write_jsonl(tmp_path / "parallel.jsonl", rows)
+
+
+# A store traced by the synthetic backend, with a planted structure the analyses must find.
+PLANTED_FAMILIES = {
+    "Indo-European": ("eng_Latn", "deu_Latn", "fra_Latn"),
+    "Dravidian": ("tam_Taml", "tel_Telu", "kan_Knda"),
+    "Turkic": ("tur_Latn", "kaz_Cyrl", "uzn_Latn"),
+}
+PLANTED_EXCLUSIVE = {"tam_Taml": ((0, 5),), "kaz_Cyrl": ((7, 11),)}  # language -> (layer, expert)
+
+
+def planted_routing(**overrides: object):
+    from moe_core.synthetic import PlantedRouting
+
+    langs = tuple(lang for members in PLANTED_FAMILIES.values() for lang in members)
+    families = tuple(family for family, members in PLANTED_FAMILIES.items() for _ in members)
+    settings = {"n_layers": 8, "n_experts": 16, "top_k": 2, "n_items": 12, "exclusive": PLANTED_EXCLUSIVE}
+    return PlantedRouting(langs=langs, families=families, **{**settings, **overrides})
+
+
+def trace_synthetic(db: Path, plan, corpus_dir: Path) -> int:
+    """Trace the synthetic corpus of `plan` into `db` through the real pipeline; returns the run id."""
+    from moe_core.synthetic import SyntheticBackend, synthetic_corpus
+    from polyroute.tracing import TraceRequest, start_trace
+
+    corpus_dir.mkdir(parents=True, exist_ok=True)
+    rows = [{"item_id": item, "lang": lang, "text": text} for item, lang, text in synthetic_corpus(plan)]
+    corpus = write_jsonl(corpus_dir / "synthetic.jsonl", rows)
+    request = TraceRequest(db=db, model=SyntheticBackend(plan), corpus=corpus, langs=list(plan.langs), batch_size=16)
+    return start_trace(request).run_id
+
+
+@pytest.fixture(scope="session")
+def planted_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store whose run 1 is the planted synthetic routing of `planted_routing()`."""
+    root = tmp_path_factory.mktemp("planted")
+    db = root / "planted.duckdb"
+    assert trace_synthetic(db, planted_routing(), root) == 1
+    return db

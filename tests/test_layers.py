@@ -69,3 +69,13 @@ def test_importing_the_store_loads_no_model_library():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_analyses_are_pure_numpy_and_scipy():
+    # networkx builds the expert-sharing graph (the analyses issue asks for it); nothing else.
+    allowed = {"numpy", "scipy", "networkx", "moe_core", "__future__", *sys.stdlib_module_names}
+    found = {str(f.relative_to(ROOT)): _imports(f) - allowed for f in _files("moe_core/analysis")}
+    assert {name: extra for name, extra in found.items() if extra} == {}
+    analysis_files = _files("moe_core/analysis")
+    engine = [n for f in analysis_files for n in re.findall(r"from (moe_core\.\w+)", f.read_text())]
+    assert set(engine) <= {"moe_core.analysis"}

@@ -63,7 +63,7 @@ def shared(shares: np.ndarray, thr: float) -> np.ndarray:
 
     With two languages this is empty unless thr > 0.5.
     """
-    return (shares > 0).any(axis=0) & (shares < thr).all(axis=0)
+    return np.asarray((shares > 0).any(axis=0) & (shares < thr).all(axis=0))
 
 
 def reliance(freq: np.ndarray, experts: np.ndarray) -> np.ndarray:

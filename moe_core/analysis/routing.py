@@ -28,7 +28,7 @@ def sequence_frequencies(experts: np.ndarray, lengths: np.ndarray, n_experts: in
     experts: [N, Y, k] top-k expert ids, sequence after sequence; lengths: [S] tokens per sequence.
     Returns [S, Y, E] float32 (each [Y] row sums to k): the hard distribution is this / k.
     """
-    n_tokens, n_layers, _ = experts.shape
+    n_layers = experts.shape[1]
     seq_of_token = np.repeat(np.arange(len(lengths)), lengths)
     # One flat bin per (sequence, layer, expert): a single bincount instead of a loop.
     bins = (seq_of_token[:, None, None] * n_layers + np.arange(n_layers)[None, :, None]) * n_experts + experts
@@ -61,12 +61,16 @@ def token_entropy(scores: np.ndarray, *, sigmoid: bool = False) -> np.ndarray:
 def topk_bitmasks(experts: np.ndarray, n_experts: int) -> np.ndarray:
     """Each token's top-k set as bits. experts: [N, Y, k] -> [N, Y, W] uint64, W = ceil(E / 64)."""
     words = -(-n_experts // WORD_BITS)
-    ids = experts.astype(np.int64)
-    bits = np.left_shift(np.uint64(1), (ids % WORD_BITS).astype(np.uint64))
+    ids = np.arange(words * WORD_BITS)
+    # bit_of[w, e]: expert e's bit in word w (0 in the other words).
+    bit_of = np.where(ids // WORD_BITS == np.arange(words)[:, None], np.left_shift(1, ids % WORD_BITS), 0)
+    bit_of = bit_of.astype(np.uint64)
     masks = np.zeros((*experts.shape[:2], words), dtype=np.uint64)
     for word in range(words):
-        # Experts of one token are distinct, so summing their bits is their union.
-        masks[..., word] = np.where(ids // WORD_BITS == word, bits, np.uint64(0)).sum(axis=-1, dtype=np.uint64)
+        union = np.zeros(experts.shape[:2], dtype=np.uint64)
+        for rank in range(experts.shape[-1]):  # k gathers of [N, Y] beat one over [N, Y, k] here
+            union |= np.take(bit_of[word], experts[..., rank])
+        masks[..., word] = union
     return masks
 
 
@@ -106,20 +110,25 @@ def within_sequence_consistency(
 ) -> np.ndarray:
     """Mean Jaccard |S_t & S_u| / |S_t | S_u| of the top-k sets of token pairs within each sequence.
 
-    experts: [N, Y, k], sequence after sequence; lengths: [S]. Returns [S, Y]; NaN for a
-    sequence of fewer than two tokens. Pairs as `token_pairs` draws them.
+    experts: [N, Y, k] distinct ids per token, sequence after sequence; lengths: [S]. Returns
+    [S, Y]; NaN for a sequence of fewer than two tokens. Pairs as `token_pairs` draws them.
     """
+    top_k = experts.shape[-1]
     masks = topk_bitmasks(experts, n_experts)
     owner, first, second = token_pairs(np.asarray(lengths), max_pairs, seed)
-    totals = np.zeros((experts.shape[1], len(lengths)))
+    order = np.argsort(owner, kind="stable")  # pairs of one sequence together, for reduceat
+    owner, first, second = owner[order], first[order], second[order]
+    # Two sets of k distinct experts sharing j: Jaccard j / (2k - j); a lookup beats a division.
+    jaccard_of = np.arange(top_k + 1) / (2 * top_k - np.arange(top_k + 1))
+    totals = np.zeros((len(lengths), experts.shape[1]))
     for start in range(0, owner.size, PAIR_CHUNK):  # chunks keep the [pairs, Y, W] masks small
         chunk = slice(start, start + PAIR_CHUNK)
-        a, b = masks[first[chunk]], masks[second[chunk]]
-        inter = np.bitwise_count(a & b).sum(axis=-1, dtype=np.int64)
-        union = np.bitwise_count(a | b).sum(axis=-1, dtype=np.int64)
-        jaccard = inter / np.maximum(union, 1)  # [pairs, Y]
-        for layer in range(experts.shape[1]):
-            totals[layer] += np.bincount(owner[chunk], weights=jaccard[:, layer], minlength=len(lengths))
+        shared = np.zeros((len(owner[chunk]), experts.shape[1]), dtype=np.uint8)
+        for word in range(masks.shape[-1]):
+            shared += np.bitwise_count(masks[first[chunk], :, word] & masks[second[chunk], :, word])
+        owners = owner[chunk]
+        segments = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        totals[owners[segments]] += np.add.reduceat(jaccard_of[shared], segments, axis=0)
     pairs = np.bincount(owner, minlength=len(lengths)).astype(np.float64)
     with np.errstate(invalid="ignore"):
-        return (totals / pairs).T
+        return totals / pairs[:, None]

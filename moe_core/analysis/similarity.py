@@ -56,7 +56,7 @@ def cluster(similarity: np.ndarray, n_clusters: int) -> np.ndarray:
     return fcluster(tree, t=n_clusters, criterion="maxclust")
 
 
-def adjusted_rand_index(labels_a: Sequence[object], labels_b: Sequence[object]) -> float:
+def adjusted_rand_index(labels_a: Sequence[object] | np.ndarray, labels_b: Sequence[object] | np.ndarray) -> float:
     """Hubert and Arabie's adjusted Rand index of two labellings of the same items: 1 = identical
     partitions, about 0 = chance. Two trivial partitions that agree score 1."""
     _, a = np.unique(np.asarray(labels_a, dtype=str), return_inverse=True)

@@ -1,0 +1,231 @@
+"""A stored run as the analyses see it: what is selected (languages, layers, reference), the
+inputs read once each through `store.queries`, and the result type every analysis returns.
+
+`polyroute.analyses` turns these inputs into results; the CLI and the app only call that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from moe_core.analysis import routing
+from moe_core.errors import PolyrouteError
+from moe_core.languages import find_lang, language
+from store import Store
+from store import queries as q
+
+SOURCES = ("auto", "soft", "hard")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Table:
+    name: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisResult:
+    """What an analysis found: its tables (the first is the main one), a summary, and notes that
+    qualify it (for example that an id-only trace was analysed from activation frequencies)."""
+
+    analysis: str
+    params: dict[str, Any]
+    tables: list[Table]
+    summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def table(self, name: str) -> Table:
+        for table in self.tables:
+            if table.name == name:
+                return table
+        raise KeyError(name)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Selection:
+    """Which part of a run to analyse: languages (default all), layers (default all MoE layers),
+    the reference language, and the soft or hard distributions."""
+
+    langs: Sequence[str] | None = None
+    layers: tuple[int, int] | None = None  # an inclusive range of decoder-layer indices
+    ref: str = "eng_Latn"
+    source: str = "auto"
+
+
+class RunData:
+    """One run's analysis inputs, read from the store once each, on first use."""
+
+    def __init__(self, store: Store, run_id: int, selection: Selection) -> None:
+        layout = q.run_layout(store, run_id)
+        if layout is None or not len(layout.seq_ids):
+            raise PolyrouteError(
+                f"the store holds no traced sequences for run {run_id}: list runs with `polyroute runs`"
+            )
+        if selection.source not in SOURCES:
+            raise PolyrouteError(f"unknown source {selection.source!r}: use one of {', '.join(SOURCES)}")
+        self.store = store
+        self.layout = layout
+        self.selection = selection
+        self.lang_index = self._lang_index(selection.langs)
+        self.layer_index = self._layer_index(selection.layers)
+
+    # what is selected ----------------------------------------------------------------------
+
+    @property
+    def langs(self) -> list[str]:
+        return [self.layout.langs[i] for i in self.lang_index]
+
+    @property
+    def layers(self) -> list[int]:
+        return [int(self.layout.layers[i]) for i in self.layer_index]
+
+    def ref_position(self) -> int:
+        """The reference language's position among the selected languages."""
+        ref = self.selection.ref
+        if ref not in self.langs:
+            raise PolyrouteError(
+                f"run {self.layout.run_id} has no {ref} among the languages analysed; choose --ref from "
+                f"{', '.join(self.langs)}"
+            )
+        return self.langs.index(ref)
+
+    def _lang_index(self, wanted: Sequence[str] | None) -> np.ndarray:
+        if not wanted:
+            return np.arange(len(self.layout.langs))
+        absent = [lang for lang in wanted if lang not in self.layout.langs]
+        if absent:
+            raise PolyrouteError(
+                f"run {self.layout.run_id} has no {', '.join(absent)}; its languages are {', '.join(self.layout.langs)}"
+            )
+        return np.array([self.layout.langs.index(lang) for lang in dict.fromkeys(wanted)])
+
+    def _layer_index(self, band: tuple[int, int] | None) -> np.ndarray:
+        layers = self.layout.layers
+        if band is None:
+            return np.arange(len(layers))
+        chosen = np.flatnonzero((layers >= band[0]) & (layers <= band[1]))
+        if not chosen.size:
+            raise PolyrouteError(
+                f"no MoE layer lies in {band[0]}-{band[1]}; the model routes in layers {layers.min()}-{layers.max()}"
+            )
+        return chosen
+
+    def middle_band(self) -> np.ndarray:
+        """[Y'] bool over the selected layers: the RISE middle zone, unless --layers chose a band."""
+        if self.selection.layers is not None:
+            return np.ones(len(self.layer_index), dtype=bool)
+        from moe_core.analysis.rise import depth_zones
+
+        return depth_zones(np.asarray(self.layers), self.layout.n_layers) == 1
+
+    # inputs --------------------------------------------------------------------------------
+
+    @cached_property
+    def source(self) -> str:
+        """`router_probs` (soft, needs router scores) or `activation_frequencies` (hard: f / k)."""
+        if self.selection.source == "hard" or self._soft is None:
+            if self.selection.source == "soft":
+                raise PolyrouteError(
+                    f"run {self.layout.run_id} stored no router probabilities (an id-only trace): use --source hard"
+                )
+            return "activation_frequencies"
+        return "router_probs"
+
+    @cached_property
+    def _soft(self) -> np.ndarray | None:
+        return None if self.selection.source == "hard" else q.router_probs(self.store, self.layout)
+
+    @cached_property
+    def experts(self) -> np.ndarray:
+        """[N, Y, k] each token's top-k experts, sequence after sequence."""
+        return q.token_experts(self.store, self.layout)
+
+    @cached_property
+    def distributions(self) -> np.ndarray:
+        """[L, I, Y', E] per-sequence routing distributions of the selection (NaN where absent)."""
+        layout = self.layout
+        if self.source == "router_probs":
+            assert self._soft is not None
+            per_sequence = self._soft
+        else:
+            per_sequence = routing.sequence_frequencies(self.experts, layout.seq_tokens, layout.n_experts)
+            per_sequence /= layout.top_k
+        keep = np.isin(layout.seq_lang, self.lang_index)
+        position = np.full(len(layout.langs), -1)
+        position[self.lang_index] = np.arange(len(self.lang_index))
+        arranged = np.full(
+            (len(self.lang_index), len(layout.items), len(self.layer_index), layout.n_experts), np.nan, np.float32
+        )
+        arranged[position[layout.seq_lang[keep]], layout.seq_item[keep]] = per_sequence[keep][:, self.layer_index]
+        return arranged
+
+    @cached_property
+    def usage(self) -> q.ExpertUsage:
+        return q.expert_usage(self.store, self.layout)
+
+    @cached_property
+    def frequencies(self) -> np.ndarray:
+        """[L, Y', E] activation frequencies f_L (sum k over experts) of the selection."""
+        counts = self.usage.counts[self.lang_index][:, self.layer_index]
+        return routing.activation_frequencies(counts, self.layout.tokens_per_lang[self.lang_index])
+
+    @cached_property
+    def sequence_mean_frequencies(self) -> np.ndarray:
+        """[L, Y', E] mean over each language's sequences of the per-sequence frequency (Delta-tau)."""
+        sums = self.usage.sequence_frequency_sums[self.lang_index][:, self.layer_index]
+        n_seqs = np.bincount(self.layout.seq_lang, minlength=len(self.layout.langs))[self.lang_index]
+        return sums / np.maximum(n_seqs, 1)[:, None, None]
+
+    def sequence_groups(self) -> tuple[np.ndarray, np.ndarray]:
+        """(sequence mask [S] of the selected languages, their position among the selected [S])."""
+        position = np.full(len(self.layout.langs), -1)
+        position[self.lang_index] = np.arange(len(self.lang_index))
+        return np.isin(self.layout.seq_lang, self.lang_index), position[self.layout.seq_lang]
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "run": self.layout.run_id,
+            "model": self.layout.model_id,
+            "langs": ",".join(self.langs),
+            "layers": f"{self.layers[0]}-{self.layers[-1]}",
+        }
+
+
+def lang_facts(code: str) -> dict[str, Any]:
+    """Family, script and resource class of a FLORES-200 code (blank for a code outside the list)."""
+    found = find_lang(code)
+    if found is None:
+        return {"family": "", "script": "", "resource_class": None}
+    lang = language(found)
+    return {"family": lang.family, "script": lang.script, "resource_class": lang.resource_class}
+
+
+def mean_by_group(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """Mean of the rows of `values` [S, Y] per group [S] (-1 = left out), ignoring NaN -> [G, Y]."""
+    kept = groups >= 0
+    values, groups = values[kept], groups[kept]
+    valid = ~np.isnan(values)
+    totals = np.zeros((n_groups, values.shape[1]))
+    counts = np.zeros((n_groups, values.shape[1]))
+    np.add.at(totals, groups, np.where(valid, values, 0))
+    np.add.at(counts, groups, valid)
+    with np.errstate(invalid="ignore"):
+        return totals / counts
+
+
+def rounded(value: Any, digits: int = 6) -> Any:
+    """Plain Python numbers for tables (NaN becomes None so JSON stays valid)."""
+    if isinstance(value, (float, np.floating)):
+        return None if np.isnan(value) else round(float(value), digits)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

@@ -1,0 +1,226 @@
+"""The analyses from store to result: the SQL aggregates against brute force over the stored rows,
+and every analysis finding the structure planted in a synthetic trace."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+from moe_core.analysis import divergence
+from moe_core.errors import PolyrouteError
+from polyroute import analyses
+from polyroute.run_data import RunData, Selection
+from store import open_store
+from store import queries as q
+from tests.conftest import PLANTED_EXCLUSIVE, PLANTED_FAMILIES
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def _data(db: Path, **selection) -> RunData:
+    store = open_store(db, read_only=True)
+    return RunData(store, 1, Selection(**selection))
+
+
+# the inputs ----------------------------------------------------------------------------------
+
+
+def test_layout_and_router_probs_match_the_stored_rows(planted_store):
+    with open_store(planted_store, read_only=True) as store:
+        layout = q.run_layout(store, 1)
+        assert layout is not None
+        probs = q.router_probs(store, layout)
+    stored = _rows(
+        planted_store,
+        "SELECT s.seq_id, s.lang, s.item_id, p.layer, p.probs "
+        "FROM router_probs p JOIN sequences s USING (run_id, seq_id)",
+    )
+    assert probs is not None and probs.shape == (9 * 12, 8, 16)
+    for seq_id, lang, item, layer, values in stored:
+        s = int(np.searchsorted(layout.seq_ids, seq_id))
+        assert (layout.langs[layout.seq_lang[s]], layout.items[layout.seq_item[s]]) == (lang, item)
+        np.testing.assert_array_equal(probs[s, layer], np.asarray(values, dtype=np.float32))
+
+
+def test_expert_usage_matches_counting_every_routing_decision(planted_store):
+    with open_store(planted_store, read_only=True) as store:
+        layout = q.run_layout(store, 1)
+        usage = q.expert_usage(store, layout)
+    decisions = _rows(
+        planted_store,
+        "SELECT s.lang, s.n_tokens, c.layer, c.expert FROM route_codes c JOIN sequences s USING (run_id, seq_id)",
+    )
+    hits = Counter((lang, layer, expert) for lang, _, layer, expert in decisions)
+    sums = Counter()
+    for lang, n_tokens, layer, expert in decisions:
+        sums[(lang, layer, expert)] += 1 / n_tokens
+    for (lang, layer, expert), count in hits.items():
+        index = (layout.langs.index(lang), layer, expert)
+        assert usage.counts[index] == count
+        assert usage.sequence_frequency_sums[index] == pytest.approx(sums[(lang, layer, expert)])
+    assert usage.counts.sum() == len(decisions)
+
+
+def _sorted_experts(db: Path, layout) -> np.ndarray:
+    rows = _rows(db, "SELECT expert FROM route_codes WHERE run_id = 1 ORDER BY seq_id, pos, layer, rank")
+    return np.array([row[0] for row in rows]).reshape(-1, len(layout.layers), layout.top_k)
+
+
+def test_token_experts_follow_sequence_token_layer_rank_order_even_when_rows_are_shuffled(planted_store, tmp_path):
+    with open_store(planted_store, read_only=True) as store:
+        layout = q.run_layout(store, 1)
+        in_order = q.token_experts(store, layout)
+    np.testing.assert_array_equal(in_order, _sorted_experts(planted_store, layout))
+    shuffled = tmp_path / "shuffled.duckdb"
+    shutil.copy(planted_store, shuffled)
+    con = duckdb.connect(str(shuffled))
+    con.execute("CREATE TEMP TABLE rows AS SELECT * FROM route_codes ORDER BY hash(seq_id, pos, layer, rank)")
+    con.execute("DELETE FROM route_codes")
+    con.execute("INSERT INTO route_codes SELECT * FROM rows")
+    con.close()
+    with open_store(shuffled, read_only=True) as store:
+        np.testing.assert_array_equal(q.token_experts(store, layout), in_order)
+
+
+def test_an_id_only_run_is_analysed_from_activation_frequencies(planted_store, tmp_path):
+    id_only = tmp_path / "id-only.duckdb"
+    shutil.copy(planted_store, id_only)
+    con = duckdb.connect(str(id_only))
+    con.execute("DELETE FROM router_probs")
+    con.execute("UPDATE route_codes SET weight_code = NULL")
+    con.close()
+    result = analyses.analyze_divergence(_data(id_only))
+    assert result.params["source"] == "activation_frequencies"
+    assert "activation frequencies" in result.notes[0]
+    with open_store(id_only, read_only=True) as store:
+        layout = q.run_layout(store, 1)
+        routes = q.token_experts(store, layout)
+    # Brute force: per-sequence hit counts / (tokens * k), English vs German on item0001, layer 3.
+    hard = {}
+    for lang in ("eng_Latn", "deu_Latn"):
+        s = next(
+            i
+            for i in range(len(layout.seq_ids))
+            if layout.langs[layout.seq_lang[i]] == lang and layout.items[layout.seq_item[i]] == "item00001"
+        )
+        start = int(layout.seq_tokens[:s].sum())
+        counts = Counter(routes[start : start + layout.seq_tokens[s], 3].ravel().tolist())
+        hard[lang] = np.array([counts[e] for e in range(16)]) / (layout.seq_tokens[s] * 2)
+    data = _data(id_only)
+    probs = data.distributions
+    i, j, item = data.langs.index("eng_Latn"), data.langs.index("deu_Latn"), data.layout.items.index("item00001")
+    np.testing.assert_allclose(probs[i, item, 3], hard["eng_Latn"], rtol=1e-6)
+    np.testing.assert_allclose(probs[j, item, 3], hard["deu_Latn"], rtol=1e-6)
+    with pytest.raises(PolyrouteError, match="--source hard"):
+        _ = _data(id_only, source="soft").source
+
+
+# the planted structure -----------------------------------------------------------------------
+
+
+def test_divergence_is_u_shaped_and_equals_the_pairwise_formula(planted_store):
+    result = analyses.analyze_divergence(_data(planted_store))
+    rows = result.table("by_layer").rows
+    curve = {}
+    for lang, layer, value, _, pairs in rows:
+        curve.setdefault(lang, {})[layer] = value
+        assert pairs == 12
+    assert all(value == 0 for value in curve["eng_Latn"].values())
+    others = [lang for lang in curve if lang != "eng_Latn"]
+    mean = {layer: np.mean([curve[lang][layer] for lang in others]) for layer in range(8)}
+    assert mean[0] > 2 * mean[4] and mean[7] > 2 * mean[3]
+    data = _data(planted_store)
+    probs = data.distributions
+    deu = data.langs.index("deu_Latn")
+    expected = np.mean(
+        [divergence.normalised_js(probs[data.ref_position(), i, 2], probs[deu, i, 2]) for i in range(12)]
+    )
+    assert curve["deu_Latn"][2] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_planted_exclusive_expert_is_found_as_exclusive_and_specialised(planted_store):
+    shared = analyses.analyze_shared(_data(planted_store), k=4, thr=0.4)
+    exclusive = {(lang, layer, expert) for lang, layer, expert, _ in shared.table("exclusive").rows}
+    for lang, planted in PLANTED_EXCLUSIVE.items():
+        for layer, expert in planted:
+            assert (lang, layer, expert) in exclusive
+            assert (layer, expert) not in {(row[0], row[1]) for row in shared.table("shared").rows}
+    experts = analyses.analyze_experts(_data(planted_store), tau=0.3)
+    specialised = {(lang, layer, expert) for lang, layer, expert, *_ in experts.table("specialised").rows}
+    assert ("tam_Taml", 0, 5) in specialised and ("kaz_Cyrl", 7, 11) in specialised
+
+
+def test_rise_selects_the_planted_expert_of_its_target_first_in_its_zone(planted_store):
+    result = analyses.analyze_rise(_data(planted_store), target="kaz_Cyrl", budget=10)
+    deep = [(layer, expert) for _, zone, layer, expert, *_ in result.table("selected").rows if zone == "deep"]
+    assert deep[0] == (7, 11)
+    assert len(result.table("selected").rows) == 10
+    assert result.summary["zone_budgets"] == "3,2,5"
+
+
+def test_similarity_recovers_the_planted_families(planted_store):
+    for measure in ("divergence", "cosine"):
+        result = analyses.analyze_similarity(_data(planted_store, layers=(0, 7)), measure=measure)
+        assert result.summary["ari_clusters_vs_families"] > 0.8, measure
+    families = {lang: family for family, langs in PLANTED_FAMILIES.items() for lang in langs}
+    clusters = result.table("clusters").rows
+    assert all(family == families[lang] for lang, family, _, _ in clusters)
+
+
+def test_isolation_consistency_and_entropy_run_on_the_planted_store(planted_store):
+    isolation = analyses.analyze_isolation(_data(planted_store))
+    assert set(isolation.summary["low_resource"].split(",")) == {"kan_Knda", "tel_Telu"}
+    assert all(0 <= row[2] <= 1 for row in isolation.table("by_layer").rows)
+    consistency = analyses.analyze_consistency(_data(planted_store))
+    assert all(0 < row[2] <= 1 for row in consistency.table("by_layer").rows)
+    entropy = analyses.analyze_entropy(_data(planted_store), token_level=True)
+    assert all(0 < row[2] < np.log(16) for row in entropy.table("by_layer").rows)
+    assert "--save-logits" in entropy.notes[0]
+
+
+def test_selection_errors_name_the_fix(planted_store):
+    with pytest.raises(PolyrouteError, match="its languages are"):
+        _data(planted_store, langs=["ben_Beng"])
+    with pytest.raises(PolyrouteError, match="routes in layers 0-7"):
+        _data(planted_store, layers=(20, 30))
+    with pytest.raises(PolyrouteError, match="choose --ref"):
+        analyses.analyze_divergence(_data(planted_store, langs=["deu_Latn", "fra_Latn"]))
+    with pytest.raises(PolyrouteError, match="no traced sequences for run 9"):
+        RunData(open_store(planted_store, read_only=True), 9, Selection())
+
+
+def test_token_level_entropy_comes_from_the_stored_logits(tmp_path):
+    from scipy.special import softmax
+    from scipy.stats import entropy
+
+    from moe_core.synthetic import SyntheticBackend, synthetic_corpus
+    from polyroute.tracing import TraceRequest, start_trace
+    from tests.conftest import planted_routing, write_jsonl
+
+    plan = planted_routing(n_items=3)
+    rows = [{"item_id": i, "lang": lang, "text": text} for i, lang, text in synthetic_corpus(plan)]
+    corpus = write_jsonl(tmp_path / "c.jsonl", rows)
+    db = tmp_path / "logits.duckdb"
+    request = TraceRequest(
+        db=db, model=SyntheticBackend(plan), corpus=corpus, langs=["eng_Latn", "tam_Taml"], save_logits=True
+    )
+    start_trace(request)
+    result = analyses.analyze_entropy(_data(db), token_level=True)
+    stored = _rows(db, "SELECT s.lang, l.layer, l.logits FROM router_logits l JOIN sequences s USING (run_id, seq_id)")
+    for lang, layer, _, _, token_entropy in result.table("by_layer").rows:
+        values = [
+            entropy(softmax(np.asarray(z, dtype=np.float64))) for code, y, z in stored if (code, y) == (lang, layer)
+        ]
+        assert token_entropy == pytest.approx(np.mean(values), abs=1e-5)
+    assert not result.notes
