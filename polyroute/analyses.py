@@ -30,8 +30,7 @@ def analyze_divergence(data: RunData) -> AnalysisResult:
     """Per-layer divergence of each language from the reference over aligned pairs (and raw JS)."""
     probs = data.distributions
     ref = data.ref_position()
-    normalised = divergence.divergence_from_reference(probs, ref)
-    raw = divergence.divergence_from_reference(probs, ref, normalised=False)
+    normalised, raw = divergence.divergence_curves(probs, ref)
     present = ~np.isnan(probs[:, :, 0, 0])
     pairs = (present & present[ref]).sum(axis=1)
     band = data.middle_band()

@@ -132,17 +132,13 @@ class RunData:
     @cached_property
     def source(self) -> str:
         """`router_probs` (soft, needs router scores) or `activation_frequencies` (hard: f / k)."""
-        if self.selection.source == "hard" or self._soft is None:
-            if self.selection.source == "soft":
-                raise PolyrouteError(
-                    f"run {self.layout.run_id} stored no router probabilities (an id-only trace): use --source hard"
-                )
-            return "activation_frequencies"
-        return "router_probs"
-
-    @cached_property
-    def _soft(self) -> np.ndarray | None:
-        return None if self.selection.source == "hard" else q.router_probs(self.store, self.layout)
+        if self.selection.source != "hard" and q.has_router_probs(self.store, self.layout.run_id):
+            return "router_probs"
+        if self.selection.source == "soft":
+            raise PolyrouteError(
+                f"run {self.layout.run_id} stored no router probabilities (an id-only trace): use --source hard"
+            )
+        return "activation_frequencies"
 
     @cached_property
     def experts(self) -> np.ndarray:
@@ -153,19 +149,28 @@ class RunData:
     def distributions(self) -> np.ndarray:
         """[L, I, Y', E] per-sequence routing distributions of the selection (NaN where absent)."""
         layout = self.layout
-        if self.source == "router_probs":
-            assert self._soft is not None
-            per_sequence = self._soft
-        else:
-            per_sequence = routing.sequence_frequencies(self.experts, layout.seq_tokens, layout.n_experts)
-            per_sequence /= layout.top_k
-        keep = np.isin(layout.seq_lang, self.lang_index)
-        position = np.full(len(layout.langs), -1)
-        position[self.lang_index] = np.arange(len(self.lang_index))
+        rows = q.router_probs(self.store, layout) if self.source == "router_probs" else None
+        if rows is None:
+            frequencies = routing.sequence_frequencies(self.experts, layout.seq_tokens, layout.n_experts)
+            n_seqs, n_layers = frequencies.shape[:2]
+            rows = (
+                np.repeat(np.arange(n_seqs), n_layers),
+                np.tile(np.arange(n_layers), n_seqs),
+                frequencies.reshape(-1, layout.n_experts) / layout.top_k,
+            )
+        seq_rows, layer_rows, values = rows
+        lang_position = np.full(len(layout.langs), -1)
+        lang_position[self.lang_index] = np.arange(len(self.lang_index))
+        layer_position = np.full(len(layout.layers), -1)
+        layer_position[self.layer_index] = np.arange(len(self.layer_index))
+        langs, layers = lang_position[layout.seq_lang[seq_rows]], layer_position[layer_rows]
+        keep = (langs >= 0) & (layers >= 0)
+        if not keep.all():
+            langs, layers, seq_rows, values = langs[keep], layers[keep], seq_rows[keep], values[keep]
         arranged = np.full(
             (len(self.lang_index), len(layout.items), len(self.layer_index), layout.n_experts), np.nan, np.float32
         )
-        arranged[position[layout.seq_lang[keep]], layout.seq_item[keep]] = per_sequence[keep][:, self.layer_index]
+        arranged[langs, layout.seq_item[seq_rows], layers] = values
         return arranged
 
     @cached_property

@@ -176,20 +176,25 @@ def run_layout(store: Store, run_id: int) -> RunLayout | None:
     )
 
 
-def router_probs(store: Store, layout: RunLayout) -> np.ndarray | None:
-    """[S, Y, E] float32 mean router probabilities of every sequence and layer (NaN where a row is
-    missing), or None for a run without them (id-only backends)."""
+def router_probs(store: Store, layout: RunLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Mean router probabilities of every stored (sequence, layer) as rows: (sequence index [n]
+    into `layout.seq_ids`, layer index [n] into `layout.layers`, probs [n, E] float32), or None for
+    a run without them (id-only backends). Rows, not a dense array, so the caller places them
+    where it wants them without a second copy."""
     table = store.con.execute(
         "SELECT seq_id, layer, probs FROM router_probs WHERE run_id = ?", [layout.run_id]
     ).to_arrow_table()
     if table.num_rows == 0:
         return None
-    values = table.column("probs").combine_chunks().flatten().to_numpy()
-    rows = np.searchsorted(layout.seq_ids, table.column("seq_id").to_numpy())
-    layers = np.searchsorted(layout.layers, table.column("layer").to_numpy())
-    probs = np.full((len(layout.seq_ids), len(layout.layers), layout.n_experts), np.nan, dtype=np.float32)
-    probs[rows, layers] = values.reshape(-1, layout.n_experts)
-    return probs
+    return (
+        np.searchsorted(layout.seq_ids, table.column("seq_id").to_numpy()),
+        np.searchsorted(layout.layers, table.column("layer").to_numpy()),
+        table.column("probs").combine_chunks().flatten().to_numpy().reshape(-1, layout.n_experts),
+    )
+
+
+def has_router_probs(store: Store, run_id: int) -> bool:
+    return store.con.execute("SELECT 1 FROM router_probs WHERE run_id = ? LIMIT 1", [run_id]).fetchone() is not None
 
 
 def token_experts(store: Store, layout: RunLayout) -> np.ndarray:

@@ -40,17 +40,24 @@ def test_layout_and_router_probs_match_the_stored_rows(planted_store):
     with open_store(planted_store, read_only=True) as store:
         layout = q.run_layout(store, 1)
         assert layout is not None
-        probs = q.router_probs(store, layout)
+        rows = q.router_probs(store, layout)
+    assert rows is not None
+    found = {(int(s), int(y)): p for s, y, p in zip(*rows, strict=True)}
     stored = _rows(
         planted_store,
         "SELECT s.seq_id, s.lang, s.item_id, p.layer, p.probs "
         "FROM router_probs p JOIN sequences s USING (run_id, seq_id)",
     )
-    assert probs is not None and probs.shape == (9 * 12, 8, 16)
+    assert len(found) == len(stored) == 9 * 12 * 8
     for seq_id, lang, item, layer, values in stored:
         s = int(np.searchsorted(layout.seq_ids, seq_id))
         assert (layout.langs[layout.seq_lang[s]], layout.items[layout.seq_item[s]]) == (lang, item)
-        np.testing.assert_array_equal(probs[s, layer], np.asarray(values, dtype=np.float32))
+        np.testing.assert_array_equal(found[(s, layer)], np.asarray(values, dtype=np.float32))
+    data = _data(planted_store, langs=["tam_Taml", "eng_Latn"], layers=(2, 3))
+    probs = data.distributions
+    s = next(i for i, code in enumerate(layout.seq_lang) if layout.langs[code] == "tam_Taml")
+    np.testing.assert_array_equal(probs[0, layout.seq_item[s], 1], found[(s, 3)])
+    assert probs.shape == (2, 12, 2, 16) and not np.isnan(probs).any()
 
 
 def test_expert_usage_matches_counting_every_routing_decision(planted_store):

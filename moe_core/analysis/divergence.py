@@ -39,19 +39,33 @@ def normalised_js(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return js_divergence(p, q) / np.maximum(gap, MIN_DENOMINATOR)
 
 
-def divergence_from_reference(probs: np.ndarray, ref_index: int, *, normalised: bool = True) -> np.ndarray:
+def divergence_curves(probs: np.ndarray, ref_index: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-layer mean divergence of every language from the reference, over the items both have.
 
     probs: [L, I, Y, E] per-sequence routing distributions (NaN where a language lacks an item).
-    Returns [L, Y]: the mean over aligned items i of D(q_i^ref, q_i^L) (or raw JS); NaN for a
-    language that shares no item with the reference. Computed pair by pair, never on averages.
+    Returns (normalised D, raw JS), each [L, Y]: the mean over aligned items i of
+    D(q_i^ref, q_i^L) and of JS; NaN for a language that shares no item with the reference.
+    Computed pair by pair, never on averaged distributions.
     """
     reference = probs[ref_index]
     ref_present = ~np.isnan(reference[:, 0, 0])
-    measure = normalised_js if normalised else js_divergence
-    curves = np.full(probs.shape[:1] + probs.shape[2:3], np.nan)
+    ref_entropy = entropy(np.nan_to_num(reference))
+    n_experts = probs.shape[-1]
+    shape = probs.shape[:1] + probs.shape[2:3]
+    normalised, raw = np.full(shape, np.nan), np.full(shape, np.nan)
     for lang in range(probs.shape[0]):  # one language at a time keeps memory at [I, Y, E]
         both = ref_present & ~np.isnan(probs[lang, :, 0, 0])
-        if both.any():
-            curves[lang] = measure(reference[both], probs[lang, both]).mean(axis=0)
-    return curves
+        if not both.any():
+            continue
+        p, q = reference[both], probs[lang, both]
+        mean_entropy = (ref_entropy[both] + entropy(q)) / 2
+        # JS = H(m) - (H(p) + H(q)) / 2: the same value as the two KL terms, with a third of the logs.
+        js = np.maximum(entropy((p.astype(np.float64) + q) / 2) - mean_entropy, 0)
+        raw[lang] = js.mean(axis=0)
+        normalised[lang] = (js / np.maximum(np.log(n_experts) - mean_entropy, MIN_DENOMINATOR)).mean(axis=0)
+    return normalised, raw
+
+
+def divergence_from_reference(probs: np.ndarray, ref_index: int, *, normalised: bool = True) -> np.ndarray:
+    """One of `divergence_curves`: the entropy-normalised D (default) or raw JS, [L, Y]."""
+    return divergence_curves(probs, ref_index)[0 if normalised else 1]

@@ -13,7 +13,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 from scipy.special import comb
 
-from moe_core.analysis.divergence import normalised_js
+from moe_core.analysis.divergence import MIN_DENOMINATOR, entropy
 from moe_core.analysis.rise import top_n_sets
 
 
@@ -25,13 +25,20 @@ def divergence_similarity(probs: np.ndarray, band: np.ndarray) -> np.ndarray:
     """
     sub = probs[:, :, np.asarray(band, dtype=bool)]
     present = ~np.isnan(sub[:, :, 0, 0])
+    entropies = entropy(np.nan_to_num(sub))  # [L, I, Y']: each language's once, not once per pair
+    log_experts = np.log(sub.shape[-1])
     n_langs = sub.shape[0]
     result = np.eye(n_langs)
     for a in range(n_langs):
         for b in range(a + 1, n_langs):
             both = present[a] & present[b]
-            value = 1 - normalised_js(sub[a, both], sub[b, both]).mean() if both.any() else np.nan
-            result[a, b] = result[b, a] = value
+            if not both.any():
+                result[a, b] = result[b, a] = np.nan
+                continue
+            mean_entropy = (entropies[a, both] + entropies[b, both]) / 2
+            js = np.maximum(entropy((sub[a, both].astype(np.float64) + sub[b, both]) / 2) - mean_entropy, 0)
+            distance = js / np.maximum(log_experts - mean_entropy, MIN_DENOMINATOR)
+            result[a, b] = result[b, a] = 1 - distance.mean()
     return result
 
 
