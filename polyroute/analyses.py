@@ -96,7 +96,7 @@ def analyze_entropy(data: RunData, *, token_level: bool = False) -> AnalysisResu
 
 def _token_entropy(data: RunData) -> np.ndarray | None:
     """[L, Y'] mean per-token entropy from stored router logits, or None when none are stored."""
-    _, position = data.sequence_groups()
+    position = data.sequence_positions()
     totals = np.zeros((len(data.langs), len(data.layout.layers)))
     counts = np.zeros_like(totals)
     sigmoid = data.layout.soft_rule != "softmax"
@@ -120,7 +120,7 @@ def analyze_consistency(data: RunData, *, max_pairs: int = 256, seed: int = 0) -
     per_sequence = routing.within_sequence_consistency(
         data.experts[:, data.layer_index], layout.seq_tokens, layout.n_experts, max_pairs=max_pairs, seed=seed
     )
-    _, position = data.sequence_groups()
+    position = data.sequence_positions()
     means = mean_by_group(per_sequence, position, len(data.langs))
     n_seqs = np.bincount(position[position >= 0], minlength=len(data.langs))
     rows = [

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from moe_core.analysis import routing
+from moe_core.analysis import rise, routing
 from moe_core.errors import PolyrouteError
 from moe_core.languages import find_lang, language
 from store import Store
@@ -123,9 +123,7 @@ class RunData:
         """[Y'] bool over the selected layers: the RISE middle zone, unless --layers chose a band."""
         if self.selection.layers is not None:
             return np.ones(len(self.layer_index), dtype=bool)
-        from moe_core.analysis.rise import depth_zones
-
-        return depth_zones(np.asarray(self.layers), self.layout.n_layers) == 1
+        return rise.depth_zones(np.asarray(self.layers), self.layout.n_layers) == 1
 
     # inputs --------------------------------------------------------------------------------
 
@@ -159,11 +157,9 @@ class RunData:
                 frequencies.reshape(-1, layout.n_experts) / layout.top_k,
             )
         seq_rows, layer_rows, values = rows
-        lang_position = np.full(len(layout.langs), -1)
-        lang_position[self.lang_index] = np.arange(len(self.lang_index))
         layer_position = np.full(len(layout.layers), -1)
         layer_position[self.layer_index] = np.arange(len(self.layer_index))
-        langs, layers = lang_position[layout.seq_lang[seq_rows]], layer_position[layer_rows]
+        langs, layers = self.sequence_positions()[seq_rows], layer_position[layer_rows]
         keep = (langs >= 0) & (layers >= 0)
         if not keep.all():
             langs, layers, seq_rows, values = langs[keep], layers[keep], seq_rows[keep], values[keep]
@@ -190,11 +186,11 @@ class RunData:
         n_seqs = np.bincount(self.layout.seq_lang, minlength=len(self.layout.langs))[self.lang_index]
         return sums / np.maximum(n_seqs, 1)[:, None, None]
 
-    def sequence_groups(self) -> tuple[np.ndarray, np.ndarray]:
-        """(sequence mask [S] of the selected languages, their position among the selected [S])."""
+    def sequence_positions(self) -> np.ndarray:
+        """[S] each sequence's language position among the selected languages (-1: not selected)."""
         position = np.full(len(self.layout.langs), -1)
         position[self.lang_index] = np.arange(len(self.lang_index))
-        return np.isin(self.layout.seq_lang, self.lang_index), position[self.layout.seq_lang]
+        return position[self.layout.seq_lang]
 
     def params(self) -> dict[str, Any]:
         return {
