@@ -9,8 +9,9 @@ and the token count, and it routes each token with router logits
     bias[L, l] = base[l] + depth(l) * (family[F(L), l] + language[L, l]) + planted exclusive experts,
 
 where depth(l) is U-shaped (strong at both ends, weak in the middle), so languages diverge most in
-the first and last layers, related languages route alike, and each planted expert is chosen by its
-language's tokens and never by the others'.
+the first and last layers, related languages route alike, each planted exclusive expert is chosen
+by its language's tokens and never by the others', and planted task experts by every token of the
+task items (the last `task_items`) in every language.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class PlantedRouting:
     item_strength: float = 0.5
     noise: float = 1.0
     exclusive: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    task_items: int = 0  # the last items are "task" text: in every language they route to task_experts
+    task_experts: tuple[tuple[int, int], ...] = ()  # (layer, expert) pairs
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -93,7 +96,10 @@ class SyntheticBackend(Backend):
                 bias[:, layer, expert] -= PLANTED_BIAS
                 bias[plan.langs.index(lang), layer, expert] += 2 * PLANTED_BIAS
         self._bias = bias.astype(np.float32)
-        self._item_vectors = (plan.item_strength * rng.normal(size=(plan.n_items, layers, experts))).astype(np.float32)
+        items = plan.item_strength * rng.normal(size=(plan.n_items, layers, experts))
+        for layer, expert in plan.task_experts:
+            items[plan.n_items - plan.task_items :, layer, expert] += PLANTED_BIAS
+        self._item_vectors = items.astype(np.float32)
 
     def info(self) -> ModelInfo:
         plan = self.plan

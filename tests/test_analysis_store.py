@@ -231,3 +231,25 @@ def test_token_level_entropy_comes_from_the_stored_logits(tmp_path):
         ]
         assert token_entropy == pytest.approx(np.mean(values), abs=1e-5)
     assert not result.notes
+
+
+def test_task_experts_are_found_against_a_generic_reference_run(tmp_path):
+    from moe_core.synthetic import SyntheticBackend, synthetic_corpus
+    from polyroute.tracing import TraceRequest, start_trace
+    from tests.conftest import planted_routing, write_jsonl
+
+    plan = planted_routing(n_items=16, task_items=8, task_experts=((3, 6), (4, 13)))
+    backend = SyntheticBackend(plan)  # one model traces both corpora
+    rows = synthetic_corpus(plan)
+    db = tmp_path / "task.duckdb"
+    for name, task in (("generic", False), ("math", True)):
+        chosen = [{"item_id": i, "lang": lang, "text": text} for i, lang, text in rows if (int(i[4:]) >= 8) == task]
+        corpus = write_jsonl(tmp_path / f"{name}.jsonl", chosen)
+        start_trace(TraceRequest(db=db, model=backend, corpus=corpus, langs=["eng_Latn", "deu_Latn"]))
+    with open_store(db, read_only=True) as store:
+        generic, task = RunData(store, 1, Selection()), RunData(store, 2, Selection())
+        found = analyses.analyze_experts(task, tau=0.3, reference=generic)
+        assert {(layer, expert) for layer, expert, *_ in found.table("specialised").rows} == {(3, 6), (4, 13)}
+        assert found.params["kind"] == "task experts" and found.params["ref_run"] == 1
+        none_found = analyses.analyze_experts(generic, tau=0.3, reference=task)
+        assert none_found.table("specialised").rows == []
