@@ -45,6 +45,11 @@ class _Encoded:
     pieces: list[str]
 
 
+def config_hash(model_dir: Path) -> str:
+    """The model's identity in the store (`models.config_hash`): a digest of its config.json."""
+    return hashlib.sha256((model_dir / "config.json").read_bytes()).hexdigest()[:16]
+
+
 def load_config(model_dir: Path) -> Any:
     if not model_dir.is_dir():
         raise ModelError(f"model folder {model_dir} does not exist: pass --model a folder with config.json and weights")
@@ -86,7 +91,7 @@ class HFBackend(Backend):
             scoring=self._adapter.scoring(config),
             soft_rule=self._adapter.soft_rule,
             weight_bound=self._adapter.weight_bound(config),
-            config_hash=hashlib.sha256((path / "config.json").read_bytes()).hexdigest()[:16],
+            config_hash=config_hash(path),
         )
 
     @property
