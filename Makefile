@@ -29,8 +29,10 @@ install-dev: $(VENV)/.dev
 chromium:
 	@[ -x $(CHROMIUM) ] || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 
+## The first run builds the demo store (the shipped demo model over every built-in language, about a minute).
 run: install
 	@mkdir -p $(dir $(DB))
+	@[ -f $(DB) ] || $(VENV)/bin/polyroute demo --db $(DB)
 	POLYROUTE_DB=$(DB) $(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.address 127.0.0.1
 
 lint: install-dev
@@ -49,6 +51,7 @@ test: lint typecheck pytest
 bench: install-dev
 	$(PY) -m pip install -q -r requirements-bench.txt
 	$(PY) bench/capture.py
+	$(PY) bench/analysis.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

@@ -31,7 +31,9 @@ except StoreError as error:
     st.markdown(
         "To fill a store, trace a parallel corpus with a local MoE model:\n\n"
         "```\npolyroute trace --model MODEL_DIR --corpus builtin --langs eng_Latn,deu_Latn,jpn_Jpan "
-        f"--db {store_path}\n```"
+        f"--db {store_path}\n```\n\n"
+        "or build the demo store (a tiny MoE trained on the built-in corpus, every language, under a minute on a CPU):"
+        f"\n\n```\npolyroute demo --db {store_path}\n```"
     )
     st.stop()
 

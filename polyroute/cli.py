@@ -1,5 +1,5 @@
 """The `polyroute` command: trace a corpus into the store, list runs and corpora, look up languages,
-analyse a run, query the store with SQL.
+analyse a run, query the store with SQL, build the demo store.
 
 Bad input ends with one line, `polyroute: error: <problem>: <fix>`, and exit code 2; nothing
 already stored is changed by a failed command.
@@ -16,7 +16,7 @@ from typing import Any
 
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
-from polyroute import analyze_cli
+from polyroute import analyze_cli, demo_cli
 from polyroute.output import emit_rows
 from store import StoreError
 
@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(runs)
 
     analyze_cli.add_parser(commands, _add_db)
+    demo_cli.add_parser(commands)
 
     sql = commands.add_parser("sql", help="run one read-only SQL query on the store")
     sql.add_argument("query", help='for example "SELECT lang, count(*) FROM sequences GROUP BY lang"')
@@ -123,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _languages(args)
         if args.command == "analyze":
             return analyze_cli.run(args)
+        if args.command == "demo":
+            return demo_cli.run(args)
         return _sql(args)
     except (PolyrouteError, StoreError) as error:
         print(f"polyroute: error: {error}", file=sys.stderr)

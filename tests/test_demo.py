@@ -1,0 +1,185 @@
+"""The demo model and store: the shipped checkpoint reproduces its recorded held-out loss offline;
+`polyroute demo` stores every built-in language, where the trained model (and not an untrained
+one) routes non-Latin scripts away from English; a second build changes nothing, and a failed
+build leaves the store as it was."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from moe_core.analysis.divergence import divergence_from_reference
+from moe_core.backends.hf import HFBackend
+from moe_core.corpora import load_corpus
+from moe_core.demo import DEMO_MODEL_DIR, TRAINING_RECORD
+from moe_core.demo.lm import builtin_texts, heldout_loss
+from moe_core.languages import language
+from polyroute.cli import main
+from polyroute.tracing import TraceRequest, start_trace
+from tests.conftest import PARALLEL, write_jsonl
+from tests.helpers import file_digest, trace_argv
+
+REFERENCE = "eng_Latn"
+SCRIPT_RATIO = 3.0  # non-Latin divergence from English over Latin, in at least one layer
+PROBS = """
+SELECT s.lang, s.item_id, p.layer, p.probs
+FROM router_probs p JOIN sequences s USING (run_id, seq_id) WHERE run_id = ? ORDER BY ALL
+"""
+DEMO_RUNS = "SELECT count(*) FROM runs WHERE model_id LIKE 'polyroute-demo%'"
+
+
+def _sql(db: Path, query: str, *params: object) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(query, list(params)).fetchall()
+    finally:
+        con.close()
+
+
+def _heldout() -> tuple[list[str], int]:
+    corpus = load_corpus("builtin", split="heldout")
+    return corpus.langs, len(corpus.items)
+
+
+def _store_with_a_run(folder: Path, tiny_model) -> Path:
+    """A store holding a small trace of another model: what a user's store looks like."""
+    rows = [{"item_id": f"item{i}", "lang": lang, "text": text} for lang, texts in PARALLEL.items()
+            for i, text in enumerate(texts)]  # fmt: skip
+    corpus = write_jsonl(folder / "parallel.jsonl", rows)
+    db = folder / "mine.duckdb"
+    assert main(trace_argv(db, tiny_model("qwen3_moe"), corpus, "eng_Latn,deu_Latn", "--limit", "2")) == 0
+    return db
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory, tiny_model) -> Path:
+    """`polyroute demo` into a store that already holds another run (which must survive)."""
+    db = _store_with_a_run(tmp_path_factory.mktemp("demo"), tiny_model)
+    assert main(["demo", "--db", str(db)]) == 0
+    return db
+
+
+def _demo_run_id(db: Path) -> int:
+    [(run_id,)] = _sql(db, "SELECT run_id FROM runs WHERE model_id LIKE 'polyroute-demo%'")
+    return int(run_id)
+
+
+def script_ratios(db: Path, run_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per layer: mean entropy-normalised JS from English of the non-Latin-script languages, of the
+    Latin-script ones (English excluded), and their ratio."""
+    rows = _sql(db, PROBS, run_id)
+    langs = sorted({row[0] for row in rows})
+    items = sorted({row[1] for row in rows})
+    layers = sorted({row[2] for row in rows})
+    probs = np.full((len(langs), len(items), len(layers), len(rows[0][3])), np.nan)
+    for lang, item, layer, p in rows:
+        probs[langs.index(lang), items.index(item), layers.index(layer)] = p
+    curves = divergence_from_reference(probs, langs.index(REFERENCE))
+    latin = np.array([language(code).script == "Latn" and code != REFERENCE for code in langs])
+    other = np.array([language(code).script != "Latn" for code in langs])
+    non_latin, latin_mean = curves[other].mean(axis=0), curves[latin].mean(axis=0)
+    return non_latin, latin_mean, non_latin / latin_mean
+
+
+@pytest.mark.slow
+def test_the_shipped_checkpoint_reproduces_its_heldout_loss_offline():
+    record = json.loads((DEMO_MODEL_DIR / TRAINING_RECORD).read_text(encoding="utf-8"))
+    tokenizer = AutoTokenizer.from_pretrained(DEMO_MODEL_DIR, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(DEMO_MODEL_DIR, dtype=torch.float32, local_files_only=True)
+    loss = heldout_loss(model, tokenizer, builtin_texts("heldout"))
+    assert loss == pytest.approx(record["heldout_loss"], rel=0.01)
+    assert record["heldout_loss"] < record["curve"][0]["heldout_loss"] - 2  # it learned
+    assert record["corpus"]["content_hash"] == load_corpus("builtin").content_hash  # a changed corpus is caught
+    assert sum(path.stat().st_size for path in DEMO_MODEL_DIR.iterdir()) <= 10_000_000
+    assert next(iter(model.parameters())).dtype == torch.float32
+    assert json.loads((DEMO_MODEL_DIR / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+@pytest.mark.slow
+def test_the_demo_store_holds_every_builtin_language(demo_store):
+    langs, n_items = _heldout()
+    run_id = _demo_run_id(demo_store)
+    assert len(langs) == 34
+    assert _sql(demo_store, "SELECT status, n_planned FROM runs WHERE run_id = ?", run_id) == [
+        ("complete", len(langs) * n_items)
+    ]
+    counts = _sql(demo_store, "SELECT lang, count(*) FROM sequences WHERE run_id = ? GROUP BY lang", run_id)
+    assert dict(counts) == dict.fromkeys(langs, n_items)
+    layers = _sql(demo_store, "SELECT count(DISTINCT layer) FROM router_probs WHERE run_id = ?", run_id)
+    assert layers == [(AutoConfig.from_pretrained(DEMO_MODEL_DIR).num_hidden_layers,)]
+    assert _sql(demo_store, "SELECT count(*) FROM runs") == [(2,)]  # the run that was there is kept
+
+
+@pytest.mark.slow
+def test_the_trained_model_routes_non_latin_scripts_away_from_english(demo_store):
+    non_latin, latin, ratio = script_ratios(demo_store, _demo_run_id(demo_store))
+    assert np.all(np.isfinite(ratio)), (non_latin, latin)
+    assert ratio.max() >= SCRIPT_RATIO, (non_latin, latin, ratio)
+
+
+@pytest.mark.slow
+def test_an_untrained_model_of_the_same_shape_does_not(tmp_path):
+    random_dir = tmp_path / "untrained"
+    shutil.copytree(DEMO_MODEL_DIR, random_dir, ignore=shutil.ignore_patterns("*.safetensors", TRAINING_RECORD))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(random_dir)).save_pretrained(random_dir)
+    langs, _ = _heldout()
+    db = tmp_path / "untrained.duckdb"
+    outcome = start_trace(TraceRequest(db=db, model=random_dir, corpus="builtin", langs=langs, split="heldout"))
+    non_latin, latin, ratio = script_ratios(db, outcome.run_id)
+    assert np.all(ratio < SCRIPT_RATIO), (non_latin, latin, ratio)
+
+
+@pytest.mark.slow
+def test_a_second_demo_changes_nothing(demo_store, capsys):
+    before = file_digest(demo_store)
+    capsys.readouterr()
+    assert main(["demo", "--db", str(demo_store)]) == 0
+    assert "nothing to do" in capsys.readouterr().out
+    assert _sql(demo_store, DEMO_RUNS) == [(1,)]
+    assert file_digest(demo_store) == before
+
+
+def _crash_on_second_batch(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on the model raises on its second batch, as a crash mid-trace would; returns its calls."""
+    original = HFBackend.trace
+    calls: list[int] = []
+
+    def failing(self, texts, **kwargs):
+        calls.append(len(texts))
+        if len(calls) > 1:
+            raise RuntimeError("simulated crash mid-trace")
+        return original(self, texts, **kwargs)
+
+    monkeypatch.setattr(HFBackend, "trace", failing)
+    return calls
+
+
+@pytest.mark.slow
+def test_a_failed_build_leaves_no_store_behind(tmp_path, monkeypatch):
+    db = tmp_path / "data" / "demo.duckdb"
+    calls = _crash_on_second_batch(monkeypatch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(["demo", "--db", str(db)])
+    assert len(calls) == 2
+    assert not db.exists()
+    assert list(db.parent.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_a_failed_build_leaves_an_existing_store_as_it_was(tmp_path, tiny_model, monkeypatch):
+    db = _store_with_a_run(tmp_path, tiny_model)
+    before, files = file_digest(db), sorted(tmp_path.iterdir())
+    calls = _crash_on_second_batch(monkeypatch)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(["demo", "--db", str(db)])
+    assert len(calls) == 2
+    assert file_digest(db) == before
+    assert sorted(tmp_path.iterdir()) == files
