@@ -20,6 +20,7 @@ from moe_core.backends.hf import HFBackend
 from moe_core.corpora import load_corpus
 from moe_core.demo import DEMO_MODEL_DIR, TRAINING_RECORD
 from moe_core.demo.lm import builtin_texts, heldout_loss
+from moe_core.demo.train import epoch_batches
 from moe_core.languages import language
 from polyroute.cli import main
 from polyroute.tracing import TraceRequest, start_trace
@@ -100,6 +101,19 @@ def test_the_shipped_checkpoint_reproduces_its_heldout_loss_offline():
     assert sum(path.stat().st_size for path in DEMO_MODEL_DIR.iterdir()) <= 10_000_000
     assert next(iter(model.parameters())).dtype == torch.float32
     assert json.loads((DEMO_MODEL_DIR / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def test_training_batches_are_seeded_cover_every_text_once_and_group_similar_lengths():
+    lengths = [(i * 37) % 101 + 1 for i in range(1000)]
+
+    def batches(seed: int) -> list[list[int]]:
+        return list(epoch_batches(lengths, 16, torch.Generator().manual_seed(seed)))
+
+    first = batches(0)
+    assert first == batches(0) and first != batches(1)
+    assert sorted(i for batch in first for i in batch) == list(range(1000))
+    spread = np.mean([max(lengths[i] for i in b) - min(lengths[i] for i in b) for b in first])
+    assert spread < 10  # a random batch would span most of 1..101
 
 
 @pytest.mark.slow

@@ -196,32 +196,46 @@ def train(config: TrainConfig, out: Path) -> dict[str, Any]:
     trainer = Trainer(config, tokenizer, train_texts, heldout, started)
     best_state, best = trainer.run()
     trainer.model.load_state_dict(best_state)
-    staging = out.with_name(f"{out.name}.partial")
+    staging = out.with_name(f"{out.name}.partial")  # `out` is replaced only by a complete checkpoint
     shutil.rmtree(staging, ignore_errors=True)
-    trainer.model.to(torch.bfloat16).save_pretrained(staging)  # type: ignore[arg-type]
-    tokenizer.save_pretrained(staging)
-    saved = AutoModelForCausalLM.from_pretrained(staging, dtype=torch.float32)
+    saved = _save_bf16(trainer.model, tokenizer, staging)
     record = {
         "model": f"Qwen3-MoE, {sum(p.numel() for p in saved.parameters()):,} parameters, saved in bfloat16",
         "heldout_loss": heldout_loss(saved, tokenizer, heldout),  # of the saved bf16 weights, as shipped
         "heldout_loss_float32": best.heldout_loss,  # the same weights before the cast
         "best_epoch": best.epoch,
-        "epochs": trainer.curve[-1].epoch,
-        "steps": trainer.steps,
-        "stopped_by": trainer.stopped,
-        "seed": config.seed,
-        "wall_seconds": round(time.monotonic() - started, 1),
-        "threads": torch.get_num_threads(),
-        "corpus": _corpus_record(len(train_texts), len(heldout), sum(len(r) for r in trainer.rows)),
-        "tokenizer": {"kind": "byte-level BPE", "vocab_size": len(tokenizer), "trained_on": "train split"},
-        "hyperparameters": asdict(config),
-        "versions": {name: importlib.metadata.version(name) for name in VERSIONED},
-        "curve": [asdict(point) for point in trainer.curve],
+        **_run_record(trainer, config, time.monotonic() - started),
     }
     (staging / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
     staging.rename(out)
     return record
+
+
+def _save_bf16(model: PreTrainedModel, tokenizer: Any, folder: Path) -> PreTrainedModel:
+    """Save `model` in bfloat16 with its tokenizer, and load it back in float32, as its users will."""
+    # transformers wraps `to` in a decorator that mypy reads as taking the model itself.
+    model.to(torch.bfloat16).save_pretrained(folder)  # type: ignore[arg-type]
+    tokenizer.save_pretrained(folder)
+    saved: PreTrainedModel = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    return saved
+
+
+def _run_record(trainer: Trainer, config: TrainConfig, seconds: float) -> dict[str, Any]:
+    """How the training went and what it ran on, for whoever retrains and compares."""
+    return {
+        "epochs": trainer.curve[-1].epoch,
+        "steps": trainer.steps,
+        "stopped_by": trainer.stopped,
+        "seed": config.seed,
+        "wall_seconds": round(seconds, 1),
+        "threads": torch.get_num_threads(),
+        "corpus": _corpus_record(len(trainer.rows), len(trainer.heldout), sum(len(row) for row in trainer.rows)),
+        "tokenizer": {"kind": "byte-level BPE", "vocab_size": len(trainer.tokenizer), "trained_on": "train split"},
+        "hyperparameters": asdict(config),
+        "versions": {name: importlib.metadata.version(name) for name in VERSIONED},
+        "curve": [asdict(point) for point in trainer.curve],
+    }
 
 
 def _corpus_record(n_train: int, n_heldout: int, train_tokens: int) -> dict[str, Any]:
