@@ -5,14 +5,13 @@ Run it with `make run` (or `streamlit run app.py`); the store file comes from $P
 
 from __future__ import annotations
 
-import os
-
 import streamlit as st
 
+from polyroute import default_db
 from store import StoreError, open_store
 from store.queries import list_corpora, list_runs
 
-DEFAULT_STORE = os.environ.get("POLYROUTE_DB", "data/demo.duckdb")
+DEFAULT_STORE = str(default_db())
 
 st.set_page_config(page_title="Polyroute", page_icon="🔀", layout="wide")
 st.title("Polyroute")

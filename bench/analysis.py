@@ -6,7 +6,7 @@ pipeline and writer. Then runs each analysis in a fresh process, as `polyroute a
 open the store, read the inputs through `store.queries`, compute, build the result tables.
 
 Prints one JSON object: per analysis the best and first of N wall times (seconds, goal <= 2 s on
-2 cores) and the process's peak resident memory beyond its baseline after imports.
+2 cores) and the process's peak resident memory, in all and beyond its imports.
 
 Run: `python bench/analysis.py` (about a minute to build the store), or `--quick` for a small one.
 """
@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -80,7 +79,7 @@ def run_one(name: str, db: Path) -> dict[str, float]:
     from polyroute.run_data import RunData, Selection
     from store import open_store
 
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = peak_rss_mb()
     params = dict(ANALYSES[name])
     started = time.perf_counter()
     with open_store(db, read_only=True) as store:
@@ -90,9 +89,16 @@ def run_one(name: str, db: Path) -> dict[str, float]:
             params["scores"] = {lang: 1.0 - 0.01 * i for i, lang in enumerate(data.langs)}
         result = getattr(analyses, f"analyze_{name}")(data, **params)
     seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_mb()
     assert result.tables[0].rows, name
-    return {"seconds": seconds, "peak_rss_mb": peak / 1024, "extra_rss_mb": (peak - baseline) / 1024}
+    return {"seconds": seconds, "peak_rss_mb": peak, "extra_rss_mb": peak - baseline}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. Not getrusage: Linux carries ru_maxrss across exec, so a
+    child would report the benchmark parent's peak; VmHWM starts afresh with the new program."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024
 
 
 def measure(name: str, db: Path, repeats: int) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def _token_entropy(data: RunData) -> np.ndarray | None:
         return (totals / counts)[:, data.layer_index]
 
 
-def analyze_consistency(data: RunData, *, max_pairs: int = 256, seed: int = 0) -> AnalysisResult:
+def analyze_consistency(data: RunData, *, max_pairs: int = 128, seed: int = 0) -> AnalysisResult:
     """Within-sequence consistency: mean Jaccard of token pairs' top-k sets, per language and layer."""
     if max_pairs < 1:
         raise PolyrouteError("--max-pairs must be at least 1")
@@ -393,7 +393,8 @@ def analyze_similarity(
         raise PolyrouteError("similarity compares languages: analyse at least two")
     band = data.middle_band()
     if measure == "divergence":
-        matrix = similarity.divergence_similarity(data.distributions, band)
+        in_band = data.distributions_in(band)  # only the band's layers: a quarter of the memory
+        matrix = similarity.divergence_similarity(in_band, np.ones(in_band.shape[2], dtype=bool))
     elif measure == "cosine":
         matrix = similarity.cosine_similarity(data.frequencies, band)
     else:

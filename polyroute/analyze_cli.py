@@ -98,7 +98,9 @@ def _entropy(parser: argparse.ArgumentParser) -> None:
 
 
 def _consistency(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--max-pairs", type=int, default=256, help="token pairs per sequence beyond which to sample")
+    parser.add_argument(
+        "--max-pairs", type=int, default=128, help="pairs per sequence beyond which to sample (default 128)"
+    )
     parser.add_argument("--seed", type=int, default=0)
 
 

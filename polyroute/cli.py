@@ -16,16 +16,11 @@ from typing import Any
 
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
-from polyroute import analyze_cli, demo_cli
-from polyroute.output import emit_rows
+from polyroute import DEFAULT_DB, analyze_cli, default_db, demo_cli
+from polyroute.output import emit_rows, quiet_libraries
 from store import StoreError
 
-DEFAULT_DB = "polyroute.duckdb"
 EXIT_USAGE = 2
-
-
-def _db_default() -> Path:
-    return Path(os.environ.get("POLYROUTE_DB", DEFAULT_DB))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(runs)
 
     analyze_cli.add_parser(commands, _add_db)
-    demo_cli.add_parser(commands)
+    demo_cli.add_parser(commands, _add_db)
 
     sql = commands.add_parser("sql", help="run one read-only SQL query on the store")
     sql.add_argument("query", help='for example "SELECT lang, count(*) FROM sequences GROUP BY lang"')
@@ -112,7 +107,7 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if "db" in args:
-        args.db = args.db or _db_default()
+        args.db = args.db or default_db()
     try:
         if args.command == "trace":
             return _trace(args)
@@ -136,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    _quiet_libraries()
+    quiet_libraries()
     if args.corpus:
         _note_hub(args.corpus)
     from tqdm import tqdm
@@ -254,7 +249,7 @@ def _corpus_show(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise PolyrouteError("--limit must be at least 1")
     wanted = parse_langs(args.langs) if args.langs else None
-    _quiet_libraries()
+    quiet_libraries()
     _note_hub(args.name)
     corpus = load_corpus(args.name, wanted, args.split)
     langs = wanted or corpus.langs
@@ -343,17 +338,6 @@ def _note_hub(corpus: str) -> None:
             f"(without a network this fails after the Hub's retries; --corpus {corpus}:DIR reads a local copy)",
             file=sys.stderr,
         )
-
-
-def _quiet_libraries() -> None:
-    """transformers' and the Hub's loading bars and notices would bury ours."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    from huggingface_hub.utils import logging as hub_logging
-
-    hub_logging.set_verbosity_error()
 
 
 if __name__ == "__main__":

@@ -6,31 +6,27 @@ Kept apart from polyroute/demo.py so that `polyroute --help` does not load torch
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-DEMO_DB = Path("data/demo.duckdb")  # where the app looks by default (app.py, the Makefile)
 
-
-def add_parser(commands: Any) -> None:
+def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register `demo` on the `polyroute` sub-command set."""
-    default = Path(os.environ.get("POLYROUTE_DB", DEMO_DB))
     demo = commands.add_parser(
         "demo", help="build the demo store: the shipped tiny MoE traced over every built-in language"
     )
-    demo.add_argument("--db", type=Path, default=default, help=f"store file (default $POLYROUTE_DB or {DEMO_DB})")
+    add_db(demo)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build (or find) the demo run in `args.db` and say what was done."""
     from tqdm import tqdm
 
-    from polyroute.cli import _quiet_libraries
     from polyroute.demo import build_demo_store
+    from polyroute.output import quiet_libraries
 
-    _quiet_libraries()
+    quiet_libraries()
     bars: list[tqdm[Any]] = []
 
     def progress(run_id: int, n_sequences: int, n_tokens: int) -> Any:

@@ -1,4 +1,5 @@
-"""How commands print rows: an aligned text table, CSV or JSON on stdout."""
+"""How commands print: rows as an aligned text table, CSV or JSON on stdout, with the loading
+bars and notices of the model libraries silenced so that ours are readable."""
 
 from __future__ import annotations
 
@@ -26,3 +27,14 @@ def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     for line in [list(columns), ["-" * width for width in widths], *cells]:
         print("  ".join(value.ljust(width) for value, width in zip(line, widths, strict=True)).rstrip())
+
+
+def quiet_libraries() -> None:
+    """transformers' and the Hub's loading bars and notices would bury ours."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub_logging.set_verbosity_error()

@@ -146,6 +146,10 @@ class RunData:
     @cached_property
     def distributions(self) -> np.ndarray:
         """[L, I, Y', E] per-sequence routing distributions of the selection (NaN where absent)."""
+        return self.distributions_in(np.ones(len(self.layer_index), dtype=bool))
+
+    def distributions_in(self, band: np.ndarray) -> np.ndarray:
+        """`distributions` of the selected layers in `band` ([Y'] bool) only: [L, I, Y'', E]."""
         layout = self.layout
         rows = q.router_probs(self.store, layout) if self.source == "router_probs" else None
         if rows is None:
@@ -157,14 +161,15 @@ class RunData:
                 frequencies.reshape(-1, layout.n_experts) / layout.top_k,
             )
         seq_rows, layer_rows, values = rows
+        kept_layers = self.layer_index[np.asarray(band, dtype=bool)]
         layer_position = np.full(len(layout.layers), -1)
-        layer_position[self.layer_index] = np.arange(len(self.layer_index))
+        layer_position[kept_layers] = np.arange(len(kept_layers))
         langs, layers = self.sequence_positions()[seq_rows], layer_position[layer_rows]
         keep = (langs >= 0) & (layers >= 0)
         if not keep.all():
             langs, layers, seq_rows, values = langs[keep], layers[keep], seq_rows[keep], values[keep]
         arranged = np.full(
-            (len(self.lang_index), len(layout.items), len(self.layer_index), layout.n_experts), np.nan, np.float32
+            (len(self.lang_index), len(layout.items), len(kept_layers), layout.n_experts), np.nan, np.float32
         )
         arranged[langs, layout.seq_item[seq_rows], layers] = values
         return arranged

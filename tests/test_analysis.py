@@ -144,7 +144,7 @@ def test_bitmasks_hold_exactly_the_top_k_sets(n_experts):
     masks = routing.topk_bitmasks(routes, n_experts)
     for t in range(7):
         for layer in range(3):
-            bits = {w * 64 + b for w in range(masks.shape[-1]) for b in range(64) if int(masks[t, layer, w]) >> b & 1}
+            bits = {w * 64 + b for w in range(masks.shape[0]) for b in range(64) if int(masks[w, t, layer]) >> b & 1}
             assert bits == set(routes[t, layer].tolist())
 
 

@@ -15,24 +15,22 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from moe_core.analysis.divergence import divergence_from_reference
 from moe_core.backends.hf import HFBackend
 from moe_core.corpora import load_corpus
 from moe_core.demo import DEMO_MODEL_DIR, TRAINING_RECORD
 from moe_core.demo.lm import builtin_texts, heldout_loss
 from moe_core.demo.train import epoch_batches
 from moe_core.languages import language
+from polyroute.analyses import analyze_divergence
 from polyroute.cli import main
+from polyroute.run_data import RunData, Selection
 from polyroute.tracing import TraceRequest, start_trace
+from store import open_store
 from tests.conftest import PARALLEL, write_jsonl
 from tests.helpers import file_digest, trace_argv
 
 REFERENCE = "eng_Latn"
 SCRIPT_RATIO = 3.0  # non-Latin divergence from English over Latin, in at least one layer
-PROBS = """
-SELECT s.lang, s.item_id, p.layer, p.probs
-FROM router_probs p JOIN sequences s USING (run_id, seq_id) WHERE run_id = ? ORDER BY ALL
-"""
 DEMO_RUNS = "SELECT count(*) FROM runs WHERE model_id LIKE 'polyroute-demo%'"
 
 
@@ -74,18 +72,18 @@ def _demo_run_id(db: Path) -> int:
 
 def script_ratios(db: Path, run_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per layer: mean entropy-normalised JS from English of the non-Latin-script languages, of the
-    Latin-script ones (English excluded), and their ratio."""
-    rows = _sql(db, PROBS, run_id)
-    langs = sorted({row[0] for row in rows})
-    items = sorted({row[1] for row in rows})
-    layers = sorted({row[2] for row in rows})
-    probs = np.full((len(langs), len(items), len(layers), len(rows[0][3])), np.nan)
-    for lang, item, layer, p in rows:
-        probs[langs.index(lang), items.index(item), layers.index(layer)] = p
-    curves = divergence_from_reference(probs, langs.index(REFERENCE))
-    latin = np.array([language(code).script == "Latn" and code != REFERENCE for code in langs])
-    other = np.array([language(code).script != "Latn" for code in langs])
-    non_latin, latin_mean = curves[other].mean(axis=0), curves[latin].mean(axis=0)
+    Latin-script ones (English excluded), and their ratio; as `polyroute analyze divergence` finds it."""
+    with open_store(db, read_only=True) as store:
+        result = analyze_divergence(RunData(store, run_id, Selection(ref=REFERENCE)))
+    rows = result.table("by_layer").rows
+    layers = sorted({layer for _, layer, *_ in rows})
+    curves: dict[str, list[float]] = {}
+    for lang, _, value, _, _ in sorted(rows, key=lambda row: (row[0], row[1])):
+        curves.setdefault(lang, []).append(value)
+    latin = [curves[code] for code in curves if language(code).script == "Latn" and code != REFERENCE]
+    other = [curves[code] for code in curves if language(code).script != "Latn"]
+    non_latin, latin_mean = np.mean(other, axis=0), np.mean(latin, axis=0)
+    assert len(non_latin) == len(layers)
     return non_latin, latin_mean, non_latin / latin_mean
 
 

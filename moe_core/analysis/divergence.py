@@ -11,10 +11,16 @@ MIN_DENOMINATOR = 1e-6  # log E - mean entropy is clamped here (two nearly unifo
 
 
 def entropy(p: np.ndarray) -> np.ndarray:
-    """H(p) = -sum p log p in nats, with 0 log 0 = 0. p: [..., E] -> [...]."""
-    p = np.asarray(p, dtype=np.float64)
-    logs = np.log(np.where(p > 0, p, 1.0))
-    return -(p * logs).sum(axis=-1)
+    """H(p) = -sum p log p in nats, with 0 log 0 = 0. p: [..., E] -> [...].
+
+    Computed in p's float precision (float32 stays float32: stored distributions are float32 and
+    this halves the memory traffic), summed in float64.
+    """
+    p = np.asarray(p)
+    if p.dtype not in (np.float32, np.float64):
+        p = p.astype(np.float64)
+    logs = np.log(p, out=np.zeros_like(p), where=p > 0)
+    return -(p * logs).sum(axis=-1, dtype=np.float64)
 
 
 def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -47,7 +53,8 @@ def divergence_curves(probs: np.ndarray, ref_index: int) -> tuple[np.ndarray, np
     D(q_i^ref, q_i^L) and of JS; NaN for a language that shares no item with the reference.
     Computed pair by pair, never on averaged distributions.
     """
-    reference = probs[ref_index]
+    # float64 throughout: JS is a difference of entropies, and identical rows must give exactly 0.
+    reference = probs[ref_index].astype(np.float64)
     ref_present = ~np.isnan(reference[:, 0, 0])
     ref_entropy = entropy(np.nan_to_num(reference))
     n_experts = probs.shape[-1]
@@ -57,10 +64,10 @@ def divergence_curves(probs: np.ndarray, ref_index: int) -> tuple[np.ndarray, np
         both = ref_present & ~np.isnan(probs[lang, :, 0, 0])
         if not both.any():
             continue
-        p, q = reference[both], probs[lang, both]
+        p, q = reference[both], probs[lang, both].astype(np.float64)
         mean_entropy = (ref_entropy[both] + entropy(q)) / 2
         # JS = H(m) - (H(p) + H(q)) / 2: the same value as the two KL terms, with a third of the logs.
-        js = np.maximum(entropy((p.astype(np.float64) + q) / 2) - mean_entropy, 0)
+        js = np.maximum(entropy((p + q) / 2) - mean_entropy, 0)
         raw[lang] = js.mean(axis=0)
         normalised[lang] = (js / np.maximum(np.log(n_experts) - mean_entropy, MIN_DENOMINATOR)).mean(axis=0)
     return normalised, raw

@@ -39,10 +39,12 @@ def sequence_frequencies(experts: np.ndarray, lengths: np.ndarray, n_experts: in
 
 def routing_entropy(probs: np.ndarray) -> np.ndarray:
     """Mean over sequences of H(q_i^(l)). probs: [L, I, Y, E] (NaN = absent) -> [L, Y] nats."""
-    per_sequence = entropy(np.nan_to_num(probs))  # [L, I, Y]
-    present = ~np.isnan(probs[..., 0])
-    with np.errstate(invalid="ignore"):
-        return np.where(present, per_sequence, 0).sum(axis=1) / present.sum(axis=1)
+    result = np.full(probs.shape[:1] + probs.shape[2:3], np.nan)
+    for lang, rows in enumerate(probs):  # one language at a time keeps the temporaries small
+        present = ~np.isnan(rows[:, 0, 0])
+        if present.any():
+            result[lang] = entropy(rows[present]).mean(axis=0)
+    return result
 
 
 def token_entropy(scores: np.ndarray, *, sigmoid: bool = False) -> np.ndarray:
@@ -59,18 +61,20 @@ def token_entropy(scores: np.ndarray, *, sigmoid: bool = False) -> np.ndarray:
 
 
 def topk_bitmasks(experts: np.ndarray, n_experts: int) -> np.ndarray:
-    """Each token's top-k set as bits. experts: [N, Y, k] -> [N, Y, W] uint64, W = ceil(E / 64)."""
+    """Each token's top-k set as bits. experts: [N, Y, k] -> [W, N, Y] uint64, W = ceil(E / 64).
+
+    Word-major, so gathering the masks of a set of tokens reads contiguous rows.
+    """
     words = -(-n_experts // WORD_BITS)
     ids = np.arange(words * WORD_BITS)
     # bit_of[w, e]: expert e's bit in word w (0 in the other words).
     bit_of = np.where(ids // WORD_BITS == np.arange(words)[:, None], np.left_shift(1, ids % WORD_BITS), 0)
     bit_of = bit_of.astype(np.uint64)
-    masks = np.zeros((*experts.shape[:2], words), dtype=np.uint64)
+    masks = np.zeros((words, *experts.shape[:2]), dtype=np.uint64)
     for word in range(words):
-        union = np.zeros(experts.shape[:2], dtype=np.uint64)
         for rank in range(experts.shape[-1]):  # k gathers of [N, Y] beat one over [N, Y, k] here
-            union |= np.take(bit_of[word], experts[..., rank])
-        masks[..., word] = union
+            # The experts of one token are distinct, so OR-ing their bits is their union.
+            masks[word] |= np.take(bit_of[word], experts[..., rank])
     return masks
 
 
@@ -106,7 +110,7 @@ def token_pairs(lengths: np.ndarray, max_pairs: int, seed: int) -> tuple[np.ndar
 
 
 def within_sequence_consistency(
-    experts: np.ndarray, lengths: np.ndarray, n_experts: int, *, max_pairs: int = 256, seed: int = 0
+    experts: np.ndarray, lengths: np.ndarray, n_experts: int, *, max_pairs: int = 128, seed: int = 0
 ) -> np.ndarray:
     """Mean Jaccard |S_t & S_u| / |S_t | S_u| of the top-k sets of token pairs within each sequence.
 
@@ -124,8 +128,8 @@ def within_sequence_consistency(
     for start in range(0, owner.size, PAIR_CHUNK):  # chunks keep the [pairs, Y, W] masks small
         chunk = slice(start, start + PAIR_CHUNK)
         shared = np.zeros((len(owner[chunk]), experts.shape[1]), dtype=np.uint8)
-        for word in range(masks.shape[-1]):
-            shared += np.bitwise_count(masks[first[chunk], :, word] & masks[second[chunk], :, word])
+        for word_masks in masks:
+            shared += np.bitwise_count(word_masks[first[chunk]] & word_masks[second[chunk]])
         owners = owner[chunk]
         segments = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
         totals[owners[segments]] += np.add.reduceat(jaccard_of[shared], segments, axis=0)

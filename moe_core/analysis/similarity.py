@@ -23,7 +23,7 @@ def divergence_similarity(probs: np.ndarray, band: np.ndarray) -> np.ndarray:
     probs: [L, I, Y, E] (NaN = absent); band: [Y] bool. Returns [L, L] symmetric, 1 on the
     diagonal; NaN for two languages without a common item.
     """
-    sub = probs[:, :, np.asarray(band, dtype=bool)]
+    sub = probs[:, :, np.asarray(band, dtype=bool)].astype(np.float64)  # see divergence_curves
     present = ~np.isnan(sub[:, :, 0, 0])
     entropies = entropy(np.nan_to_num(sub))  # [L, I, Y']: each language's once, not once per pair
     log_experts = np.log(sub.shape[-1])
@@ -36,7 +36,7 @@ def divergence_similarity(probs: np.ndarray, band: np.ndarray) -> np.ndarray:
                 result[a, b] = result[b, a] = np.nan
                 continue
             mean_entropy = (entropies[a, both] + entropies[b, both]) / 2
-            js = np.maximum(entropy((sub[a, both].astype(np.float64) + sub[b, both]) / 2) - mean_entropy, 0)
+            js = np.maximum(entropy((sub[a, both] + sub[b, both]) / 2) - mean_entropy, 0)
             distance = js / np.maximum(log_experts - mean_entropy, MIN_DENOMINATOR)
             result[a, b] = result[b, a] = 1 - distance.mean()
     return result
