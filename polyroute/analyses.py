@@ -117,8 +117,9 @@ def analyze_consistency(data: RunData, *, max_pairs: int = 128, seed: int = 0) -
     if max_pairs < 1:
         raise PolyrouteError("--max-pairs must be at least 1")
     layout = data.layout
+    routes = data.experts if len(data.layer_index) == len(layout.layers) else data.experts[:, data.layer_index]
     per_sequence = routing.within_sequence_consistency(
-        data.experts[:, data.layer_index], layout.seq_tokens, layout.n_experts, max_pairs=max_pairs, seed=seed
+        routes, layout.seq_tokens, layout.n_experts, max_pairs=max_pairs, seed=seed
     )
     position = data.sequence_positions()
     means = mean_by_group(per_sequence, position, len(data.langs))

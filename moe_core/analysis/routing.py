@@ -9,7 +9,7 @@ import numpy as np
 from moe_core.analysis.divergence import entropy
 
 WORD_BITS = 64
-PAIR_CHUNK = 1 << 16
+PAIR_CHUNK = 1 << 15
 
 
 def activation_frequencies(counts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -70,11 +70,14 @@ def topk_bitmasks(experts: np.ndarray, n_experts: int) -> np.ndarray:
     # bit_of[w, e]: expert e's bit in word w (0 in the other words).
     bit_of = np.where(ids // WORD_BITS == np.arange(words)[:, None], np.left_shift(1, ids % WORD_BITS), 0)
     bit_of = bit_of.astype(np.uint64)
-    masks = np.zeros((words, *experts.shape[:2]), dtype=np.uint64)
+    masks = np.empty((words, *experts.shape[:2]), dtype=np.uint64)
+    bits = np.empty(experts.shape[:2], dtype=np.uint64)  # reused: fresh large arrays cost page faults
     for word in range(words):
-        for rank in range(experts.shape[-1]):  # k gathers of [N, Y] beat one over [N, Y, k] here
+        np.take(bit_of[word], experts[..., 0], out=masks[word])
+        for rank in range(1, experts.shape[-1]):  # k gathers of [N, Y] beat one over [N, Y, k] here
             # The experts of one token are distinct, so OR-ing their bits is their union.
-            masks[word] |= np.take(bit_of[word], experts[..., rank])
+            np.take(bit_of[word], experts[..., rank], out=bits)
+            masks[word] |= bits
     return masks
 
 
@@ -125,14 +128,20 @@ def within_sequence_consistency(
     # Two sets of k distinct experts sharing j: Jaccard j / (2k - j); a lookup beats a division.
     jaccard_of = np.arange(top_k + 1) / (2 * top_k - np.arange(top_k + 1))
     totals = np.zeros((len(lengths), experts.shape[1]))
-    for start in range(0, owner.size, PAIR_CHUNK):  # chunks keep the [pairs, Y, W] masks small
-        chunk = slice(start, start + PAIR_CHUNK)
-        shared = np.zeros((len(owner[chunk]), experts.shape[1]), dtype=np.uint8)
+    # Buffers reused across chunks: on small VMs fresh large arrays cost more in page faults than the work.
+    a, b = (np.empty((PAIR_CHUNK, experts.shape[1]), dtype=np.uint64) for _ in range(2))
+    counts, shared = (np.empty((PAIR_CHUNK, experts.shape[1]), dtype=np.uint8) for _ in range(2))
+    for start in range(0, owner.size, PAIR_CHUNK):
+        owners = owner[start : start + PAIR_CHUNK]
+        n = len(owners)
+        shared[:n] = 0
         for word_masks in masks:
-            shared += np.bitwise_count(word_masks[first[chunk]] & word_masks[second[chunk]])
-        owners = owner[chunk]
+            np.take(word_masks, first[start : start + n], axis=0, out=a[:n])
+            np.take(word_masks, second[start : start + n], axis=0, out=b[:n])
+            np.bitwise_and(a[:n], b[:n], out=a[:n])
+            shared[:n] += np.bitwise_count(a[:n], out=counts[:n])
         segments = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-        totals[owners[segments]] += np.add.reduceat(jaccard_of[shared], segments, axis=0)
+        totals[owners[segments]] += np.add.reduceat(jaccard_of[shared[:n]], segments, axis=0)
     pairs = np.bincount(owner, minlength=len(lengths)).astype(np.float64)
     with np.errstate(invalid="ignore"):
         return totals / pairs[:, None]
