@@ -401,6 +401,7 @@ def analyze_similarity(
     else:
         raise PolyrouteError(f"unknown --measure {measure!r}: use divergence or cosine")
     families = [lang_facts(lang)["family"] or lang for lang in data.langs]
+    scripts = [lang_facts(lang)["script"] or lang for lang in data.langs]
     n_clusters = clusters or len(set(families))
     labels = similarity.cluster(np.nan_to_num(matrix), n_clusters)
     n = top_n or 2 * data.layout.top_k
@@ -431,6 +432,8 @@ def analyze_similarity(
         ],
         summary={
             "ari_clusters_vs_families": rounded(similarity.adjusted_rand_index(labels, families), 4),
+            # Small or young models often split by script before family (the demo model does).
+            "ari_clusters_vs_scripts": rounded(similarity.adjusted_rand_index(labels, scripts), 4),
             "ari_communities_vs_families": rounded(
                 similarity.adjusted_rand_index([community_of[lang] for lang in data.langs], families), 4
             ),

@@ -195,3 +195,15 @@ def test_a_failed_build_leaves_an_existing_store_as_it_was(tmp_path, tiny_model,
     assert len(calls) == 2
     assert file_digest(db) == before
     assert sorted(tmp_path.iterdir()) == files
+
+
+@pytest.mark.slow
+def test_the_analyses_find_the_demo_models_script_clusters(demo_store):
+    from polyroute.analyses import analyze_similarity
+
+    with open_store(demo_store, read_only=True) as store:
+        data = RunData(store, _demo_run_id(demo_store), Selection(layers=(0, 3)))
+        scripts = {language(code).script for code in data.langs}
+        result = analyze_similarity(data, clusters=len(scripts))
+    # The model groups languages by script (it learned 9 of them from 250 sentences); families come second.
+    assert result.summary["ari_clusters_vs_scripts"] > 0.8, result.summary
