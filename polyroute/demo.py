@@ -49,37 +49,30 @@ def build_demo_store(db: Path, progress: ProgressFactory | None = None, *, model
     corpus = load_corpus(BUILTIN, split=SPLIT)
     partial = db.with_name(f".{db.name}.{os.getpid()}.partial")
     try:
-        if db.exists():
-            found = _existing_or_copy(db, partial, config_hash(model), corpus)
-            if found is not None:
-                return DemoOutcome(
-                    db=db,
-                    run_id=found.run_id,
-                    built=False,
-                    n_sequences=found.n_stored,
-                    n_tokens=found.n_tokens,
-                    n_langs=len(corpus.langs),
-                    seconds=time.monotonic() - started,
-                )
-        request = TraceRequest(
-            db=partial,
-            model=model,
-            corpus=BUILTIN,
-            langs=corpus.langs,
-            split=SPLIT,
-            options=HFOptions(model_id=DEMO_MODEL_ID),
-        )
-        traced = start_trace(request, progress)
-        _fold_journal(partial)  # only the file moves onto `db`: it must hold everything
-        partial.replace(db)
+        found = _existing_or_copy(db, partial, config_hash(model), corpus) if db.exists() else None
+        if found is not None:
+            run_id, n_sequences, n_tokens = found.run_id, found.n_stored, found.n_tokens
+        else:
+            request = TraceRequest(
+                db=partial,
+                model=model,
+                corpus=BUILTIN,
+                langs=corpus.langs,
+                split=SPLIT,
+                options=HFOptions(model_id=DEMO_MODEL_ID),
+            )
+            traced = start_trace(request, progress)
+            _fold_journal(partial)  # only the file moves onto `db`: it must hold everything
+            partial.replace(db)
+            run_id, n_sequences, n_tokens = traced.run_id, traced.n_sequences, traced.n_tokens
     finally:
         _remove(partial)
     return DemoOutcome(
         db=db,
-        run_id=traced.run_id,
-        built=True,
-        n_sequences=traced.n_sequences,
-        n_tokens=traced.n_tokens,
+        run_id=run_id,
+        built=found is None,
+        n_sequences=n_sequences,
+        n_tokens=n_tokens,
         n_langs=len(corpus.langs),
         seconds=time.monotonic() - started,
     )
