@@ -117,9 +117,8 @@ def analyze_consistency(data: RunData, *, max_pairs: int = 128, seed: int = 0) -
     if max_pairs < 1:
         raise PolyrouteError("--max-pairs must be at least 1")
     layout = data.layout
-    routes = data.experts if len(data.layer_index) == len(layout.layers) else data.experts[:, data.layer_index]
     per_sequence = routing.within_sequence_consistency(
-        routes, layout.seq_tokens, layout.n_experts, max_pairs=max_pairs, seed=seed
+        data.experts, layout.seq_tokens, layout.n_experts, max_pairs=max_pairs, seed=seed
     )
     position = data.sequence_positions()
     means = mean_by_group(per_sequence, position, len(data.langs))
@@ -392,20 +391,24 @@ def analyze_similarity(
     """Language similarity in the band, its clustering against families, and the expert-sharing graph."""
     if len(data.langs) < 2:
         raise PolyrouteError("similarity compares languages: analyse at least two")
-    band = data.middle_band()
-    if measure == "divergence":
-        in_band = data.distributions_in(band)  # only the band's layers: a quarter of the memory
-        matrix = similarity.divergence_similarity(in_band, np.ones(in_band.shape[2], dtype=bool))
-    elif measure == "cosine":
-        matrix = similarity.cosine_similarity(data.frequencies, band)
-    else:
+    if measure not in ("divergence", "cosine"):
         raise PolyrouteError(f"unknown --measure {measure!r}: use divergence or cosine")
+    band_layers = [layer for layer, keep in zip(data.layers, data.middle_band(), strict=True) if keep]
+    if not band_layers:
+        raise PolyrouteError("the middle zone holds no MoE layer of this model: choose the band with --layers A-B")
+    # Read only the band's layers: the rest would cost time and memory and change nothing.
+    in_band = data if data.selection.layers else data.narrowed((band_layers[0], band_layers[-1]))
+    band = np.ones(len(in_band.layers), dtype=bool)
+    if measure == "divergence":
+        matrix = similarity.divergence_similarity(in_band.distributions, band)
+    else:
+        matrix = similarity.cosine_similarity(in_band.frequencies, band)
     families = [lang_facts(lang)["family"] or lang for lang in data.langs]
     scripts = [lang_facts(lang)["script"] or lang for lang in data.langs]
     n_clusters = clusters or len(set(families))
     labels = similarity.cluster(np.nan_to_num(matrix), n_clusters)
     n = top_n or 2 * data.layout.top_k
-    graph = similarity.sharing_graph(data.frequencies, data.langs, band, n)
+    graph = similarity.sharing_graph(in_band.frequencies, data.langs, band, n)
     groups = similarity.communities(graph)
     community_of = {lang: index + 1 for index, group in enumerate(groups) for lang in group}
     return AnalysisResult(

@@ -7,7 +7,7 @@ inputs read once each through `store.queries`, and the result type every analysi
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
@@ -140,43 +140,38 @@ class RunData:
 
     @cached_property
     def experts(self) -> np.ndarray:
-        """[N, Y, k] each token's top-k experts, sequence after sequence."""
-        return q.token_experts(self.store, self.layout)
+        """[N, Y', k] each token's top-k experts in the selected layers, sequence after sequence."""
+        return q.token_experts(self.store, self.layout, self.selection.layers)
 
     @cached_property
     def distributions(self) -> np.ndarray:
         """[L, I, Y', E] per-sequence routing distributions of the selection (NaN where absent)."""
-        return self.distributions_in(np.ones(len(self.layer_index), dtype=bool))
-
-    def distributions_in(self, band: np.ndarray) -> np.ndarray:
-        """`distributions` of the selected layers in `band` ([Y'] bool) only: [L, I, Y'', E]."""
         layout = self.layout
-        rows = q.router_probs(self.store, layout) if self.source == "router_probs" else None
+        rows = q.router_probs(self.store, layout, self.selection.layers) if self.source == "router_probs" else None
         if rows is None:
             frequencies = routing.sequence_frequencies(self.experts, layout.seq_tokens, layout.n_experts)
-            n_seqs, n_layers = frequencies.shape[:2]
+            n_seqs = frequencies.shape[0]
             rows = (
-                np.repeat(np.arange(n_seqs), n_layers),
-                np.tile(np.arange(n_layers), n_seqs),
+                np.repeat(np.arange(n_seqs), len(self.layer_index)),
+                np.tile(self.layer_index, n_seqs),
                 frequencies.reshape(-1, layout.n_experts) / layout.top_k,
             )
         seq_rows, layer_rows, values = rows
-        kept_layers = self.layer_index[np.asarray(band, dtype=bool)]
         layer_position = np.full(len(layout.layers), -1)
-        layer_position[kept_layers] = np.arange(len(kept_layers))
+        layer_position[self.layer_index] = np.arange(len(self.layer_index))
         langs, layers = self.sequence_positions()[seq_rows], layer_position[layer_rows]
         keep = (langs >= 0) & (layers >= 0)
         if not keep.all():
             langs, layers, seq_rows, values = langs[keep], layers[keep], seq_rows[keep], values[keep]
         arranged = np.full(
-            (len(self.lang_index), len(layout.items), len(kept_layers), layout.n_experts), np.nan, np.float32
+            (len(self.lang_index), len(layout.items), len(self.layer_index), layout.n_experts), np.nan, np.float32
         )
         arranged[langs, layout.seq_item[seq_rows], layers] = values
         return arranged
 
     @cached_property
     def usage(self) -> q.ExpertUsage:
-        return q.expert_usage(self.store, self.layout)
+        return q.expert_usage(self.store, self.layout, self.selection.layers)
 
     @cached_property
     def frequencies(self) -> np.ndarray:
@@ -190,6 +185,10 @@ class RunData:
         sums = self.usage.sequence_frequency_sums[self.lang_index][:, self.layer_index]
         n_seqs = np.bincount(self.layout.seq_lang, minlength=len(self.layout.langs))[self.lang_index]
         return sums / np.maximum(n_seqs, 1)[:, None, None]
+
+    def narrowed(self, layers: tuple[int, int]) -> RunData:
+        """The same run and languages, only the decoder layers in `layers` (read afresh, so smaller)."""
+        return RunData(self.store, self.layout.run_id, replace(self.selection, layers=layers))
 
     def sequence_positions(self) -> np.ndarray:
         """[S] each sequence's language position among the selected languages (-1: not selected)."""

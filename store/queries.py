@@ -176,13 +176,16 @@ def run_layout(store: Store, run_id: int) -> RunLayout | None:
     )
 
 
-def router_probs(store: Store, layout: RunLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def router_probs(
+    store: Store, layout: RunLayout, layers: tuple[int, int] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Mean router probabilities of every stored (sequence, layer) as rows: (sequence index [n]
     into `layout.seq_ids`, layer index [n] into `layout.layers`, probs [n, E] float32), or None for
-    a run without them (id-only backends). Rows, not a dense array, so the caller places them
-    where it wants them without a second copy."""
+    a run without them (id-only backends); only of the decoder layers in the inclusive range
+    `layers` when given. Rows, not a dense array, so the caller places them without a second copy."""
     table = store.con.execute(
-        "SELECT seq_id, layer, probs FROM router_probs WHERE run_id = ?", [layout.run_id]
+        "SELECT seq_id, layer, probs FROM router_probs WHERE run_id = ? AND layer BETWEEN ? AND ?",
+        [layout.run_id, *_layer_range(layout, layers)],
     ).to_arrow_table()
     if table.num_rows == 0:
         return None
@@ -193,34 +196,40 @@ def router_probs(store: Store, layout: RunLayout) -> tuple[np.ndarray, np.ndarra
     )
 
 
+def _layer_range(layout: RunLayout, layers: tuple[int, int] | None) -> tuple[int, int]:
+    return layers or (int(layout.layers.min()), int(layout.layers.max()))
+
+
 def has_router_probs(store: Store, run_id: int) -> bool:
     return store.con.execute("SELECT 1 FROM router_probs WHERE run_id = ? LIMIT 1", [run_id]).fetchone() is not None
 
 
-def token_experts(store: Store, layout: RunLayout) -> np.ndarray:
-    """[N, Y, k] uint16: each token's top-k experts in rank order, sequence after sequence in
-    `layout.seq_ids` order (the tokens of sequence s are the `seq_tokens[s]` rows after the
-    previous sequences').
+def token_experts(store: Store, layout: RunLayout, layers: tuple[int, int] | None = None) -> np.ndarray:
+    """[N, Y', k] uint16: each token's top-k experts in rank order, in the MoE layers within the
+    inclusive range `layers` (default all), sequence after sequence in `layout.seq_ids` order (the
+    tokens of sequence s are the `seq_tokens[s]` rows after the previous sequences').
 
     Rows are read in the order the writer inserted them, (seq, pos, layer, rank) per sequence,
     which a check confirms; only if it fails is the (much slower) sorted read used.
     """
-    per_token = len(layout.layers) * layout.top_k
-    query = "SELECT seq_id, expert FROM route_codes WHERE run_id = ?"
-    table = store.con.execute(query, [layout.run_id]).to_arrow_table()
+    first, last = _layer_range(layout, layers)
+    n_layers = int(((layout.layers >= first) & (layout.layers <= last)).sum())
+    query = "SELECT seq_id, expert FROM route_codes WHERE run_id = ? AND layer BETWEEN ? AND ?"
+    params = [layout.run_id, first, last]
+    table = store.con.execute(query, params).to_arrow_table()
     seq_ids = table.column("seq_id").to_numpy()
     starts = np.flatnonzero(np.r_[True, seq_ids[1:] != seq_ids[:-1]])
     order = np.argsort(seq_ids[starts], kind="stable")
     lengths = np.diff(np.append(starts, len(seq_ids)))
-    expected = layout.seq_tokens * per_token
+    expected = layout.seq_tokens * n_layers * layout.top_k
     in_blocks = len(starts) == len(layout.seq_ids) and np.array_equal(seq_ids[starts][order], layout.seq_ids)
     if not (in_blocks and np.array_equal(lengths[order], expected)):
-        table = store.con.execute(query + " ORDER BY seq_id, pos, layer, rank", [layout.run_id]).to_arrow_table()
+        table = store.con.execute(query + " ORDER BY seq_id, pos, layer, rank", params).to_arrow_table()
         starts, order = np.concatenate([[0], np.cumsum(expected)[:-1]]), np.arange(len(expected))
     experts = table.column("expert").to_numpy()
     if not np.array_equal(order, np.arange(len(order))):  # sequences were inserted out of seq_id order
         experts = np.concatenate([experts[starts[i] : starts[i] + expected[rank]] for rank, i in enumerate(order)])
-    return experts.reshape(-1, len(layout.layers), layout.top_k)
+    return experts.reshape(-1, n_layers, layout.top_k)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,8 +240,9 @@ class ExpertUsage:
     sequence_frequency_sums: np.ndarray  # sum over sequences of (count in the sequence / its tokens)
 
 
-def expert_usage(store: Store, layout: RunLayout) -> ExpertUsage:
-    """Top-k hits per language, layer and expert, aggregated in DuckDB (one row per triple)."""
+def expert_usage(store: Store, layout: RunLayout, layers: tuple[int, int] | None = None) -> ExpertUsage:
+    """Top-k hits per language, layer and expert, aggregated in DuckDB (one row per triple); only of
+    the decoder layers in the inclusive range `layers` when given (the others stay 0)."""
     table = store.con.execute(
         """
         WITH seqs AS (
@@ -241,10 +251,10 @@ def expert_usage(store: Store, layout: RunLayout) -> ExpertUsage:
         )
         SELECT lang_index, layer, expert, count(*) AS hits, sum(1.0 / n_tokens) AS frequency_sum
         FROM route_codes JOIN seqs USING (seq_id)
-        WHERE run_id = ?
+        WHERE run_id = ? AND layer BETWEEN ? AND ?
         GROUP BY ALL
         """,
-        [layout.run_id, layout.run_id],
+        [layout.run_id, layout.run_id, *_layer_range(layout, layers)],
     ).fetchnumpy()
     shape = (len(layout.langs), len(layout.layers), layout.n_experts)
     index = (

@@ -89,6 +89,8 @@ def test_token_experts_follow_sequence_token_layer_rank_order_even_when_rows_are
         layout = q.run_layout(store, 1)
         in_order = q.token_experts(store, layout)
     np.testing.assert_array_equal(in_order, _sorted_experts(planted_store, layout))
+    with open_store(planted_store, read_only=True) as store:
+        np.testing.assert_array_equal(q.token_experts(store, layout, (2, 5)), in_order[:, 2:6])
     shuffled = tmp_path / "shuffled.duckdb"
     shutil.copy(planted_store, shuffled)
     con = duckdb.connect(str(shuffled))
@@ -129,6 +131,8 @@ def test_an_id_only_run_is_analysed_from_activation_frequencies(planted_store, t
     i, j, item = data.langs.index("eng_Latn"), data.langs.index("deu_Latn"), data.layout.items.index("item00001")
     np.testing.assert_allclose(probs[i, item, 3], hard["eng_Latn"], rtol=1e-6)
     np.testing.assert_allclose(probs[j, item, 3], hard["deu_Latn"], rtol=1e-6)
+    narrow = _data(id_only, layers=(3, 4)).distributions  # layer 3 is now the first selected layer
+    np.testing.assert_allclose(narrow[i, item, 0], hard["eng_Latn"], rtol=1e-6)
     with pytest.raises(PolyrouteError, match="--source hard"):
         _ = _data(id_only, source="soft").source
 
