@@ -34,6 +34,8 @@ LANGS = {
 }
 ANALYSES: dict[str, dict[str, Any]] = {
     "divergence": {},
+    # As for an id-only trace (vLLM): per-sequence activation frequencies from the streamed top-k ids.
+    "divergence_hard": {},
     "entropy": {},
     "consistency": {},
     "experts": {"tau": 0.3},
@@ -83,11 +85,11 @@ def run_one(name: str, db: Path) -> dict[str, float]:
     params = dict(ANALYSES[name])
     started = time.perf_counter()
     with open_store(db, read_only=True) as store:
-        data = RunData(store, 1, Selection())
+        data = RunData(store, 1, Selection(source="hard" if name.endswith("_hard") else "auto"))
         if name == "correlation":
             # Scores as a task evaluation would give them: one number per language.
             params["scores"] = {lang: 1.0 - 0.01 * i for i, lang in enumerate(data.langs)}
-        result = getattr(analyses, f"analyze_{name}")(data, **params)
+        result = getattr(analyses, f"analyze_{name.removesuffix('_hard')}")(data, **params)
     seconds = time.perf_counter() - started
     peak = peak_rss_mb()
     assert result.tables[0].rows, name

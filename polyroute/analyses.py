@@ -117,8 +117,11 @@ def analyze_consistency(data: RunData, *, max_pairs: int = 128, seed: int = 0) -
     if max_pairs < 1:
         raise PolyrouteError("--max-pairs must be at least 1")
     layout = data.layout
-    per_sequence = routing.within_sequence_consistency(
-        data.experts, layout.seq_tokens, layout.n_experts, max_pairs=max_pairs, seed=seed
+    per_sequence = data.over_sequences(
+        lambda experts, lengths, index: routing.within_sequence_consistency(
+            experts, lengths, layout.n_experts, max_pairs=max_pairs, seed=seed, keys=layout.seq_ids[index]
+        ),
+        (len(data.layers),),
     )
     position = data.sequence_positions()
     means = mean_by_group(per_sequence, position, len(data.langs))

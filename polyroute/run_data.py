@@ -6,7 +6,7 @@ inputs read once each through `store.queries`, and the result type every analysi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any
@@ -138,10 +138,16 @@ class RunData:
             )
         return "activation_frequencies"
 
-    @cached_property
-    def experts(self) -> np.ndarray:
-        """[N, Y', k] each token's top-k experts in the selected layers, sequence after sequence."""
-        return q.token_experts(self.store, self.layout, self.selection.layers)
+    def over_sequences(
+        self, compute: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], shape: tuple[int, ...]
+    ) -> np.ndarray:
+        """[S, *shape] float32: `compute(experts [n, Y', k], lengths [s], sequence indices [s])` ->
+        [s, *shape] over the token routes of the selected layers, streamed a batch of whole
+        sequences at a time (50M routing decisions never sit in memory at once)."""
+        result = np.full((len(self.layout.seq_ids), *shape), np.nan, dtype=np.float32)
+        for index, experts in q.token_expert_batches(self.store, self.layout, self.selection.layers):
+            result[index] = compute(experts, self.layout.seq_tokens[index], index)
+        return result
 
     @cached_property
     def distributions(self) -> np.ndarray:
@@ -149,7 +155,10 @@ class RunData:
         layout = self.layout
         rows = q.router_probs(self.store, layout, self.selection.layers) if self.source == "router_probs" else None
         if rows is None:
-            frequencies = routing.sequence_frequencies(self.experts, layout.seq_tokens, layout.n_experts)
+            frequencies = self.over_sequences(
+                lambda experts, lengths, _: routing.sequence_frequencies(experts, lengths, layout.n_experts),
+                (len(self.layer_index), layout.n_experts),
+            )
             n_seqs = frequencies.shape[0]
             rows = (
                 np.repeat(np.arange(n_seqs), len(self.layer_index)),

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from store.connection import Store
+from store.errors import StoreError
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -204,32 +205,62 @@ def has_router_probs(store: Store, run_id: int) -> bool:
     return store.con.execute("SELECT 1 FROM router_probs WHERE run_id = ? LIMIT 1", [run_id]).fetchone() is not None
 
 
-def token_experts(store: Store, layout: RunLayout, layers: tuple[int, int] | None = None) -> np.ndarray:
-    """[N, Y', k] uint16: each token's top-k experts in rank order, in the MoE layers within the
-    inclusive range `layers` (default all), sequence after sequence in `layout.seq_ids` order (the
-    tokens of sequence s are the `seq_tokens[s]` rows after the previous sequences').
+class _OutOfOrder(Exception):
+    """The routing rows of a run are not in the writer's order (someone rewrote the table)."""
 
-    Rows are read in the order the writer inserted them, (seq, pos, layer, rank) per sequence,
-    which a check confirms; only if it fails is the (much slower) sorted read used.
+
+def token_expert_batches(
+    store: Store, layout: RunLayout, layers: tuple[int, int] | None = None, rows_per_batch: int = 1 << 22
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every token's top-k experts in the MoE layers within the inclusive range `layers` (default
+    all), streamed in batches of whole sequences: (sequence indices [s] into `layout.seq_ids`,
+    experts [n, Y', k] uint16, the tokens of those sequences one sequence after another).
+
+    Rows stream in the order the writer inserted them, (seq, pos, layer, rank) per sequence, which
+    is checked as they come; should the check fail, the stream starts again from a sorted read, so
+    a sequence may come twice: key results by sequence index, and the later one wins.
     """
     first, last = _layer_range(layout, layers)
-    n_layers = int(((layout.layers >= first) & (layout.layers <= last)).sum())
+    per_token = int(((layout.layers >= first) & (layout.layers <= last)).sum()) * layout.top_k
     query = "SELECT seq_id, expert FROM route_codes WHERE run_id = ? AND layer BETWEEN ? AND ?"
     params = [layout.run_id, first, last]
-    table = store.con.execute(query, params).to_arrow_table()
-    seq_ids = table.column("seq_id").to_numpy()
-    starts = np.flatnonzero(np.r_[True, seq_ids[1:] != seq_ids[:-1]])
-    order = np.argsort(seq_ids[starts], kind="stable")
+    try:
+        yield from _sequence_blocks(store, layout, query, params, per_token, rows_per_batch)
+    except _OutOfOrder:
+        ordered = query + " ORDER BY seq_id, pos, layer, rank"
+        yield from _sequence_blocks(store, layout, ordered, params, per_token, rows_per_batch)
+
+
+def _sequence_blocks(
+    store: Store, layout: RunLayout, query: str, params: list[Any], per_token: int, rows_per_batch: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    seen = np.zeros(len(layout.seq_ids), dtype=bool)
+    seq_ids, experts = np.zeros(0, np.int32), np.zeros(0, np.uint16)
+    for batch in store.con.execute(query, params).to_arrow_reader(rows_per_batch):
+        seq_ids = np.concatenate([seq_ids, batch.column("seq_id").to_numpy()])
+        experts = np.concatenate([experts, batch.column("expert").to_numpy()])
+        starts = np.flatnonzero(np.r_[True, seq_ids[1:] != seq_ids[:-1]])
+        done = starts[-1]  # the last sequence may go on in the next batch
+        if done:
+            yield _checked_block(layout, seen, seq_ids[:done], experts[:done], starts[:-1], per_token)
+        seq_ids, experts = seq_ids[done:], experts[done:]
+    if len(seq_ids):
+        yield _checked_block(layout, seen, seq_ids, experts, np.zeros(1, np.int64), per_token)
+    if not seen.all():
+        raise StoreError(f"run {layout.run_id} has sequences without routing rows: the store is incomplete")
+
+
+def _checked_block(
+    layout: RunLayout, seen: np.ndarray, seq_ids: np.ndarray, experts: np.ndarray, starts: np.ndarray, per_token: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The sequences of one block, after checking each is whole, known and met for the first time."""
+    index = np.searchsorted(layout.seq_ids, seq_ids[starts])
     lengths = np.diff(np.append(starts, len(seq_ids)))
-    expected = layout.seq_tokens * n_layers * layout.top_k
-    in_blocks = len(starts) == len(layout.seq_ids) and np.array_equal(seq_ids[starts][order], layout.seq_ids)
-    if not (in_blocks and np.array_equal(lengths[order], expected)):
-        table = store.con.execute(query + " ORDER BY seq_id, pos, layer, rank", params).to_arrow_table()
-        starts, order = np.concatenate([[0], np.cumsum(expected)[:-1]]), np.arange(len(expected))
-    experts = table.column("expert").to_numpy()
-    if not np.array_equal(order, np.arange(len(order))):  # sequences were inserted out of seq_id order
-        experts = np.concatenate([experts[starts[i] : starts[i] + expected[rank]] for rank, i in enumerate(order)])
-    return experts.reshape(-1, n_layers, layout.top_k)
+    in_run = bool((index < len(seen)).all()) and np.array_equal(layout.seq_ids[index], seq_ids[starts])
+    if not in_run or seen[index].any() or not np.array_equal(lengths, layout.seq_tokens[index] * per_token):
+        raise _OutOfOrder
+    seen[index] = True
+    return index, experts.reshape(-1, per_token // layout.top_k, layout.top_k)
 
 
 @dataclass(frozen=True, kw_only=True)

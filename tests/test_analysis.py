@@ -168,6 +168,22 @@ def test_consistency_over_all_pairs_matches_brute_force():
     np.testing.assert_allclose(got, _brute_consistency(routes, lengths))
 
 
+def test_sampled_pairs_do_not_depend_on_how_sequences_are_batched():
+    lengths = np.array([40, 3, 25, 60, 2])
+    routes = _routes(lengths.tolist(), 2, 16, 2)
+    keys = np.array([10, 11, 12, 13, 14])
+    whole = routing.within_sequence_consistency(routes, lengths, 16, max_pairs=30, seed=3, keys=keys)
+    parts = np.concatenate(
+        [
+            routing.within_sequence_consistency(routes[:43], lengths[:2], 16, max_pairs=30, seed=3, keys=keys[:2]),
+            routing.within_sequence_consistency(routes[43:], lengths[2:], 16, max_pairs=30, seed=3, keys=keys[2:]),
+        ]
+    )
+    assert np.array_equal(whole, parts, equal_nan=True)
+    other_seed = routing.within_sequence_consistency(routes, lengths, 16, max_pairs=30, seed=4, keys=keys)
+    assert not np.array_equal(whole, other_seed, equal_nan=True)
+
+
 def test_identical_routing_is_fully_consistent():
     routes = np.tile(np.array([[[1, 5], [2, 3]]], dtype=np.int16), (5, 1, 1))
     assert np.allclose(routing.within_sequence_consistency(routes, np.array([5]), 8), 1)

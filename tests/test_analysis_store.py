@@ -84,13 +84,26 @@ def _sorted_experts(db: Path, layout) -> np.ndarray:
     return np.array([row[0] for row in rows]).reshape(-1, len(layout.layers), layout.top_k)
 
 
-def test_token_experts_follow_sequence_token_layer_rank_order_even_when_rows_are_shuffled(planted_store, tmp_path):
+def _streamed(db: Path, layout, layers=None, rows_per_batch=1 << 22) -> np.ndarray:
+    """Every token's experts from `token_expert_batches`, put back in seq_id order."""
+    by_sequence = {}
+    with open_store(db, read_only=True) as store:
+        for index, experts in q.token_expert_batches(store, layout, layers, rows_per_batch):
+            offsets = np.concatenate([[0], np.cumsum(layout.seq_tokens[index])])
+            for i, s in enumerate(index):
+                by_sequence[int(s)] = experts[offsets[i] : offsets[i + 1]]
+    assert sorted(by_sequence) == list(range(len(layout.seq_ids)))
+    return np.concatenate([by_sequence[s] for s in range(len(layout.seq_ids))])
+
+
+def test_token_experts_stream_whole_sequences_in_order_even_when_rows_are_shuffled(planted_store, tmp_path):
     with open_store(planted_store, read_only=True) as store:
         layout = q.run_layout(store, 1)
-        in_order = q.token_experts(store, layout)
-    np.testing.assert_array_equal(in_order, _sorted_experts(planted_store, layout))
-    with open_store(planted_store, read_only=True) as store:
-        np.testing.assert_array_equal(q.token_experts(store, layout, (2, 5)), in_order[:, 2:6])
+    expected = _sorted_experts(planted_store, layout)
+    np.testing.assert_array_equal(_streamed(planted_store, layout), expected)
+    # Batches that cut sequences in two, and a layer range.
+    np.testing.assert_array_equal(_streamed(planted_store, layout, rows_per_batch=1000), expected)
+    np.testing.assert_array_equal(_streamed(planted_store, layout, (2, 5), rows_per_batch=777), expected[:, 2:6])
     shuffled = tmp_path / "shuffled.duckdb"
     shutil.copy(planted_store, shuffled)
     con = duckdb.connect(str(shuffled))
@@ -98,8 +111,7 @@ def test_token_experts_follow_sequence_token_layer_rank_order_even_when_rows_are
     con.execute("DELETE FROM route_codes")
     con.execute("INSERT INTO route_codes SELECT * FROM rows")
     con.close()
-    with open_store(shuffled, read_only=True) as store:
-        np.testing.assert_array_equal(q.token_experts(store, layout), in_order)
+    np.testing.assert_array_equal(_streamed(shuffled, layout, rows_per_batch=1000), expected)
 
 
 def test_an_id_only_run_is_analysed_from_activation_frequencies(planted_store, tmp_path):
@@ -114,7 +126,7 @@ def test_an_id_only_run_is_analysed_from_activation_frequencies(planted_store, t
     assert "activation frequencies" in result.notes[0]
     with open_store(id_only, read_only=True) as store:
         layout = q.run_layout(store, 1)
-        routes = q.token_experts(store, layout)
+    routes = _streamed(id_only, layout)
     # Brute force: per-sequence hit counts / (tokens * k), English vs German on item0001, layer 3.
     hard = {}
     for lang in ("eng_Latn", "deu_Latn"):

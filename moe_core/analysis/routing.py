@@ -10,6 +10,8 @@ from moe_core.analysis.divergence import entropy
 
 WORD_BITS = 64
 PAIR_CHUNK = 1 << 15
+MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15  # spreads consecutive sequence keys over the hash's input
 
 
 def activation_frequencies(counts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
@@ -81,15 +83,19 @@ def topk_bitmasks(experts: np.ndarray, n_experts: int) -> np.ndarray:
     return masks
 
 
-def token_pairs(lengths: np.ndarray, max_pairs: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def token_pairs(
+    lengths: np.ndarray, max_pairs: int, seed: int, keys: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Token pairs within each sequence: all pairs of a sequence with at most `max_pairs` of them,
-    else `max_pairs` pairs drawn with a seeded generator (distinct tokens, drawn with replacement).
+    else `max_pairs` pairs of distinct tokens drawn (with replacement) from a hash of the seed, the
+    sequence's key and the pair's number, so a sequence gets the same pairs however it is batched.
 
-    lengths: [S]. Returns (sequence [P], first token row [P], second token row [P]); token rows
-    index the concatenated tokens, sequence after sequence.
+    lengths: [S]; keys: [S] a stable id of each sequence (default 0..S-1). Returns (sequence [P],
+    first token row [P], second token row [P]); token rows index the concatenated tokens.
     """
-    rng = np.random.default_rng(seed)
+    keys = np.arange(len(lengths)) if keys is None else np.asarray(keys)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
+    seed_hash = _mix(np.array([seed & MASK64], dtype=np.uint64))
     parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     for length in np.unique(lengths):
         seqs = np.flatnonzero(lengths == length)
@@ -102,8 +108,10 @@ def token_pairs(lengths: np.ndarray, max_pairs: int, seed: int) -> tuple[np.ndar
             owner = np.repeat(seqs, length * (length - 1) // 2)
         else:
             owner = np.repeat(seqs, max_pairs)
-            first = rng.integers(0, length, size=owner.size)
-            second = (first + rng.integers(1, length, size=owner.size)) % length
+            counter = np.tile(np.arange(max_pairs, dtype=np.uint64), len(seqs))
+            draw = _mix(seed_hash ^ (keys[owner].astype(np.uint64) * np.uint64(GOLDEN) + counter))
+            first = (draw % np.uint64(length)).astype(np.int64)
+            second = (first + 1 + (_mix(draw) % np.uint64(length - 1)).astype(np.int64)) % length
         parts.append((owner, offsets[owner] + first, offsets[owner] + second))
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
@@ -112,17 +120,31 @@ def token_pairs(lengths: np.ndarray, max_pairs: int, seed: int) -> tuple[np.ndar
     return owner, first, second
 
 
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: uint64 -> well-mixed uint64 (wrapping arithmetic is intended)."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
 def within_sequence_consistency(
-    experts: np.ndarray, lengths: np.ndarray, n_experts: int, *, max_pairs: int = 128, seed: int = 0
+    experts: np.ndarray,
+    lengths: np.ndarray,
+    n_experts: int,
+    *,
+    max_pairs: int = 128,
+    seed: int = 0,
+    keys: np.ndarray | None = None,
 ) -> np.ndarray:
     """Mean Jaccard |S_t & S_u| / |S_t | S_u| of the top-k sets of token pairs within each sequence.
 
-    experts: [N, Y, k] distinct ids per token, sequence after sequence; lengths: [S]. Returns
-    [S, Y]; NaN for a sequence of fewer than two tokens. Pairs as `token_pairs` draws them.
+    experts: [N, Y, k] distinct ids per token, sequence after sequence; lengths: [S]; keys: [S]
+    stable sequence ids for the sampling. Returns [S, Y]; NaN for a sequence of fewer than two
+    tokens. Pairs as `token_pairs` draws them.
     """
     top_k = experts.shape[-1]
     masks = topk_bitmasks(experts, n_experts)
-    owner, first, second = token_pairs(np.asarray(lengths), max_pairs, seed)
+    owner, first, second = token_pairs(np.asarray(lengths), max_pairs, seed, keys)
     order = np.argsort(owner, kind="stable")  # pairs of one sequence together, for reduceat
     owner, first, second = owner[order], first[order], second[order]
     # Two sets of k distinct experts sharing j: Jaccard j / (2k - j); a lookup beats a division.
