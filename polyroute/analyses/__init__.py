@@ -1,0 +1,27 @@
+"""The analyses of a stored run, from store to tables: the one facade the CLI and the app call.
+
+Each function takes a `RunData` (the run, the selected languages and layers, read lazily) and
+returns an `AnalysisResult` whose params name every setting that produced it (METHODS.md gives
+the formulas; `moe_core.analysis` computes them).
+"""
+
+from polyroute.analyses.experts import analyze_experts, analyze_isolation, analyze_rise, analyze_shared
+from polyroute.analyses.routing import (
+    analyze_consistency,
+    analyze_correlation,
+    analyze_divergence,
+    analyze_entropy,
+    analyze_similarity,
+)
+
+__all__ = [
+    "analyze_consistency",
+    "analyze_correlation",
+    "analyze_divergence",
+    "analyze_entropy",
+    "analyze_experts",
+    "analyze_isolation",
+    "analyze_rise",
+    "analyze_shared",
+    "analyze_similarity",
+]
