@@ -227,7 +227,7 @@ def emit(result: AnalysisResult, fmt: str, table_name: str | None = None) -> Non
         out.writerow(table.columns)
         out.writerows(table.rows)
         return
-    print(f"{result.analysis}: " + "  ".join(f"{key}={value}" for key, value in result.params.items()))
+    print(f"{result.analysis}: " + "  ".join(f"{key}={_short(value)}" for key, value in result.params.items()))
     for table in result.tables:
         print(f"\n{table.name} ({len(table.rows)} rows)")
         print_table(table.columns, table.rows)
@@ -235,3 +235,9 @@ def emit(result: AnalysisResult, fmt: str, table_name: str | None = None) -> Non
         print("\n" + "  ".join(f"{key}={value}" for key, value in result.summary.items()))
     for note in result.notes:
         print(f"note: {note}", file=sys.stderr)
+
+
+def _short(value: Any) -> str:
+    """A long list of languages in the header of a text table: the first few and how many in all."""
+    parts = str(value).split(",")
+    return str(value) if len(parts) <= 6 else f"{','.join(parts[:4])},... ({len(parts)})"
