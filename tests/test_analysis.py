@@ -58,11 +58,10 @@ def test_normalised_js_divides_by_the_entropy_gap_clamped():
     assert np.isfinite(divergence.normalised_js(uniform, nearly))
 
 
-def test_divergence_from_reference_averages_pairs_not_distributions():
+def test_divergence_curves_average_pairs_not_distributions():
     probs = _distributions(3, 5, 4, 8)  # 3 languages, 5 items, 4 layers
     probs[2, 1] = np.nan  # language 2 lacks item 1
-    got = divergence.divergence_from_reference(probs, 0)
-    raw = divergence.divergence_from_reference(probs, 0, normalised=False)
+    got, raw = divergence.divergence_curves(probs, 0)
     for lang in range(3):
         for layer in range(4):
             items = [i for i in range(5) if not np.isnan(probs[lang, i, 0, 0])]
@@ -79,11 +78,11 @@ def test_divergence_from_reference_averages_pairs_not_distributions():
 
 def test_a_single_language_diverges_from_itself_by_zero_and_no_shared_item_gives_nan():
     probs = _distributions(1, 4, 2, 6)
-    assert np.allclose(divergence.divergence_from_reference(probs, 0), 0)
+    assert np.allclose(divergence.divergence_curves(probs, 0)[0], 0)
     two = _distributions(2, 2, 2, 6)
     two[0, 0] = np.nan
     two[1, 1] = np.nan
-    assert np.isnan(divergence.divergence_from_reference(two, 0)[1]).all()
+    assert np.isnan(divergence.divergence_curves(two, 0)[0][1]).all()
 
 
 # routing -------------------------------------------------------------------------------------

@@ -71,8 +71,3 @@ def divergence_curves(probs: np.ndarray, ref_index: int) -> tuple[np.ndarray, np
         raw[lang] = js.mean(axis=0)
         normalised[lang] = (js / np.maximum(np.log(n_experts) - mean_entropy, MIN_DENOMINATOR)).mean(axis=0)
     return normalised, raw
-
-
-def divergence_from_reference(probs: np.ndarray, ref_index: int, *, normalised: bool = True) -> np.ndarray:
-    """One of `divergence_curves`: the entropy-normalised D (default) or raw JS, [L, Y]."""
-    return divergence_curves(probs, ref_index)[0 if normalised else 1]
