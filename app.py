@@ -1,44 +1,39 @@
-"""Polyroute's home page: what the store holds. The explorer pages arrive in `pages/`.
-
-Run it with `make run` (or `streamlit run app.py`); the store file comes from $POLYROUTE_DB.
+"""Overview, the home page: what the store holds (models, runs, languages, corpora) and a map of
+the pages. Run the app with `make run` (or `streamlit run app.py`); the store is $POLYROUTE_DB.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from polyroute import default_db
-from store import StoreError, open_store
-from store.queries import list_corpora, list_runs
+from polyroute.ui.frame import NAVIGATION, choose_store, explained, page
+from store import queries as q
 
-DEFAULT_STORE = str(default_db())
-
-st.set_page_config(page_title="Polyroute", page_icon="🔀", layout="wide")
-st.title("Polyroute")
-st.caption("See how Mixture-of-Experts language models route the world's languages, token by token and layer by layer.")
-
-store_path = st.sidebar.text_input(
-    "Store file", value=DEFAULT_STORE, help="A DuckDB file written by `polyroute trace`."
+page(
+    "Polyroute",
+    "See how Mixture-of-Experts language models route the world's languages, token by token and layer by layer.",
 )
+store = choose_store()
+with explained(), store.reading() as reader:
+    models, runs = q.list_models(reader), q.list_runs(reader)
+    languages, corpora = q.language_totals(reader), q.list_corpora(reader)
 
-try:
-    with open_store(store_path, read_only=True) as store:
-        runs = list_runs(store)
-        corpora = list_corpora(store)
-except StoreError as error:
-    st.info(f"{error}")
-    st.markdown(
-        "To fill a store, trace a parallel corpus with a local MoE model:\n\n"
-        "```\npolyroute trace --model MODEL_DIR --corpus builtin --langs eng_Latn,deu_Latn,jpn_Jpan "
-        f"--db {store_path}\n```\n\n"
-        "or build the demo store (a tiny MoE trained on the built-in corpus, every language, under a minute on a CPU):"
-        f"\n\n```\npolyroute demo --db {store_path}\n```"
-    )
-    st.stop()
+first, second, third, fourth = st.columns(4)
+first.metric("Models", len(models))
+second.metric("Runs", len(runs))
+third.metric("Languages", len(languages))
+fourth.metric("Tokens traced", f"{sum(run.n_tokens for run in runs):,}")
+if not store.writable:
+    st.info(f"This store is open read-only, so the Collect page cannot add runs: {store.why_read_only}")
 
-st.subheader("Runs in this store")
+st.subheader("Where to go")
+for _, links in NAVIGATION:
+    for link in (link for link in links if link.path != "app.py"):
+        st.page_link(link.path, label=f"**{link.label}**: {link.about}", icon=link.icon)
+
+st.subheader("Runs")
 if not runs:
-    st.write("The store is empty: trace a corpus with `polyroute trace` to add a run.")
+    st.write("The store holds no run yet: trace a corpus on the **Collect** page or with `polyroute trace`.")
 else:
     st.dataframe(
         [
@@ -47,7 +42,7 @@ else:
                 "kind": run.kind,
                 "model": run.model_id,
                 "corpus": run.corpus_id,
-                "languages": ", ".join(run.params.get("langs", [])),
+                "languages": len(run.params.get("langs", [])),
                 "status": run.status,
                 "sequences": f"{run.n_stored} / {run.n_planned}",
                 "tokens": run.n_tokens,
@@ -59,8 +54,49 @@ else:
         width="stretch",
     )
 
-st.subheader("Parallel corpora in this store")
-st.caption("Texts with the same item mean the same thing in every language; the template made them from the source.")
+st.subheader("Models")
+st.caption("Each model's shape: decoder layers, how many of them route tokens to experts, and how many experts.")
+st.dataframe(
+    [
+        {
+            "model": model.model_id,
+            "architecture": model.arch,
+            "layers": model.n_layers,
+            "MoE layers": model.n_moe_layers,
+            "experts": model.n_experts,
+            "top-k": model.top_k,
+            "shared experts": model.n_shared_experts,
+            "routing rule": model.scoring,
+            "runs": model.n_runs,
+        }
+        for model in models
+    ],
+    hide_index=True,
+    width="stretch",
+)
+
+st.subheader("Languages")
+st.caption("Resource class runs from 0 (left behind) to 5 (winners), after Joshi et al. (2020).")
+st.dataframe(
+    [
+        {
+            "language": lang.lang,
+            "name": lang.name,
+            "family": lang.family,
+            "script": lang.script,
+            "resource class": lang.resource_class,
+            "runs": lang.n_runs,
+            "sequences": lang.n_sequences,
+            "tokens": lang.n_tokens,
+        }
+        for lang in languages
+    ],
+    hide_index=True,
+    width="stretch",
+)
+
+st.subheader("Parallel corpora")
+st.caption("Texts with the same item mean the same thing in every language.")
 st.dataframe(
     [
         {

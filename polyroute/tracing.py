@@ -9,7 +9,7 @@ the store first, so a locked or damaged store fails before a model is loaded, an
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,13 +53,16 @@ class TraceOutcome:
     already_complete: bool = False
 
 
-def start_trace(request: TraceRequest, progress: ProgressFactory | None = None) -> TraceOutcome:
-    """Create a trace run and fill it."""
+def start_trace(
+    request: TraceRequest, progress: ProgressFactory | None = None, *, store: Store | None = None
+) -> TraceOutcome:
+    """Create a trace run and fill it, in `store` when the caller holds it open (the app) or else
+    in the store file `request.db`."""
     if request.batch_size < 1:
         raise PolyrouteError("--batch-size must be at least 1")
     if request.limit is not None and request.limit < 1:
         raise PolyrouteError("--limit must be at least 1")
-    with open_store(request.db) as store:
+    with nullcontext(store) if store else open_store(request.db) as store:
         corpus = load_corpus(request.corpus, request.langs, request.split)
         rows = corpus.select(request.langs, request.limit, aligned=request.require_aligned)
         missing = [] if request.require_aligned else corpus.missing(request.langs, request.limit)

@@ -6,5 +6,15 @@ Streamlit; it reads the engine's numpy records (`moe_core.records`) and nothing 
 
 from store.connection import Store, open_store
 from store.errors import SqlRefused, StoreCorrupt, StoreError, StoreLocked, StoreMissing
+from store.shared import SharedStore
 
-__all__ = ["SqlRefused", "Store", "StoreCorrupt", "StoreError", "StoreLocked", "StoreMissing", "open_store"]
+__all__ = [
+    "SharedStore",
+    "SqlRefused",
+    "Store",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreLocked",
+    "StoreMissing",
+    "open_store",
+]

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import duckdb
 
@@ -51,10 +52,11 @@ def _command(pid: str) -> str:
 class Store:
     """An open store: the connection, its file, and a transaction helper."""
 
-    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, *, read_only: bool) -> None:
+    def __init__(self, path: Path, con: duckdb.DuckDBPyConnection, *, read_only: bool, shared: bool = False) -> None:
         self.path = path
         self.con = con
         self.read_only = read_only
+        self.shared = shared  # one instance serves a long-lived process (the app): global settings stay put
 
     def close(self) -> None:
         self.con.close()
@@ -85,15 +87,15 @@ class Store:
             raise translate(error, self.path) from error
 
 
-def open_store(path: str | Path, *, read_only: bool = False) -> Store:
-    """Open (for writing: create and migrate) the store at `path`."""
+def open_store(path: str | Path, *, read_only: bool = False, config: dict[str, Any] | None = None) -> Store:
+    """Open (for writing: create and migrate) the store at `path`, with DuckDB settings `config`."""
     file = Path(path).expanduser()
     if read_only and not file.is_file():
         raise StoreMissing(f"no store at {file}: build one with `polyroute trace ... --db {file}` or pass --db")
     if not read_only:
         file.parent.mkdir(parents=True, exist_ok=True)
     try:
-        con = duckdb.connect(str(file), read_only=read_only)
+        con = duckdb.connect(str(file), read_only=read_only, config=config or {})
     except duckdb.Error as error:
         raise translate(error, file) from error
     try:

@@ -115,6 +115,76 @@ def model_config_hash(store: Store, model_id: str) -> str | None:
     return row[0] if row else None
 
 
+@dataclass(frozen=True, kw_only=True)
+class ModelRow:
+    model_id: str
+    arch: str
+    n_layers: int
+    n_moe_layers: int
+    n_experts: int
+    top_k: int
+    n_shared_experts: int
+    scoring: str
+    n_runs: int
+
+
+def list_models(store: Store) -> list[ModelRow]:
+    """Every model in the store with how many runs used it."""
+    rows = store.con.execute(
+        "SELECT m.model_id, m.arch, m.n_layers, len(m.moe_layers), m.n_experts, m.top_k, m.n_shared_experts, "
+        "m.scoring, count(r.run_id) FROM models AS m LEFT JOIN runs AS r USING (model_id) GROUP BY ALL "
+        "ORDER BY m.model_id"
+    ).fetchall()
+    return [
+        ModelRow(
+            model_id=r[0],
+            arch=r[1],
+            n_layers=r[2],
+            n_moe_layers=r[3],
+            n_experts=r[4],
+            top_k=r[5],
+            n_shared_experts=r[6],
+            scoring=r[7],
+            n_runs=r[8],
+        )
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LanguageTotal:
+    lang: str
+    name: str | None
+    family: str | None
+    script: str | None
+    resource_class: int | None
+    n_runs: int
+    n_sequences: int
+    n_tokens: int
+
+
+def language_totals(store: Store) -> list[LanguageTotal]:
+    """Every traced language with its metadata and what the store holds of it, most tokens first."""
+    rows = store.con.execute(
+        "SELECT s.lang, l.name, l.family, l.script, l.resource_class, count(DISTINCT s.run_id), count(*), "
+        "sum(s.n_tokens) FROM sequences AS s LEFT JOIN languages AS l USING (lang) GROUP BY ALL "
+        "ORDER BY sum(s.n_tokens) DESC, s.lang"
+    ).fetchall()
+    return [
+        LanguageTotal(
+            lang=r[0],
+            name=r[1],
+            family=r[2],
+            script=r[3],
+            resource_class=r[4],
+            n_runs=r[5],
+            n_sequences=r[6],
+            n_tokens=int(r[7]),
+        )
+        for r in rows
+    ]
+
+
 # The inputs of the analyses: every array is arranged by the run's `RunLayout`. -----------------
 
 

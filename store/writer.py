@@ -168,13 +168,17 @@ class BatchWriter:
             raise StoreError(f"run {run_id} is not in store {store.path}: list runs with `polyroute runs`")
         self._weight_unit = float(row[0])
         # While a run is written the model's forward keeps every core busy; measured on 2 cores, a
-        # single-threaded writer slows it least (bench/capture.py). Restored on close.
-        threads = self._con.execute("SELECT current_setting('threads')").fetchone()
-        self._threads = int(threads[0]) if threads else 1
-        self._con.execute("SET threads = 1")
+        # single-threaded writer slows it least (bench/capture.py). Restored on close. The setting is
+        # global, so a shared store (the app, whose pages read meanwhile) keeps its own.
+        self._threads: int | None = None
+        if not store.shared:
+            threads = self._con.execute("SELECT current_setting('threads')").fetchone()
+            self._threads = int(threads[0]) if threads else 1
+            self._con.execute("SET threads = 1")
 
     def close(self) -> None:
-        self._con.execute(f"SET threads = {self._threads}")
+        if self._threads is not None:
+            self._con.execute(f"SET threads = {self._threads}")
         self._con.close()
 
     def write(self, batches: Sequence[tuple[Sequence[SequenceKey], RoutingBatch]]) -> None:

@@ -1,0 +1,5 @@
+"""Collect (being built)."""
+
+from polyroute.ui.frame import page
+
+page("Collect", "Being built.")

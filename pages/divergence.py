@@ -1,0 +1,5 @@
+"""Divergence (being built)."""
+
+from polyroute.ui.frame import page
+
+page("Divergence", "Being built.")

@@ -1,0 +1,72 @@
+"""The app's reads, cached: one shared store per file for the process, and analysis results per
+run, selection and settings for every session.
+
+A cached result is keyed by the run's `version` (its status and stored sequences), so a run that
+is still being collected is read afresh as it grows, and a finished one is computed once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from polyroute import analyses
+from polyroute.run_data import AnalysisResult, RunData, Selection
+from store import SharedStore
+from store import queries as q
+
+Version = tuple[str, int]  # (status, sequences stored)
+
+ANALYSES: dict[str, Callable[..., AnalysisResult]] = {
+    "divergence": analyses.analyze_divergence,
+    "entropy": analyses.analyze_entropy,
+    "consistency": analyses.analyze_consistency,
+    "experts": analyses.analyze_experts,
+    "shared": analyses.analyze_shared,
+    "similarity": analyses.analyze_similarity,
+}
+
+
+@st.cache_resource(show_spinner=False)
+def shared_store(path: str) -> SharedStore:
+    """The process's one instance of the store at `path` (errors are not cached: a fixed path retries)."""
+    return SharedStore(path)
+
+
+def version(run: q.RunRow) -> Version:
+    return (run.status, run.n_stored)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def analysis(
+    path: str,
+    run_id: int,
+    run_version: Version,
+    name: str,
+    *,
+    langs: tuple[str, ...] | None = None,
+    layers: tuple[int, int] | None = None,
+    ref: str = "eng_Latn",
+    **options: Any,
+) -> AnalysisResult:
+    """`polyroute.analyses.analyze_<name>` of a run's selection, as the CLI computes it."""
+    del run_version  # part of the cache key only
+    with shared_store(path).reading() as store:
+        data = RunData(store, run_id, Selection(langs=langs, layers=layers, ref=ref))
+        return ANALYSES[name](data, **options)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_layout(path: str, run_id: int, run_version: Version) -> q.RunLayout | None:
+    del run_version
+    with shared_store(path).reading() as store:
+        return q.run_layout(store, run_id)
+
+
+def table(result: AnalysisResult, name: str) -> pd.DataFrame:
+    """One of an analysis's tables as a DataFrame, for charts and st.dataframe."""
+    found = result.table(name)
+    return pd.DataFrame(found.rows, columns=list(found.columns))

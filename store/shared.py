@@ -1,0 +1,67 @@
+"""One store file shared by a long-lived process that serves many users at once (the app).
+
+DuckDB lets one process write a file, and within a process every connection to it must use the
+same settings. So the app opens each store once, for writing when it can: it then owns the file
+while it runs, its collections write through that one instance while every page reads through a
+cursor of its own, and readers see each batch as soon as it commits. When another process is
+already reading the file, the app opens it read-only instead and says that it cannot collect.
+
+The instance never touches files other than the store (external access off) and its settings are
+locked, which is what lets the SQL console run users' queries on it (`store.sandbox`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from store.connection import Store, open_store
+from store.errors import StoreLocked, StoreMissing
+
+LOCKED_DOWN = {"enable_external_access": False}
+
+
+class SharedStore:
+    """A store file opened once for a process; `reading()` and `writing()` hand out cursors."""
+
+    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+        file = Path(path).expanduser()
+        if not create and not file.is_file():
+            raise StoreMissing(f"no store at {file}: build one with `polyroute demo --db {file}`, or choose another")
+        try:
+            self._store = open_store(file, config=LOCKED_DOWN)
+            self.why_read_only = ""
+        except StoreLocked as locked:
+            # Another process reads the file: we may read too, but not write while it has it open.
+            self._store = open_store(file, read_only=True, config=LOCKED_DOWN)
+            self.why_read_only = str(locked)
+        self._store.con.execute("SET lock_configuration = true")
+        self.path = self._store.path
+
+    @property
+    def writable(self) -> bool:
+        return not self._store.read_only
+
+    @contextmanager
+    def reading(self) -> Iterator[Store]:
+        """A store on a fresh cursor: it sees every committed batch, and is closed when the block ends."""
+        cursor = self._store.con.cursor()
+        try:
+            yield Store(self.path, cursor, read_only=True, shared=True)
+        finally:
+            cursor.close()
+
+    @contextmanager
+    def writing(self) -> Iterator[Store]:
+        """A writable store on a fresh cursor (refused, with the reason, when the file is read-only here)."""
+        if not self.writable:
+            raise StoreLocked(self.why_read_only)
+        cursor = self._store.con.cursor()
+        try:
+            yield Store(self.path, cursor, read_only=False, shared=True)
+        finally:
+            cursor.close()
+
+    def close(self) -> None:
+        self._store.close()
