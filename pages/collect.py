@@ -1,5 +1,129 @@
-"""Collect (being built)."""
+"""Collect: trace a parallel corpus with a local MoE model and add the run to the store, with a
+progress bar; the other pages show the run when it is done. The app's process is the store's
+only writer while it runs, and one collection runs at a time."""
 
-from polyroute.ui.frame import page
+from __future__ import annotations
 
-page("Collect", "Being built.")
+from pathlib import Path
+
+import streamlit as st
+
+from moe_core.demo import DEMO_MODEL_DIR
+from polyroute.collect import current_collection, start_collection
+from polyroute.tracing import TraceRequest
+from polyroute.ui.data import corpus_languages, new_store, shared_store
+from polyroute.ui.frame import explained, lang_name, page, store_path
+from store import StoreError, StoreMissing
+
+page(
+    "Collect",
+    "Run an MoE model over a parallel corpus on this machine and store which experts every token chose; "
+    "the new run appears on the other pages when it is done.",
+)
+path = store_path()
+try:
+    store = shared_store(path)
+except StoreMissing:
+    store = None
+    st.info(f"There is no store at {path} yet: collecting creates it.", icon=":material/info:")
+except StoreError as error:
+    st.error(str(error), icon=":material/error:")
+    st.stop()
+
+
+def _status() -> None:
+    """The running (or last) collection of this store: a progress bar, then what came of it."""
+    collection = current_collection(store) if store else None
+    if collection is None:
+        return
+    state = collection.snapshot()
+    if state.running:
+        if state.stage == "loading":
+            text = "Loading the model and the corpus ..."
+        else:
+            text = (
+                f"Run {state.run_id}: {state.sequences_done:,} of {state.sequences_total:,} sentences, "
+                f"{state.tokens_done:,} tokens, {state.seconds:.0f} s"
+            )
+        st.progress(state.fraction, text=text)
+    elif state.stage == "done" and state.outcome is not None:
+        outcome = state.outcome
+        st.success(
+            f"Run {outcome.run_id} is complete: {outcome.n_sequences:,} sentences, {outcome.n_tokens:,} tokens "
+            f"in {state.seconds:.0f} s. Choose it in the sidebar of the other pages.",
+            icon=":material/check_circle:",
+        )
+        if outcome.missing:
+            st.caption(f"The corpus lacks {len(outcome.missing)} of the chosen (item, language) pairs.")
+        if outcome.n_truncated:
+            st.caption(f"{outcome.n_truncated} texts were longer than the model's limit and were cut.")
+    else:
+        st.warning(f"The collection stopped: {state.error}", icon=":material/error:")
+    if st.session_state.get("collect_was_running") and not state.running:
+        st.session_state["collect_was_running"] = False
+        st.rerun()  # redraw the whole page: the form comes back and the sidebar sees the new run
+    st.session_state["collect_was_running"] = state.running
+
+
+running = bool(store and (found := current_collection(store)) and found.snapshot().running)
+st.fragment(_status, run_every=1.0 if running else None)()
+
+st.subheader("What to trace")
+left, right = st.columns(2)
+model_dir = left.text_input(
+    "Model folder",
+    value=str(DEMO_MODEL_DIR),
+    key="collect_model",
+    help="A Hugging Face checkpoint folder of an MoE model (config.json, weights, tokenizer). "
+    "The default is the tiny demo model that ships with Polyroute.",
+).strip()
+corpus = right.text_input(
+    "Corpus",
+    value="builtin",
+    key="collect_corpus",
+    help="`builtin` (Django's translations), a benchmark from a local copy such as `flores_plus:/data/flores`, "
+    "or your own JSONL/CSV/TSV/Parquet file of item_id, lang, text.",
+).strip()
+split = right.selectbox(
+    "Split",
+    ["all", "heldout", "train"],
+    key="collect_split",
+    help="For the built-in corpus and benchmarks: which part of it to trace.",
+)
+with explained():
+    available = corpus_languages(corpus, None if split == "all" else split)
+defaults = [lang for lang in ("eng_Latn", "deu_Latn", "jpn_Jpan") if lang in available] or available[:3]
+langs = st.multiselect(
+    "Languages", available, default=defaults, format_func=lang_name, key=f"collect_langs_{corpus}_{split}"
+)
+knobs = st.columns(3)
+limit = knobs[0].number_input("Sentences per language (at most)", 1, 100_000, 50, key="collect_limit")
+batch_size = knobs[1].number_input("Batch size", 1, 256, 16, key="collect_batch")
+save_logits = knobs[2].checkbox(
+    "Keep router logits", key="collect_logits", help="Needed for token-level entropy; makes the store larger."
+)
+
+problem = ""
+if not (Path(model_dir).expanduser() / "config.json").is_file():
+    problem = f"{model_dir} is not a model folder (it has no config.json): enter the folder of a checkpoint."
+elif not langs:
+    problem = "Choose at least one language."
+elif store is not None and not store.writable:
+    problem = f"This app opened the store read-only, so it cannot add runs: {store.why_read_only}"
+if problem:
+    st.info(problem, icon=":material/info:")
+if st.button("Start collecting", type="primary", disabled=bool(problem) or running):
+    request = TraceRequest(
+        db=Path(path),
+        model=Path(model_dir).expanduser(),
+        corpus=corpus,
+        langs=list(langs),
+        split=None if split == "all" else split,
+        limit=int(limit),
+        batch_size=int(batch_size),
+        save_logits=save_logits,
+    )
+    with explained():
+        start_collection(new_store(path), request)
+    st.session_state["collect_was_running"] = True
+    st.rerun()

@@ -1,5 +1,107 @@
-"""Divergence (being built)."""
+"""Divergence: per-layer divergence of each language from the reference language, the mean in an
+adjustable middle band, and the routing entropy and within-sentence consistency curves."""
 
-from polyroute.ui.frame import page
+from __future__ import annotations
 
-page("Divergence", "Being built.")
+import streamlit as st
+
+from polyroute.ui.charts import GROUPINGS, layer_curves, ranked_bars, with_language_facts
+from polyroute.ui.data import analysis, middle_band, table
+from polyroute.ui.frame import choose_run, choose_store, explained, lang_name, page
+
+page(
+    "Divergence",
+    "How differently each language routes from the reference language on the same sentences, layer by layer: "
+    "0 means the same experts with the same weights, 1 means nothing in common.",
+)
+choice = choose_run(choose_store())
+run_id, layers = choice.run.run_id, [int(layer) for layer in choice.layout.layers]
+others = [lang for lang in choice.langs if lang != choice.ref]
+
+controls = st.columns([3, 2, 2])
+langs = controls[0].multiselect(
+    "Languages",
+    others,
+    default=others,
+    format_func=lang_name,
+    key=f"divergence_langs_{run_id}",
+    help="Compared with the reference language chosen in the sidebar.",
+)
+colour = controls[1].radio(
+    "Colour by", list(GROUPINGS), format_func=GROUPINGS.__getitem__, horizontal=True, key="divergence_colour"
+)
+band = (
+    controls[2].select_slider(
+        "Middle band (layers)",
+        options=layers,
+        value=middle_band(choice.layout),
+        key=f"divergence_band_{run_id}",
+        help="The shaded layers; the bar chart averages divergence over them.",
+    )
+    if len(layers) > 1
+    else (layers[0], layers[0])
+)
+if not langs:
+    st.info("Choose at least one language to compare with the reference.")
+    st.stop()
+
+selection = {"langs": (choice.ref, *langs), "ref": choice.ref}
+with explained(), st.spinner("Computing the curves ..."):
+    curves = analysis(choice.path, run_id, choice.version, "divergence", **selection)
+    in_band = analysis(choice.path, run_id, choice.version, "divergence", layers=band, **selection)
+    entropy = analysis(choice.path, run_id, choice.version, "entropy", **selection)
+    consistency = analysis(choice.path, run_id, choice.version, "consistency", **selection)
+for note in dict.fromkeys(curves.notes):
+    st.info(note, icon=":material/info:")
+
+by_layer = with_language_facts(table(curves, "by_layer"))
+st.altair_chart(
+    layer_curves(
+        by_layer[by_layer["lang"] != choice.ref],
+        value="divergence",
+        value_title="Divergence from the reference (0-1)",
+        title=f"Routing divergence from {lang_name(choice.ref)}, per layer",
+        subtitle="Averaged over the sentences both languages have; the shaded layers are the middle band.",
+        colour=colour,
+        band=band,
+    ),
+    width="stretch",
+)
+band_mean = with_language_facts(table(in_band, "band_mean"))
+st.altair_chart(
+    ranked_bars(
+        band_mean[band_mean["lang"] != choice.ref],
+        value="divergence",
+        value_title="Mean divergence in the band",
+        title=f"Mean divergence from {lang_name(choice.ref)} in layers {band[0]}-{band[1]}",
+        colour=colour,
+    ),
+    width="stretch",
+)
+
+st.altair_chart(
+    layer_curves(
+        with_language_facts(table(entropy, "by_layer")),
+        value="normalised",
+        value_title="Routing entropy / log(experts)",
+        title="Routing entropy per layer",
+        subtitle="How spread out each language's routing is: 1 = every expert equally.",
+        colour=colour,
+        band=band,
+    ),
+    width="stretch",
+)
+st.altair_chart(
+    layer_curves(
+        with_language_facts(table(consistency, "by_layer")),
+        value="consistency",
+        value_title="Mean Jaccard of two tokens' experts",
+        title="Within-sentence consistency per layer",
+        subtitle="How alike the tokens of one sentence route: 1 = all the same experts.",
+        colour=colour,
+        band=band,
+    ),
+    width="stretch",
+)
+with st.expander("The numbers behind the charts"):
+    st.dataframe(by_layer, hide_index=True, width="stretch")

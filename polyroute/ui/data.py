@@ -8,14 +8,17 @@ is still being collected is read afresh as it grows, and a finished one is compu
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from moe_core.analysis import rise
+from moe_core.corpora import load_corpus
 from polyroute import analyses
 from polyroute.run_data import AnalysisResult, RunData, Selection
-from store import SharedStore
+from store import SharedStore, open_store
 from store import queries as q
 
 Version = tuple[str, int]  # (status, sequences stored)
@@ -34,6 +37,19 @@ ANALYSES: dict[str, Callable[..., AnalysisResult]] = {
 def shared_store(path: str) -> SharedStore:
     """The process's one instance of the store at `path` (errors are not cached: a fixed path retries)."""
     return SharedStore(path)
+
+
+def new_store(path: str) -> SharedStore:
+    """The shared store at `path`, created (empty, migrated) when no file is there yet."""
+    if not Path(path).expanduser().is_file():
+        open_store(path).close()
+    return shared_store(path)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def corpus_languages(spec: str, split: str | None) -> list[str]:
+    """The languages of the corpus `spec` names (the Collect page's choices)."""
+    return load_corpus(spec, split=split).langs
 
 
 def version(run: q.RunRow) -> Version:
@@ -64,6 +80,15 @@ def run_layout(path: str, run_id: int, run_version: Version) -> q.RunLayout | No
     del run_version
     with shared_store(path).reading() as store:
         return q.run_layout(store, run_id)
+
+
+def middle_band(layout: q.RunLayout) -> tuple[int, int]:
+    """The RISE middle zone's decoder layers (METHODS.md), or the middle MoE layer when it holds none."""
+    layers = layout.layers
+    middle = layers[rise.depth_zones(layers, layout.n_layers) == 1]
+    if not middle.size:
+        middle = layers[len(layers) // 2 : len(layers) // 2 + 1]
+    return int(middle[0]), int(middle[-1])
 
 
 def table(result: AnalysisResult, name: str) -> pd.DataFrame:

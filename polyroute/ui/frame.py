@@ -199,7 +199,7 @@ def choose_run(store: SharedStore) -> RunChoice:
 def _run_label(run: q.RunRow) -> str:
     langs = run.params.get("langs", [])
     state = "" if run.status == "complete" else f" · {run.status} {run.n_stored}/{run.n_planned}"
-    return f"run {run.run_id} · {run.corpus_id} · {len(langs)} languages{state}"
+    return f"run {run.run_id} · {len(langs)} languages · {run.corpus_id}{state}"
 
 
 def _select(label: str, options: Sequence[T], key: str, default: T, show: Callable[[T], str]) -> T:
