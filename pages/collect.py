@@ -8,7 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from moe_core.demo import DEMO_MODEL_DIR
+from moe_core.backends.options import HFOptions
+from moe_core.demo import DEMO_MODEL_DIR, DEMO_MODEL_ID
 from polyroute.collect import current_collection, start_collection
 from polyroute.tracing import TraceRequest
 from polyroute.ui.data import corpus_languages, new_store, shared_store
@@ -77,6 +78,14 @@ model_dir = left.text_input(
     help="A Hugging Face checkpoint folder of an MoE model (config.json, weights, tokenizer). "
     "The default is the tiny demo model that ships with Polyroute.",
 ).strip()
+folder = Path(model_dir).expanduser()
+usual_name = DEMO_MODEL_ID if folder.resolve() == DEMO_MODEL_DIR.resolve() else folder.name
+model_name = left.text_input(
+    "Model name in the store",
+    placeholder=usual_name,
+    key="collect_model_name",
+    help="Runs of the same model are grouped under this name (default: the folder's name).",
+).strip()
 corpus = right.text_input(
     "Corpus",
     value="builtin",
@@ -104,7 +113,7 @@ save_logits = knobs[2].checkbox(
 )
 
 problem = ""
-if not (Path(model_dir).expanduser() / "config.json").is_file():
+if not (folder / "config.json").is_file():
     problem = f"{model_dir} is not a model folder (it has no config.json): enter the folder of a checkpoint."
 elif not langs:
     problem = "Choose at least one language."
@@ -115,13 +124,14 @@ if problem:
 if st.button("Start collecting", type="primary", disabled=bool(problem) or running):
     request = TraceRequest(
         db=Path(path),
-        model=Path(model_dir).expanduser(),
+        model=folder,
         corpus=corpus,
         langs=list(langs),
         split=None if split == "all" else split,
         limit=int(limit),
         batch_size=int(batch_size),
         save_logits=save_logits,
+        options=HFOptions(model_id=model_name or usual_name),
     )
     with explained():
         start_collection(new_store(path), request)

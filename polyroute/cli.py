@@ -136,7 +136,7 @@ def _trace(args: argparse.Namespace) -> int:
         _note_hub(args.corpus)
     from tqdm import tqdm
 
-    from moe_core.backends.hf import HFOptions
+    from moe_core.backends.options import HFOptions
     from polyroute.tracing import TraceRequest, resume_trace, start_trace
 
     bars: list[tqdm[Any]] = []

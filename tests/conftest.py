@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,17 @@ def planted_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = root / "planted.duckdb"
     assert trace_synthetic(db, planted_routing(), root) == 1
     return db
+
+
+@pytest.fixture
+def app_db(planted_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of the planted store as the app's default store (the app opens its stores for
+    writing, so it never gets the session's shared file); the app's caches are emptied after."""
+    import streamlit as st
+
+    db = tmp_path / "app.duckdb"
+    shutil.copyfile(planted_store, db)
+    monkeypatch.setenv("POLYROUTE_DB", str(db))
+    yield db
+    st.cache_data.clear()
+    st.cache_resource.clear()

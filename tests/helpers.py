@@ -32,10 +32,15 @@ def file_digest(path: Path) -> str:
 
 
 @contextmanager
-def store_held_by_another_process(db: Path) -> Iterator[int]:
-    """Another process opens `db` for writing (as the app would) until the block ends; yields its PID."""
-    code = "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('ready', flush=True); time.sleep(120)"
-    holder = subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE, text=True)
+def store_held_by_another_process(db: Path, *, read_only: bool = False) -> Iterator[int]:
+    """Another process opens `db` (for writing, as the app would, or to read) until the block ends;
+    yields its PID."""
+    code = (
+        "import duckdb, sys, time; con = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == 'ro'); "
+        "print('ready', flush=True); time.sleep(120)"
+    )
+    mode = "ro" if read_only else "rw"
+    holder = subprocess.Popen([sys.executable, "-c", code, str(db), mode], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
         yield holder.pid

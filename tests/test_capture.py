@@ -44,7 +44,7 @@ def test_special_tokens_are_flagged_and_pieces_are_text(tiny_model):
 
 
 def test_chat_template_tokens_are_flagged(tiny_model):
-    from moe_core.backends.hf import HFOptions
+    from moe_core.backends.options import HFOptions
 
     backend = HFBackend(tiny_model("qwen3_moe"), HFOptions(template="chat"))
     batch = backend.trace(["Hello world"])

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from moe_core.backends.hf import HFBackend, HFOptions
+from moe_core.backends.hf import HFBackend
+from moe_core.backends.options import HFOptions
 from moe_core.tiny import build_tiny_model
 from tests.conftest import PARALLEL
 

@@ -19,23 +19,13 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from moe_core.adapters import find_routers, resolve_adapter
 from moe_core.backends.base import Backend, GenerationParams, Generations
+from moe_core.backends.options import HFOptions
 from moe_core.capture import CapturedRouting, RoutingCapture
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import ModelInfo, RoutingBatch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TEMPLATES = ("plain", "chat")
-
-
-@dataclass(frozen=True, kw_only=True)
-class HFOptions:
-    """How to load and feed the model. `dtype="auto"`: the checkpoint's dtype on CUDA, float32 on CPU."""
-
-    device: str = "cpu"
-    dtype: str = "auto"
-    max_tokens: int = 512
-    template: str = "plain"
-    model_id: str | None = None
 
 
 @dataclass(frozen=True)

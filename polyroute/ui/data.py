@@ -33,9 +33,14 @@ ANALYSES: dict[str, Callable[..., AnalysisResult]] = {
 }
 
 
-@st.cache_resource(show_spinner=False)
 def shared_store(path: str) -> SharedStore:
     """The process's one instance of the store at `path` (errors are not cached: a fixed path retries)."""
+    # One key per file, however it is spelled: a second instance could not lock a locked configuration.
+    return _shared_store(str(Path(path).expanduser().resolve()))
+
+
+@st.cache_resource(show_spinner=False)
+def _shared_store(path: str) -> SharedStore:
     return SharedStore(path)
 
 
