@@ -52,6 +52,7 @@ bench: install-dev
 	$(PY) -m pip install -q -r requirements-bench.txt
 	$(PY) bench/capture.py
 	$(PY) bench/analysis.py
+	$(PY) bench/app.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

@@ -48,13 +48,22 @@ ANALYSES: dict[str, dict[str, Any]] = {
 
 
 def build_store(db: Path, quick: bool) -> dict[str, Any]:
+    size = {"n_layers": 8, "n_items": 20} if quick else {"n_layers": 48, "n_items": 217}
+    return build_synthetic_store(db, n_experts=128, **size)
+
+
+def build_synthetic_store(db: Path, *, n_layers: int, n_items: int, n_experts: int, top_k: int = 8) -> dict[str, Any]:
+    """A store at `db` of one synthetic trace run: `n_items` aligned items in every language of LANGS,
+    20-40 tokens each, routed top-`top_k` of `n_experts` in `n_layers` layers (bench/app.py builds one too)."""
     from moe_core.synthetic import PlantedRouting, SyntheticBackend, synthetic_corpus
     from polyroute.tracing import TraceRequest, start_trace
 
     langs = tuple(lang for members in LANGS.values() for lang in members)
     families = tuple(family for family, members in LANGS.items() for _ in members)
-    size = {"n_layers": 8, "n_items": 20} if quick else {"n_layers": 48, "n_items": 217}
-    plan = PlantedRouting(langs=langs, families=families, n_experts=128, top_k=8, tokens_per_seq=(20, 40), **size)
+    plan = PlantedRouting(
+        langs=langs, families=families, n_layers=n_layers, n_experts=n_experts, top_k=top_k,
+        n_items=n_items, tokens_per_seq=(20, 40),
+    )  # fmt: skip
     rows = synthetic_corpus(plan)
     corpus = db.with_suffix(".jsonl")
     keys = ("item_id", "lang", "text")
