@@ -1,5 +1,79 @@
-"""SQL console (being built)."""
+"""SQL console: read-only SQL on the store, starting from an example for every table, with the
+answer as a table and as CSV or Parquet downloads. The examples and the sandbox that runs the
+queries live in `store.sandbox`; the conversions in `polyroute.ui.sql_console`."""
 
-from polyroute.ui.frame import page
+from __future__ import annotations
 
-page("SQL console", "Being built.")
+import streamlit as st
+
+from polyroute.ui.frame import choose_store, page
+from polyroute.ui.sql_console import Answer, to_csv, to_parquet, to_table
+from store import SqlRefused, StoreError
+from store.sandbox import EXAMPLES, TABLES, run_sql
+
+MAX_ROWS = 1000
+TIMEOUT_S = 10.0
+
+page(
+    "SQL console",
+    "Ask the stored traces a question in SQL: start from an example, run it, and download the answer. "
+    "Queries only read, so nothing in the store can change.",
+)
+store = choose_store()
+
+with st.expander("What can I query?", icon=":material/help:"):
+    st.markdown("\n".join(f"- `{table}`: {about}" for table, about in TABLES.items()))
+    st.caption(
+        f"One read-only statement at a time; answers stop at {MAX_ROWS:,} rows and queries at {TIMEOUT_S:g} seconds. "
+        "Files, settings and extensions are out of reach. Each example is a good place to start."
+    )
+
+
+def use_example() -> None:
+    st.session_state["sql_text"] = EXAMPLES[st.session_state["sql_example"]]
+
+
+if "sql_text" not in st.session_state:
+    st.session_state["sql_text"] = next(iter(EXAMPLES.values()))
+st.selectbox("Start from an example", list(EXAMPLES), key="sql_example", on_change=use_example, persist_state="session")
+sql = st.text_area("Query", key="sql_text", height=260, persist_state="session")
+
+if st.button("Run query", type="primary", icon=":material/play_arrow:"):
+    st.session_state.pop("sql_answer", None)
+    try:
+        result = run_sql(store, sql, max_rows=MAX_ROWS, timeout_s=TIMEOUT_S)
+        st.session_state["sql_answer"] = Answer(str(store.path), sql, result)
+    except SqlRefused as refused:
+        st.warning(f"The query did not run: {refused}", icon=":material/block:")
+    except StoreError as error:
+        st.error(str(error), icon=":material/error:")
+
+answer = st.session_state.get("sql_answer")
+if isinstance(answer, Answer) and (answer.store, answer.sql) == (str(store.path), sql):
+    table = to_table(answer.result)
+    if answer.result.truncated:
+        st.info(
+            f"Showing the first {MAX_ROWS:,} rows; the query has more. Narrow it down (a filter, or counts "
+            "and averages per group) to see everything; the downloads hold the rows shown.",
+            icon=":material/info:",
+        )
+    else:
+        st.caption(f"{table.num_rows:,} row{'' if table.num_rows == 1 else 's'}")
+    st.dataframe(table, hide_index=True, width="stretch")
+    with st.container(horizontal=True):
+        st.download_button(
+            "Download CSV",
+            to_csv(answer.result),
+            "polyroute-query.csv",
+            "text/csv",
+            on_click="ignore",
+            icon=":material/download:",
+        )
+        st.download_button(
+            "Download Parquet",
+            to_parquet(table),
+            "polyroute-query.parquet",
+            "application/vnd.apache.parquet",
+            on_click="ignore",
+            icon=":material/download:",
+        )

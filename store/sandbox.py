@@ -1,14 +1,19 @@
-"""The read-only SQL console behind `polyroute sql` (and the app's SQL page).
+"""The read-only SQL console behind `polyroute sql` (and the app's SQL page), with its examples.
 
 A statement runs in a read-only transaction on a connection with external access disabled and
 the configuration locked (its own read-only connection from the CLI, a cursor of the app's
-shared store in the app), so it can neither write, nor read files, nor loosen those settings; only a
-single SELECT-like statement is accepted; results stop at a row cap and a timer interrupts
-queries that run too long.
+shared store in the app), so it can neither write, nor read files, nor loosen those settings.
+Before it runs, its parse tree is checked: only a single SELECT-like statement is accepted, and
+table functions outside a short list of generators and catalog views are refused, because some
+that parse as SELECT change the database (checkpoint, enable_logging, which can even abort the
+process) or run SQL text the check cannot see (query). Results stop at a row cap and a timer
+interrupts queries that run too long.
 """
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +25,35 @@ from store.connection import Store, open_store, translate
 from store.errors import SqlRefused, StoreError
 from store.shared import LOCKED_DOWN, SharedStore
 
-READ_STATEMENTS = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+# The public tables of the store (DESIGN.md), for the console's help and its error messages.
+TABLES = {
+    "models": "one row per model: its layers, MoE layers, experts and top-k",
+    "languages": "every FLORES-200 language: name, script, family, resource class 0-5",
+    "corpora": "the parallel corpora that were read, and their languages",
+    "texts": "each corpus's texts; the same item_id means the same meaning in every language",
+    "runs": "each trace (or other) run: model, corpus, backend, status",
+    "sequences": "each traced text of a run: its item, language and token count",
+    "tokens": "each token of a sequence: position, token id, text piece",
+    "routes": "each routing decision: token, layer, rank in the top-k, expert, weight",
+    "router_probs": "a sequence's mean router probabilities over all experts, per layer",
+    "router_logits": "each token's raw router logits, per layer (runs traced with --save-logits only)",
+}
+_HINT = f"the console reads the store's tables: {', '.join(TABLES)}"
+
+# Generators and read-only catalog views; every other table function is refused.
+ALLOWED_TABLE_FUNCTIONS = frozenset(
+    {
+        *("range", "generate_series", "unnest", "repeat", "repeat_row", "json_each", "json_tree"),
+        *("duckdb_tables", "duckdb_views", "duckdb_columns", "duckdb_constraints", "duckdb_indexes"),
+        *("duckdb_sequences", "duckdb_schemas", "duckdb_databases", "duckdb_types", "duckdb_functions"),
+        *("duckdb_keywords", "duckdb_settings", "pragma_table_info", "pragma_storage_info"),
+        *("pragma_database_size", "pragma_version"),
+    }
+)
+_FILE_READER = re.compile(r"^(read_|parquet_|glob$|sniff_csv$)|_scan$")
+_FILE_PATH = re.compile(r"[/\\.:]")  # a table name with these is a file DuckDB would read
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+_EXPLAIN = re.compile(r"\s*EXPLAIN\s+(ANALY[SZ]E\s+)?", re.IGNORECASE)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,14 +67,64 @@ def check_statement(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     """Refuse anything but one read-only statement, saying what was found."""
     try:
         statements = con.extract_statements(sql)
+    except duckdb.PermissionException as error:  # IMPORT DATABASE reads its files while parsing
+        raise SqlRefused(f"not allowed here: {_reason(error)}") from None
     except duckdb.Error as error:
-        raise SqlRefused(f"the SQL does not parse: {str(error).splitlines()[0]}") from None
-    if len(statements) != 1:
+        raise SqlRefused(f"the SQL does not parse: {_reason(error)}") from None
+    if not statements:
+        raise SqlRefused("there is no query to run: type one, or pick an example")
+    if len(statements) > 1:
         raise SqlRefused(f"one statement at a time, please ({len(statements)} given)")
-    kind = statements[0].type
-    if kind not in READ_STATEMENTS:
-        name = str(kind).rsplit(".", 1)[-1]
-        raise SqlRefused(f"only read-only queries (SELECT, WITH ... SELECT) run here; this is a {name} statement")
+    statement = statements[0]
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        explained = _EXPLAIN.match(statement.query)
+        if not explained:
+            raise SqlRefused("write EXPLAIN (or EXPLAIN ANALYZE) first, then one SELECT")
+        check_statement(con, statement.query[explained.end() :])
+        return
+    if statement.type != duckdb.StatementType.SELECT:
+        raise SqlRefused(f"only read-only queries (SELECT, WITH ... SELECT) run here, not {_command(statement.query)}")
+    _check_tree(con, statement.query)
+
+
+def _command(query: str) -> str:
+    """A statement's first keyword as typed (two for FORCE INSTALL and FORCE CHECKPOINT)."""
+    words = _COMMENTS.sub(" ", query).upper().split()
+    return " ".join(words[:2] if words[:1] == ["FORCE"] else words[:1])
+
+
+def _check_tree(con: duckdb.DuckDBPyConnection, query: str) -> None:
+    """Refuse a SELECT whose parse tree calls a table function outside the allowed ones or nextval(),
+    or names a file where a table goes."""
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0])  # type: ignore[index]
+    if tree.get("error"):
+        raise SqlRefused(f"the query cannot be checked, so it does not run: {tree.get('error_message')}")
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+            if node.get("type") == "TABLE_FUNCTION":
+                _check_table_function(str(node["function"].get("function_name")).lower())
+            elif node.get("class") == "FUNCTION" and str(node.get("function_name")).lower() == "nextval":
+                raise SqlRefused("nextval() would change the store (it advances a sequence); the console only reads")
+            elif node.get("type") == "BASE_TABLE" and _FILE_PATH.search(str(node.get("table_name"))):
+                raise SqlRefused(f"reading files is not allowed here ('{node['table_name']}'); {_HINT}")
+
+
+def _check_table_function(name: str) -> None:
+    if name in ALLOWED_TABLE_FUNCTIONS:
+        return
+    if _FILE_READER.search(name):
+        raise SqlRefused(f"reading files is not allowed here ({name}); {_HINT}")
+    raise SqlRefused(f"{name}() is not available in the console; {_HINT}")
+
+
+def _reason(error: duckdb.Error) -> str:
+    """DuckDB's message without the query excerpt it appends, on one line."""
+    return str(error).split("\n\n")[0].strip().replace("\n", " ")
 
 
 def run_sql(source: str | Path | SharedStore, sql: str, *, max_rows: int = 1000, timeout_s: float = 10.0) -> SqlResult:
@@ -62,7 +145,7 @@ def _run(store: Store, sql: str, max_rows: int, timeout_s: float) -> SqlResult:
     con = store.con
     try:
         check_statement(con, sql)
-        # Read-only even on the app's writable instance: a SELECT that writes (nextval) is refused too.
+        # Read-only even on the app's writable instance: whatever the check missed cannot write.
         con.execute("BEGIN TRANSACTION READ ONLY")
         timer = threading.Timer(timeout_s, con.interrupt)
         timer.start()
@@ -76,10 +159,109 @@ def _run(store: Store, sql: str, max_rows: int, timeout_s: float) -> SqlResult:
     except duckdb.InterruptException:
         raise SqlRefused(f"the query ran longer than {timeout_s:g} s and was stopped; narrow it down") from None
     except (duckdb.PermissionException, duckdb.TransactionException) as error:
-        raise SqlRefused(f"not allowed here: {str(error).splitlines()[0]}") from None
+        raise SqlRefused(f"not allowed here: {_reason(error)}") from None
     except duckdb.Error as error:
-        translated = translate(error, store.path)
-        if type(translated) is StoreError:  # a plain query error: say it without the store prefix
-            raise SqlRefused(str(translated).replace(f"store {store.path}: ", "")) from None
-        raise translated from None
+        if type(translate(error, store.path)) is not StoreError:  # the store itself is locked or damaged
+            raise translate(error, store.path) from None
+        hint = f"; {_HINT}" if "Table with name" in str(error) else ""
+        raise SqlRefused(f"{_reason(error)}{hint}") from None
     return SqlResult(columns=columns, rows=rows[:max_rows], truncated=len(rows) > max_rows)
+
+
+# Where the examples look: the newest trace run, so that they work on any store as written.
+_LATEST = "(SELECT max(run_id) FROM runs WHERE kind = 'trace')"
+
+# Plain-English title -> query, at least one for every table in TABLES; the SQL page offers them.
+EXAMPLES = {
+    "Models in the store and their shape": """\
+SELECT model_id, arch, n_layers, len(moe_layers) AS moe_layers, n_experts, top_k,
+       n_shared_experts, scoring
+FROM models
+ORDER BY model_id""",
+    "Languages of one family, with script and resource class": """\
+-- Change 'Indo-European' to another family (Dravidian, Turkic, Sino-Tibetan, ...).
+SELECT lang, name, script, branch, resource_class
+FROM languages
+WHERE family = 'Indo-European'
+ORDER BY resource_class DESC, lang""",
+    "Parallel corpora and their languages": """\
+SELECT corpus_id, name, source, n_items, len(langs) AS n_langs, langs, added_at
+FROM corpora
+ORDER BY added_at DESC""",
+    "One sentence in every language of the newest corpus": """\
+-- Change item_index = 0 to see another sentence.
+SELECT lang, item_id, text
+FROM texts
+WHERE corpus_id = (SELECT corpus_id FROM corpora ORDER BY added_at DESC LIMIT 1)
+  AND item_index = 0
+ORDER BY lang""",
+    "Runs: what was traced, with which model, and how far it got": """\
+SELECT r.run_id, r.kind, r.model_id, r.corpus_id, r.backend, r.status,
+       count(s.seq_id) AS sequences_stored, r.n_planned, r.created_at
+FROM runs AS r LEFT JOIN sequences AS s USING (run_id)
+GROUP BY ALL
+ORDER BY r.run_id""",
+    "Sequences and tokens per language, with family and script": f"""\
+SELECT s.lang, l.name, l.family, l.script, count(*) AS sequences,
+       sum(s.n_tokens) AS tokens, round(avg(s.n_tokens), 1) AS tokens_per_sequence
+FROM sequences AS s LEFT JOIN languages AS l USING (lang)
+WHERE s.run_id = {_LATEST}
+GROUP BY ALL
+ORDER BY tokens_per_sequence DESC""",
+    "How the tokenizer splits one sentence, language by language": f"""\
+-- The run's first item; write an item_id (e.g. 'item3') in place of the min(...) to see another.
+SELECT s.lang, count(*) AS n_tokens, string_agg(t.piece, ' | ' ORDER BY t.pos) AS pieces
+FROM sequences AS s JOIN tokens AS t USING (run_id, seq_id)
+WHERE s.run_id = {_LATEST}
+  AND s.item_id = (SELECT min(item_id) FROM sequences WHERE run_id = {_LATEST})
+  AND NOT t.special
+GROUP BY s.lang
+ORDER BY n_tokens""",
+    "Tokens of one sentence with their top-1 expert in each layer": f"""\
+-- The run's first sequence; write a seq_id (e.g. 3) in place of the (SELECT min ...) to see another.
+SELECT t.pos, t.piece, list(r.expert ORDER BY r.layer) AS top1_expert_per_layer
+FROM tokens AS t JOIN routes AS r USING (run_id, seq_id, pos)
+WHERE t.run_id = {_LATEST}
+  AND t.seq_id = (SELECT min(seq_id) FROM sequences WHERE run_id = {_LATEST})
+  AND r.rank = 0
+GROUP BY t.pos, t.piece
+ORDER BY t.pos""",
+    "Most used experts per layer for one language": f"""\
+-- Change 'eng_Latn' to another language code of the run (see the sequences table).
+WITH picks AS (
+    SELECT r.layer, r.expert, count(*) AS n
+    FROM routes AS r JOIN sequences AS s USING (run_id, seq_id)
+    WHERE r.run_id = {_LATEST} AND s.lang = 'eng_Latn'
+    GROUP BY ALL
+)
+SELECT layer, expert, n AS tokens_routed,
+       round(100.0 * n / sum(n) OVER (PARTITION BY layer), 1) AS pct_of_layer
+FROM picks
+QUALIFY row_number() OVER (PARTITION BY layer ORDER BY n DESC, expert) <= 3
+ORDER BY layer, n DESC""",
+    "How sure the router is of its top-1 expert, per layer and language": f"""\
+-- The mean weight of the top-1 expert: near 1 = one clear choice, near 1/top_k = a toss-up.
+SELECT s.lang, r.layer, round(avg(r.weight), 3) AS mean_top1_weight, count(*) AS tokens
+FROM routes AS r JOIN sequences AS s USING (run_id, seq_id)
+WHERE r.run_id = {_LATEST} AND r.rank = 0
+GROUP BY ALL
+ORDER BY s.lang, r.layer""",
+    "Router entropy per layer and language (from mean router probabilities)": f"""\
+-- Entropy of a sequence's mean router probabilities: high = spread over many experts.
+SELECT s.lang, p.layer,
+       round(avg(list_sum(list_transform(p.probs, lambda q: CASE WHEN q > 0 THEN -q * ln(q) ELSE 0 END))), 3)
+           AS mean_entropy
+FROM router_probs AS p JOIN sequences AS s USING (run_id, seq_id)
+WHERE p.run_id = {_LATEST}
+GROUP BY ALL
+ORDER BY s.lang, p.layer""",
+    "Raw router logits of one sentence's tokens (only runs traced with --save-logits)": """\
+-- Empty unless a run was traced with --save-logits.
+SELECT g.run_id, g.seq_id, g.pos, t.piece, g.layer,
+       list_position(g.logits, list_max(g.logits)) - 1 AS top_expert,
+       round(list_max(g.logits), 3) AS top_logit, g.logits
+FROM router_logits AS g JOIN tokens AS t USING (run_id, seq_id, pos)
+WHERE (g.run_id, g.seq_id) = (SELECT (max(run_id), min(seq_id)) FROM router_logits
+                              WHERE run_id = (SELECT max(run_id) FROM router_logits))
+ORDER BY g.pos, g.layer""",
+}
