@@ -19,7 +19,12 @@ from pathlib import Path
 from store.connection import Store, open_store
 from store.errors import StoreLocked, StoreMissing
 
-LOCKED_DOWN = {"enable_external_access": False}
+# No files but the store, and no extension fetched or loaded behind a query's back.
+LOCKED_DOWN = {
+    "enable_external_access": False,
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": False,
+}
 
 
 class SharedStore:

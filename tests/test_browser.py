@@ -1,15 +1,49 @@
-"""The app in a real headless Chromium, as a user opens it (first request to a fresh server)."""
+"""The app in a real headless Chromium on the demo store, as users open it: every page by its URL
+as a fresh server's first request and through the sidebar, a control changed on each, a SQL
+query, and five sessions browsing while a collection runs. Screenshots go to artifacts/."""
 
 from __future__ import annotations
 
-import pytest
-from playwright.sync_api import sync_playwright
+import shutil
+import time
+from pathlib import Path
 
-from polyroute.cli import main
-from tests.helpers import trace_argv
+import pytest
+from playwright.sync_api import Page, sync_playwright
+
+from polyroute.demo import build_demo_store
+from polyroute.ui.frame import NAVIGATION
+from store import open_store
+from store import queries as q
 from tests.stwait import CHROMIUM, CHROMIUM_ARGS, settle, shot, streamlit_server
 
 pytestmark = pytest.mark.browser
+
+PAGES = [link for _, links in NAVIGATION for link in links]
+
+
+def slug(path: str) -> str:
+    """The URL path Streamlit gives a page file (the home page is "/")."""
+    return "" if path == "app.py" else Path(path).stem
+
+
+def heading(label: str) -> str:
+    return "Polyroute" if label == "Overview" else label
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    build_demo_store(db)
+    return db
+
+
+@pytest.fixture
+def store_copy(demo_store: Path, tmp_path: Path) -> Path:
+    """The app opens its store for writing, so each server gets a copy of its own."""
+    db = tmp_path / "demo.duckdb"
+    shutil.copyfile(demo_store, db)
+    return db
 
 
 @pytest.fixture(scope="module")
@@ -18,8 +52,8 @@ def page_factory():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         contexts = []
 
-        def new_page():
-            context = browser.new_context(viewport={"width": 1280, "height": 900})
+        def new_page() -> tuple[Page, list[str]]:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
             contexts.append(context)
             page = context.new_page()
             errors: list[str] = []
@@ -32,15 +66,114 @@ def page_factory():
         browser.close()
 
 
-def test_home_page_shows_the_runs(tmp_path, tiny_model, corpus_file, page_factory):
-    db = tmp_path / "s.duckdb"
-    assert main(trace_argv(db, tiny_model("qwen3_moe"), corpus_file, "eng_Latn,deu_Latn,rus_Cyrl", "--limit", "3")) == 0
-    with streamlit_server({"POLYROUTE_DB": str(db)}, tmp_path / "streamlit.log") as url:
+def open_by_url(page: Page, url: str, link) -> None:
+    page.goto(f"{url}/{slug(link.path)}")
+    settle(page, page.locator("h1", has_text=heading(link.label)))
+    # Rendered by the page itself, not by a bare run of its file: our title and our navigation.
+    assert page.title() == ("Polyroute" if link.label == "Overview" else f"{link.label} · Polyroute")
+    nav = page.get_by_test_id("stSidebar")
+    for other in PAGES:
+        assert nav.get_by_text(other.label, exact=True).count() == 1, other.label
+
+
+def test_every_page_opens_by_its_url_as_a_fresh_servers_first_request(store_copy, page_factory, tmp_path):
+    for link in PAGES:
+        with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / f"{slug(link.path)}.log") as url:
+            page, errors = page_factory()
+            open_by_url(page, url, link)
+            shot(page, f"direct_{slug(link.path) or 'overview'}")
+            assert errors == []
+            page.context.close()
+
+
+def change_a_control(page: Page, label: str) -> None:
+    """One control per page, and what it changes on the screen."""
+    main = page.get_by_test_id("stMain")
+    if label == "Overview":
+        store = page.get_by_test_id("stSidebar").get_by_role("textbox", name="Store file")
+        original = store.input_value()
+        store.fill("/nowhere/missing.duckdb")
+        store.press("Enter")
+        settle(page, main.get_by_text("no store at /nowhere/missing.duckdb"))
+        store.fill(original)
+        store.press("Enter")
+        settle(page, main.get_by_text("Runs", exact=True))
+    elif label == "Token paths":
+        main.get_by_text("one token", exact=False).first.click()
+        settle(page, main.get_by_text("Token", exact=False).first)
+    elif label == "Divergence":
+        main.get_by_text("Script", exact=True).click()
+        settle(page, main.locator("text=Script").nth(1))
+    elif label == "Expert sharing":
+        main.get_by_text("expert use (cosine)", exact=True).click()
+        settle(page, main.get_by_text("cosine similarity"))
+    elif label == "SQL console":
+        editor = main.get_by_role("textbox").first
+        editor.fill("SELECT lang, count(*) AS sentences FROM sequences GROUP BY lang ORDER BY lang")
+        main.get_by_role("button", name="Run query").click()
+        settle(page, main.get_by_text("34 rows"))
+        assert main.get_by_test_id("stDataFrame").count() >= 1
+    elif label == "Collect":
+        limit = main.get_by_label("Sentences per language (at most)")
+        limit.fill("7")
+        limit.press("Enter")
+        settle(page, main.get_by_role("button", name="Start collecting"))
+        assert limit.input_value() == "7"
+
+
+def test_navigation_and_a_control_on_every_page(store_copy, page_factory, tmp_path):
+    with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
         page, errors = page_factory()
         page.goto(url)
-        settle(page, page.get_by_role("heading", name="Polyroute"))
-        settle(page, page.get_by_test_id("stDataFrame").nth(1))
-        body = page.inner_text("body")
-        assert "Runs in this store" in body and "Parallel corpora in this store" in body
-        shot(page, "home")
+        settle(page, page.locator("h1", has_text="Polyroute"))
+        for link in PAGES:
+            page.get_by_test_id("stSidebar").get_by_text(link.label, exact=True).click()
+            settle(page, page.locator("h1", has_text=heading(link.label)))
+            for chart in page.get_by_test_id("stVegaLiteChart").all():
+                chart.locator("svg.marks, canvas").first.wait_for()
+            shot(page, f"nav_{slug(link.path) or 'overview'}")
+            change_a_control(page, link.label)
+            shot(page, f"changed_{slug(link.path) or 'overview'}")
         assert errors == []
+
+
+def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, tmp_path):
+    with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
+        collector, collector_errors = page_factory()
+        collector.goto(f"{url}/collect")
+        main = collector.get_by_test_id("stMain")
+        settle(collector, main.get_by_role("button", name="Start collecting"))
+        for label, value in (("Sentences per language (at most)", "100"), ("Batch size", "1")):
+            field = main.get_by_label(label)
+            field.fill(value)
+            field.press("Enter")
+            settle(collector, main.get_by_label(label))
+        main.get_by_role("button", name="Start collecting").click()
+        settle(collector, main.get_by_test_id("stProgress"))
+
+        sessions = [page_factory() for _ in range(5)]
+        rounds_while_running = 0
+        started = time.monotonic()
+        while not main.get_by_text("is complete").count():
+            assert time.monotonic() - started < 240, "the collection did not finish"
+            assert not main.get_by_text("The collection stopped").count(), main.inner_text()
+            for turn, (page, _) in enumerate(sessions):  # all five ask at once, then each is checked
+                page.goto(f"{url}/{slug(PAGES[(turn + rounds_while_running) % len(PAGES)].path)}", wait_until="commit")
+            for turn, (page, _) in enumerate(sessions):
+                link = PAGES[(turn + rounds_while_running) % len(PAGES)]
+                settle(page, page.locator("h1", has_text=heading(link.label)))
+            if main.get_by_test_id("stProgress").count():
+                rounds_while_running += 1
+        assert rounds_while_running >= 1
+        shot(collector, "collect_done")
+        assert collector_errors == [] and all(errors == [] for _, errors in sessions)
+
+    with open_store(store_copy, read_only=True) as store:
+        run = q.get_run(store, 2)
+        assert run is not None and run.status == "complete" and run.n_stored == run.n_planned == 300
+        layout = q.run_layout(store, 2)
+        assert layout is not None
+        usage = q.expert_usage(store, layout)
+        # Every stored sentence has all its tokens' routes in every layer: nothing half-written.
+        assert usage.counts.sum() == layout.seq_tokens.sum() * len(layout.layers) * layout.top_k
+        assert q.has_router_probs(store, 2)

@@ -79,7 +79,8 @@ NAVIGATION = (
 
 def page(title: str, explanation: str) -> None:
     """Start a page: its browser-tab title, the navigation, its heading and what it shows."""
-    st.set_page_config(page_title=f"{title} · Polyroute", page_icon="🔀", layout="wide")
+    tab = title if title == "Polyroute" else f"{title} · Polyroute"
+    st.set_page_config(page_title=tab, page_icon="🔀", layout="wide")
     with st.sidebar:
         for section, pages in NAVIGATION:
             st.caption(section)
