@@ -10,27 +10,11 @@ import numpy as np
 import streamlit as st
 
 from moe_core.analysis.flow import expert_flow
-from polyroute.ui.data import Version, shared_store
-from polyroute.ui.frame import choose_run, choose_store, explained, lang_name, page
+from polyroute.ui.data import item_paths, traced_items
+from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
 from polyroute.ui.token_charts import flow_chart, path_grid, side_by_side, token_label
-from store import token_paths
-from store.token_paths import TokenPath, TracedItem
 
 WHOLE, ONE = "the whole sentence", "one token"
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def traced_items(path: str, run_id: int, run_version: Version, prefer_lang: str) -> list[TracedItem]:
-    del run_version  # part of the cache key only
-    with shared_store(path).reading() as store:
-        return token_paths.traced_items(store, run_id, prefer_lang)
-
-
-@st.cache_data(show_spinner=False, max_entries=256)
-def item_paths(path: str, run_id: int, run_version: Version, item_id: str, langs: tuple[str, ...]) -> list[TokenPath]:
-    del run_version
-    with shared_store(path).reading() as store:
-        return token_paths.item_token_paths(store, run_id, item_id, langs)
 
 
 def default_langs(langs: Sequence[str], ref: str) -> list[str]:
@@ -40,15 +24,6 @@ def default_langs(langs: Sequence[str], ref: str) -> list[str]:
     same = next((lang for lang in langs if lang != ref and lang.rpartition("_")[2] == script), None)
     chosen = [lang for lang in (ref, other, same) if lang]
     return chosen + [lang for lang in langs if lang not in chosen][: max(0, 3 - len(chosen))]
-
-
-def kept(key: str, options: Sequence[object], default: object) -> str:
-    """`key` for a widget whose remembered value must still be among `options` (else `default`)."""
-    value = st.session_state.get(key)
-    valid = all(v in options for v in value) if isinstance(value, list) else value in options
-    if value is None or not valid:
-        st.session_state[key] = default
-    return key
 
 
 page(

@@ -131,7 +131,7 @@ def run_sql(source: str | Path | SharedStore, sql: str, *, max_rows: int = 1000,
     """Run one read-only query on a store (a file, or the app's shared store) and return at most
     `max_rows` rows, stopping it after `timeout_s` seconds."""
     if isinstance(source, SharedStore):
-        with source.reading() as store:
+        with source.reading(snapshot=False) as store:
             return _run(store, sql, max_rows, timeout_s)
     store = open_store(source, read_only=True, config=LOCKED_DOWN)
     try:

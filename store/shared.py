@@ -49,13 +49,17 @@ class SharedStore:
         return not self._store.read_only
 
     @contextmanager
-    def reading(self) -> Iterator[Store]:
-        """A store on a fresh cursor: it sees every committed batch, and is closed when the block ends."""
+    def reading(self, *, snapshot: bool = True) -> Iterator[Store]:
+        """A store on a fresh cursor, in one snapshot: every read in the block sees the batches
+        committed when it began and nothing later, so a run being collected reads consistently.
+        Without `snapshot` the caller begins its own transaction (the SQL console's read-only one)."""
         cursor = self._store.con.cursor()
         try:
+            if snapshot:
+                cursor.begin()
             yield Store(self.path, cursor, read_only=True, shared=True)
         finally:
-            cursor.close()
+            cursor.close()  # ends the snapshot: nothing was written in it
 
     @contextmanager
     def writing(self) -> Iterator[Store]:

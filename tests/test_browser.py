@@ -99,8 +99,8 @@ def change_a_control(page: Page, label: str) -> None:
         store.press("Enter")
         settle(page, main.get_by_text("Runs", exact=True))
     elif label == "Token paths":
-        main.get_by_text("one token", exact=False).first.click()
-        settle(page, main.get_by_text("Token", exact=False).first)
+        main.get_by_text("one token", exact=True).click()
+        settle(page, main.get_by_text("Token", exact=True))
     elif label == "Divergence":
         main.get_by_text("Script", exact=True).click()
         settle(page, main.locator("text=Script").nth(1))

@@ -18,8 +18,9 @@ from moe_core.analysis import rise
 from moe_core.corpora import load_corpus
 from polyroute import analyses
 from polyroute.run_data import AnalysisResult, RunData, Selection
-from store import SharedStore, open_store
+from store import SharedStore, open_store, token_paths
 from store import queries as q
+from store.token_paths import TokenPath, TracedItem
 
 Version = tuple[str, int]  # (status, sequences stored)
 
@@ -85,6 +86,20 @@ def run_layout(path: str, run_id: int, run_version: Version) -> q.RunLayout | No
     del run_version
     with shared_store(path).reading() as store:
         return q.run_layout(store, run_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def traced_items(path: str, run_id: int, run_version: Version, prefer_lang: str) -> list[TracedItem]:
+    del run_version
+    with shared_store(path).reading() as store:
+        return token_paths.traced_items(store, run_id, prefer_lang)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def item_paths(path: str, run_id: int, run_version: Version, item_id: str, langs: tuple[str, ...]) -> list[TokenPath]:
+    del run_version
+    with shared_store(path).reading() as store:
+        return token_paths.item_token_paths(store, run_id, item_id, langs)
 
 
 def middle_band(layout: q.RunLayout) -> tuple[int, int]:

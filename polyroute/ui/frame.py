@@ -110,6 +110,15 @@ def remembered(key: str, default: object) -> str:
     return widget
 
 
+def kept(key: str, options: Sequence[object], default: object) -> str:
+    """`key` for a widget whose remembered value must still be among `options` (else `default`)."""
+    value = st.session_state.get(key)
+    valid = all(v in options for v in value) if isinstance(value, list) else value in options
+    if value is None or not valid:
+        st.session_state[key] = default
+    return key
+
+
 def _keep(key: str) -> None:
     st.session_state[key] = st.session_state[f"widget_{key}"]
 
