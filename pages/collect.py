@@ -67,7 +67,9 @@ def _status() -> None:
 
 
 running = bool(store and (found := current_collection(store)) and found.snapshot().running)
-st.fragment(_status, run_every=1.0 if running else None)()
+# Every 2 s: polling each second kept other sessions' widgets from ever loading on a busy 2-core
+# machine (five browsers and a collection at once; tests/test_browser.py).
+st.fragment(_status, run_every=2.0 if running else None)()
 
 st.subheader("What to trace")
 left, right = st.columns(2)

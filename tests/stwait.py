@@ -21,6 +21,9 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    # Several sessions at once: a window in the background keeps its timers (Streamlit's polling).
+    "--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+    "--disable-backgrounding-occluded-windows",
 ]  # fmt: skip
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 expect.set_options(timeout=30_000)
