@@ -27,7 +27,8 @@ stDataFrame its grid canvas. An stException (or a page error in the browser, or 
 that measurement, and is reported with its text.
 
 Prints one JSON object: per store its size and contents, per page median and max of both times,
-the goal and whether every measurement met it; the machine and the versions.
+the goal and whether every measurement met it (`met` for navigation, which the goal is about;
+`first_visit_met` for a new tab); the machine and the versions.
 
 Run: `python bench/app.py` (about 4 minutes on 2 cores; needs Debian's Chromium: `make chromium`),
 or `--stores demo --repeats 1` for a smoke run.
@@ -351,8 +352,11 @@ def bench_store(browser: Browser, name: str, stored: dict[str, Any], args: argpa
             raise
         result["server_errors"] = logged_errors(log)  # the server logged a traceback
     for found in result["pages"].values():
-        worst = [found[kind]["max"] for kind in ("first_visit_s", "navigate_s")]
-        found["met"] = not found["errors"] and None not in worst and max(worst) <= goal
+        # The goal is about navigating the app; a new tab also loads Streamlit's front end and the
+        # chart library (about 1.5 s before any page of ours), so it is judged apart.
+        for kind, verdict in (("navigate_s", "met"), ("first_visit_s", "first_visit_met")):
+            worst = found[kind]["max"]
+            found[verdict] = not found["errors"] and worst is not None and worst <= goal
     return {
         "name": name,
         **{key: stored[key] for key in ("decisions", "sequences", "languages", "tokens", "models", "size_mb")},
