@@ -48,7 +48,7 @@ pytest: install-dev chromium
 test: lint typecheck pytest
 
 ## Speed and size goals (JSON on stdout); the peer comparison needs nnsight.
-bench: install-dev
+bench: install-dev chromium
 	$(PY) -m pip install -q -r requirements-bench.txt
 	$(PY) bench/capture.py
 	$(PY) bench/analysis.py

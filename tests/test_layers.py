@@ -52,7 +52,8 @@ def test_vllm_is_imported_only_in_its_backend():
 
 def test_pages_hold_no_sql_and_touch_no_tensors():
     pages = [ROOT / "app.py", *_files("pages")]
-    assert _violations(pages, {"torch", "transformers", "vllm", "duckdb"}) == {}
+    # The pages' helpers in polyroute/ui draw and cache; they too reach the store only through `store`.
+    assert _violations([*pages, *_files("polyroute/ui")], {"torch", "transformers", "vllm", "duckdb"}) == {}
     for page in pages:
         strings = [
             n.value
