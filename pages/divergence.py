@@ -79,29 +79,33 @@ st.altair_chart(
     width="stretch",
 )
 
-st.altair_chart(
-    layer_curves(
-        with_language_facts(table(entropy, "by_layer")),
-        value="normalised",
-        value_title="Routing entropy / log(experts)",
-        title="Routing entropy per layer",
-        subtitle="How spread out each language's routing is: 1 = every expert equally.",
-        colour=colour,
-        band=band,
+for result, value, value_title, title, subtitle in (
+    (
+        entropy,
+        "normalised",
+        "Routing entropy / log(experts)",
+        "Routing entropy per layer",
+        "How spread out each language's routing is: 1 = every expert equally.",
     ),
-    width="stretch",
-)
-st.altair_chart(
-    layer_curves(
-        with_language_facts(table(consistency, "by_layer")),
-        value="consistency",
-        value_title="Mean Jaccard of two tokens' experts",
-        title="Within-sentence consistency per layer",
-        subtitle="How alike the tokens of one sentence route: 1 = all the same experts.",
-        colour=colour,
-        band=band,
+    (
+        consistency,
+        "consistency",
+        "Mean Jaccard of two tokens' experts",
+        "Within-sentence consistency per layer",
+        "How alike the tokens of one sentence route: 1 = all the same experts.",
     ),
-    width="stretch",
-)
+):
+    st.altair_chart(
+        layer_curves(
+            with_language_facts(table(result, "by_layer")),
+            value=value,
+            value_title=value_title,
+            title=title,
+            subtitle=subtitle,
+            colour=colour,
+            band=band,
+        ),
+        width="stretch",
+    )
 with st.expander("The numbers behind the charts"):
     st.dataframe(by_layer, hide_index=True, width="stretch")

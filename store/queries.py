@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from store.connection import Store
 from store.errors import StoreError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,6 +117,12 @@ def model_config_hash(store: Store, model_id: str) -> str | None:
     return row[0] if row else None
 
 
+def _as(row_type: type[T], rows: list[tuple[Any, ...]]) -> list[T]:
+    """Rows whose columns come in the order of `row_type`'s fields, as that dataclass."""
+    names = [field.name for field in fields(row_type)]  # type: ignore[arg-type]
+    return [row_type(**dict(zip(names, row, strict=True))) for row in rows]
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelRow:
     model_id: str
@@ -135,20 +143,7 @@ def list_models(store: Store) -> list[ModelRow]:
         "m.scoring, count(r.run_id) FROM models AS m LEFT JOIN runs AS r USING (model_id) GROUP BY ALL "
         "ORDER BY m.model_id"
     ).fetchall()
-    return [
-        ModelRow(
-            model_id=r[0],
-            arch=r[1],
-            n_layers=r[2],
-            n_moe_layers=r[3],
-            n_experts=r[4],
-            top_k=r[5],
-            n_shared_experts=r[6],
-            scoring=r[7],
-            n_runs=r[8],
-        )
-        for r in rows
-    ]
+    return _as(ModelRow, rows)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -170,19 +165,7 @@ def language_totals(store: Store) -> list[LanguageTotal]:
         "sum(s.n_tokens) FROM sequences AS s LEFT JOIN languages AS l USING (lang) GROUP BY ALL "
         "ORDER BY sum(s.n_tokens) DESC, s.lang"
     ).fetchall()
-    return [
-        LanguageTotal(
-            lang=r[0],
-            name=r[1],
-            family=r[2],
-            script=r[3],
-            resource_class=r[4],
-            n_runs=r[5],
-            n_sequences=r[6],
-            n_tokens=int(r[7]),
-        )
-        for r in rows
-    ]
+    return _as(LanguageTotal, rows)
 
 
 # The inputs of the analyses: every array is arranged by the run's `RunLayout`. -----------------

@@ -129,3 +129,19 @@ def app_db(planted_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     yield db
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
+    """A store of a real tiny Qwen3-MoE over two languages with every table filled (router logits
+    too). A test that lets the app open it (for writing) works on a copy of its own."""
+    from polyroute.cli import main
+    from tests.helpers import trace_argv
+
+    root = tmp_path_factory.mktemp("tiny_store")
+    rows = [{"item_id": f"item{i}", "lang": lang, "text": t} for lang, ts in PARALLEL.items() for i, t in enumerate(ts)]
+    corpus = write_jsonl(root / "parallel.jsonl", rows)
+    db = root / "s.duckdb"
+    argv = trace_argv(db, tiny_model("qwen3_moe"), corpus, "eng_Latn,deu_Latn", "--limit", "2", "--save-logits")
+    assert main(argv) == 0
+    return db

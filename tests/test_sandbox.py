@@ -7,17 +7,15 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from polyroute.cli import main
 from store import SharedStore, SqlRefused, sandbox
 from store.sandbox import EXAMPLES, TABLES, run_sql
-from tests.conftest import PARALLEL, write_jsonl
-from tests.helpers import file_digest, trace_argv
+from tests.helpers import file_digest
 
 FILES = "reading files is not allowed here"
 ONE = "one statement at a time"
@@ -96,16 +94,11 @@ HOSTILE = [
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory, tiny_model: Callable[[str], Path]) -> Path:
-    """A store of a real tiny model with every table filled (logits too), alone in its folder."""
-    root = tmp_path_factory.mktemp("sandbox")
-    rows: list[dict[str, object]] = [
-        {"item_id": f"item{i}", "lang": lang, "text": t} for lang, ts in PARALLEL.items() for i, t in enumerate(ts)
-    ]
-    corpus = write_jsonl(root / "parallel.jsonl", rows)
-    db = root / "store" / "s.duckdb"
-    argv = trace_argv(db, tiny_model("qwen3_moe"), corpus, "eng_Latn,deu_Latn", "--limit", "2", "--save-logits")
-    assert main(argv) == 0
+def traced(tmp_path_factory: pytest.TempPathFactory, tiny_store: Path) -> Path:
+    """The tiny store (every table filled, logits too), alone in a folder of its own."""
+    db = tmp_path_factory.mktemp("sandbox") / "store" / "s.duckdb"
+    db.parent.mkdir()
+    shutil.copyfile(tiny_store, db)
     return db
 
 

@@ -4,8 +4,8 @@ behind its table and downloads (`polyroute.ui.sql_console`)."""
 from __future__ import annotations
 
 import io
+import shutil
 import uuid
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,11 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from polyroute.cli import main
 from polyroute.ui.sql_console import to_csv, to_parquet, to_table, unique_names
 from store.sandbox import EXAMPLES, SqlResult
-from tests.conftest import PARALLEL, write_jsonl
-from tests.helpers import trace_argv
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = "pages/sql.py"
@@ -25,14 +22,10 @@ PER_LANGUAGE = "SELECT lang, count(*) AS n FROM sequences GROUP BY lang ORDER BY
 
 
 @pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory, tiny_model: Callable[[str], Path]) -> Path:
-    root = tmp_path_factory.mktemp("sql_page")
-    rows: list[dict[str, object]] = [
-        {"item_id": f"item{i}", "lang": lang, "text": t} for lang, ts in PARALLEL.items() for i, t in enumerate(ts)
-    ]
-    corpus = write_jsonl(root / "parallel.jsonl", rows)
-    db = root / "s.duckdb"
-    assert main(trace_argv(db, tiny_model("qwen3_moe"), corpus, "eng_Latn,deu_Latn", "--limit", "2")) == 0
+def traced(tmp_path_factory: pytest.TempPathFactory, tiny_store: Path) -> Path:
+    """A copy of the tiny store: the page's app opens it for writing, in this process."""
+    db = tmp_path_factory.mktemp("sql_page") / "s.duckdb"
+    shutil.copyfile(tiny_store, db)
     return db
 
 
