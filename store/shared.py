@@ -30,9 +30,9 @@ LOCKED_DOWN = {
 class SharedStore:
     """A store file opened once for a process; `reading()` and `writing()` hand out cursors."""
 
-    def __init__(self, path: str | Path, *, create: bool = False) -> None:
+    def __init__(self, path: str | Path) -> None:
         file = Path(path).expanduser()
-        if not create and not file.is_file():
+        if not file.is_file():  # a mistyped path must not become a new, empty store
             raise StoreMissing(f"no store at {file}: build one with `polyroute demo --db {file}`, or choose another")
         try:
             self._store = open_store(file, config=LOCKED_DOWN)

@@ -14,10 +14,15 @@ from moe_core.records import RoutingBatch
 from moe_core.synthetic import SyntheticBackend, synthetic_corpus
 from polyroute.collect import current_collection, start_collection
 from polyroute.tracing import TraceRequest
-from store import SharedStore, StoreError
+from store import SharedStore, StoreError, open_store
 from store import queries as q
 from tests.conftest import planted_routing, write_jsonl
 from tests.helpers import store_held_by_another_process
+
+
+def new_store(db: Path) -> Path:
+    open_store(db).close()  # created and migrated, as the Collect page does for a new file
+    return db
 
 
 class GatedBackend(SyntheticBackend):
@@ -49,7 +54,7 @@ def request_for(tmp_path: Path):
 
 def test_readers_see_a_collection_grow_and_complete(tmp_path, request_for):
     plan, make = request_for
-    store = SharedStore(tmp_path / "s.duckdb", create=True)
+    store = SharedStore(new_store(tmp_path / "s.duckdb"))
     backend = GatedBackend(plan)
     collection = start_collection(store, make(store.path, backend))
     while collection.snapshot().sequences_done == 0:
@@ -76,7 +81,7 @@ def test_readers_see_a_collection_grow_and_complete(tmp_path, request_for):
 
 def test_a_failed_collection_says_why(tmp_path, request_for):
     plan, make = request_for
-    store = SharedStore(tmp_path / "s.duckdb", create=True)
+    store = SharedStore(new_store(tmp_path / "s.duckdb"))
     request = make(store.path, SyntheticBackend(plan))
     bad = TraceRequest(db=request.db, model=request.model, corpus=request.corpus, langs=["xx_Nope"])
     state = start_collection(store, bad).wait(60)
@@ -87,7 +92,7 @@ def test_a_failed_collection_says_why(tmp_path, request_for):
 def test_a_store_another_process_reads_is_opened_read_only_and_refuses_to_collect(tmp_path, request_for):
     plan, make = request_for
     db = tmp_path / "s.duckdb"
-    SharedStore(db, create=True).close()
+    new_store(db)
     with store_held_by_another_process(db, read_only=True):
         store = SharedStore(db)
         assert not store.writable and "in use by process" in store.why_read_only
