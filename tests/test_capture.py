@@ -43,6 +43,18 @@ def test_special_tokens_are_flagged_and_pieces_are_text(tiny_model):
     assert not batch.special[1:].any()
 
 
+def test_a_character_split_over_byte_tokens_is_shown_once():
+    from moe_core.demo import DEMO_MODEL_DIR
+
+    texts = ["Hello world, 日本語のテキスト", "إذا لم تتلقَّ بريدًا", "ქართული"]  # 日 and ქ take 3 byte tokens each
+    batch = HFBackend(DEMO_MODEL_DIR).trace(texts)
+    for index, text in enumerate(texts):
+        span = slice(batch.offsets[index], batch.offsets[index + 1])
+        pieces = [p for p, s in zip(batch.pieces[span], batch.special[span], strict=True) if not s]
+        assert "".join(pieces) == text
+        assert "" in pieces  # the tokens that only complete a character add no text of their own
+
+
 def test_chat_template_tokens_are_flagged(tiny_model):
     from moe_core.backends.options import HFOptions
 

@@ -28,6 +28,20 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 TEMPLATES = ("plain", "chat")
 
 
+def _pieces(text: str, offsets: Sequence[tuple[int, int]], tokens: Sequence[str]) -> list[str]:
+    """Each token's text: the part of `text` it adds. A byte-level token that only completes a
+    character an earlier token began adds nothing (its piece is empty), so the pieces of a text's
+    own tokens concatenate to the text; a token with no span (special) keeps its own name."""
+    pieces, covered = [], 0
+    for (start, end), token in zip(offsets, tokens, strict=True):
+        if end <= start:
+            pieces.append(token)
+            continue
+        pieces.append(text[max(start, covered) : end])
+        covered = max(covered, end)
+    return pieces
+
+
 @dataclass(frozen=True)
 class _Encoded:
     ids: list[int]
@@ -142,10 +156,7 @@ class HFBackend(Backend):
             special = [flag or b <= start or a >= end for flag, (a, b) in zip(special, offsets, strict=True)]
             if all(special):
                 raise PolyrouteError(f"text {index} has no token of its own: it is empty; remove it from the corpus")
-            pieces = [
-                full[a:b] if b > a else token
-                for (a, b), token in zip(offsets, self._tokenizer.convert_ids_to_tokens(ids), strict=True)
-            ]
+            pieces = _pieces(full, offsets, self._tokenizer.convert_ids_to_tokens(ids))
             result.append(_Encoded(ids=ids, special=special, pieces=pieces))
         return result
 

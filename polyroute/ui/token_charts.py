@@ -28,8 +28,9 @@ MAX_LINKS_PER_STEP = 40  # more lines than this between two layers hide each oth
 
 
 def shown_piece(piece: str) -> str:
-    """A token's text made visible: spaces as ␣, line breaks as ⏎, an empty piece as ∅."""
-    return piece.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "∅"
+    """A token's text made visible: spaces as ␣, line breaks as ⏎; an empty piece (a byte token that
+    completes a character the token before it began) as …."""
+    return piece.replace(" ", "␣").replace("\n", "⏎").replace("\t", "⇥") or "…"
 
 
 def token_label(path: TokenPath, pos: int) -> str:
