@@ -251,6 +251,7 @@ def test_numbers_compare_by_value():
     assert numbers_match(12, "12.0")
     assert numbers_match(final_number("so 1,000 in all"), "1000")
     assert numbers_match(final_number("\\boxed{\\frac{1}{3}}"), "1/3")
+    assert numbers_match(12, "\\frac{24}{2}")  # PolyMath golds may be LaTeX
     assert numbers_match(0.75, 0.75)
     assert not numbers_match(12.5, "12")
     assert not numbers_match(None, "12")

@@ -99,8 +99,8 @@ def final_number(text: str) -> float | None:
 
 
 def numbers_match(predicted: float | None, gold: float | str, *, rel_tol: float = 1e-6) -> bool:
-    """Whether a predicted number equals the gold one: 12 == 12.0 == '12' == '12.0' == '1.2e1'
-    is not read, but '12,000' is 12000. False when nothing was predicted.
+    """Whether a predicted number equals the gold one by value: 12 matches 12.0, '12', '12.0' and
+    '\\frac{24}{2}'; 12000 matches '12,000'. False when nothing was predicted (None).
 
     A string gold answer is read with `parse_number`; one without a number raises ValueError.
     Relative tolerance `rel_tol` absorbs float rounding of fractions (1/3 vs 0.333333333).
