@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,7 +25,16 @@ from moe_core.backends.hf import HFBackend
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import RoutingBatch
 from moe_core.steering import LayerExperts, PlanError, Steering, SteeringPlan
-from moe_core.steering.scoring import rule_for, score
+from moe_core.steering.scoring import (
+    SIGMOID_BIAS_GROUP_TOPK,
+    SOFTMAX_GROUP_TOPK,
+    SOFTMAX_TOPK,
+    SPARSEMIXER,
+    TOPK_SOFTMAX,
+    RoutingRule,
+    rule_for,
+    score,
+)
 from tests.conftest import FAMILIES, PARALLEL
 from tests.reference_routing import reference_route
 
@@ -35,8 +46,8 @@ _backends: dict[str, HFBackend] = {}
 
 
 @pytest.fixture
-def backend(request, tiny_model) -> HFBackend:
-    family = request.param
+def backend(request: pytest.FixtureRequest, tiny_model: Callable[[str], Path]) -> HFBackend:
+    family: str = request.param
     if family not in _backends:
         _backends[family] = HFBackend(tiny_model(family))
     return _backends[family]
@@ -46,7 +57,7 @@ def _hook_count(model: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def _plan(method: str, experts: dict[int, list[int]], band: tuple[int, int], **extra) -> SteeringPlan:
+def _plan(method: str, experts: dict[int, list[int]], band: tuple[int, int], **extra: Any) -> SteeringPlan:
     entries = tuple(LayerExperts(layer=layer, experts=tuple(ids)) for layer, ids in experts.items())
     return SteeringPlan(method=method, band=band, experts=entries, **extra)
 
@@ -87,6 +98,29 @@ def test_rescoring_reproduces_each_routers_own_output(backend):
         new_weights, new_ids = score(rule, logits.float(), bias=bias)
         assert torch.equal(new_ids, ids), f"layer {layer}"
         assert torch.equal(new_weights.to(weights.dtype), weights), f"layer {layer}"
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        RoutingRule(name=SOFTMAX_TOPK, top_k=2, renorm=True),
+        RoutingRule(name=SOFTMAX_GROUP_TOPK, top_k=2, n_group=2, topk_group=1, scale=2.0),
+        RoutingRule(name=SIGMOID_BIAS_GROUP_TOPK, top_k=2, n_group=2, topk_group=1, renorm=True),
+        RoutingRule(name=TOPK_SOFTMAX, top_k=2),
+        RoutingRule(name=SPARSEMIXER, top_k=2, jitter_eps=0.01),
+    ],
+    ids=lambda rule: rule.name,
+)
+def test_an_ablated_logit_is_never_selected_even_where_it_would_tie(rule):
+    # Expert 6 is ablated. The others sit so far below expert 0 that their probabilities underflow
+    # to the ablated expert's 0 (where torch.topk breaks the tie for expert 6), and expert 6's
+    # correction bias alone would win the biased choice.
+    logits = torch.tensor([[0.0, -200.0, -200.0, -200.0, -200.0, -200.0, float("-inf"), -200.0]])
+    bias = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 10.0, 0.0])
+    excluded = torch.isneginf(logits[0])
+    weights, ids = score(rule, logits, bias=bias, excluded=excluded)
+    assert 6 not in ids.tolist()[0] and 0 in ids.tolist()[0]
+    assert torch.isfinite(weights).all()
 
 
 def test_a_model_defined_rule_is_refused(tiny_model):
@@ -249,8 +283,8 @@ def test_layers_outside_the_band_are_untouched(backend):
     everywhere = {layer: [0, 1] for layer in layers}  # experts listed for every layer, applied in the band only
     plan = _plan("soft", everywhere, (middle, middle), strength=8.0)
     plain = backend.trace(TEXTS)
-    raw: dict[int, object] = {}
-    final: dict[int, object] = {}
+    raw: dict[int, Any] = {}
+    final: dict[int, Any] = {}
     sites = find_routers(backend.model)
     with Steering(backend.model, plan) as steering:
         assert steering.layers == [middle]
@@ -370,3 +404,29 @@ def test_no_steering_hook_survives_the_block_even_when_it_raises(tiny_model):
     finally:
         model.eval()
     assert _hook_count(model) == before
+
+
+def test_steering_runs_ahead_of_an_earlier_capture_the_recorder_and_the_experts(tiny_model):
+    backend = HFBackend(tiny_model("qwen3_moe"))
+    model = backend.model
+    site = find_routers(model)[0]
+    experts = model.get_submodule(site.name.rsplit(".", 1)[0] + ".experts")
+    seen: list[torch.Tensor] = []
+    probe = experts.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
+    plan = _plan("ablate", {site.layer: [3]}, (site.layer, site.layer))
+    ids = torch.tensor([list(range(3, 60))])
+    try:
+        with torch.inference_mode():
+            plain = model(ids, output_router_logits=True)
+            assert (plain.router_logits[0].argmax(dim=-1) == 3).any(), "expert 3 leads some token unsteered"
+            seen.clear()
+            # The capture's hooks are registered first; steering still runs ahead of them.
+            with backend.capture(save_logits=True) as capture, Steering(model, plan):
+                out = model(ids, output_router_logits=True)
+    finally:
+        probe.remove()
+    assert torch.isneginf(out.router_logits[0][:, 3]).all()
+    routing = capture.collect()
+    assert routing.router_logits is not None and np.isneginf(routing.router_logits[:, 0, 3]).all()
+    assert not (routing.expert_ids[:, 0] == 3).any()
+    assert len(seen) == 1 and not (seen[0] == 3).any()
