@@ -21,7 +21,7 @@ from torch.utils.hooks import RemovableHandle
 from moe_core.adapters import RouterSite, find_routers, resolve_adapter
 from moe_core.errors import ModelError
 from moe_core.steering.plan import ABLATE, ADAPTIVE, HARD, SOFT, SteeringPlan
-from moe_core.steering.scoring import SPARSEMIXER, RoutingRule, rule_for, score
+from moe_core.steering.scoring import SIGMOID_BIAS_GROUP_TOPK, SPARSEMIXER, RoutingRule, rule_for, score
 
 HARD_EPS_STD = 1e-6  # eps ~ N(0, 1e-6): only breaks ties between experts raised to the same maximum
 
@@ -70,6 +70,13 @@ class Steering:
             )
             for entry in plan.steered()
         ]
+        if self._rule.name == SIGMOID_BIAS_GROUP_TOPK:
+            # Resolved now, not at the first forward pass: the rule cannot choose without the bias.
+            missing = [
+                t.site.name for t in self._targets if getattr(t.site.module, "e_score_correction_bias", None) is None
+            ]
+            if missing:
+                raise ModelError(f"router {missing[0]} has no e_score_correction_bias, which its routing rule needs")
         self._plan = plan
         self._handles: list[RemovableHandle] = []
         self._noise: torch.Generator | None = None
