@@ -24,6 +24,7 @@ import numpy as np
 
 from moe_core.backends.base import Backend, GenerationParams, Generations
 from moe_core.records import SOFT_SOFTMAX, ModelInfo, RoutingBatch
+from moe_core.steering.plan import SteeringPlan
 
 PLANTED_BIAS = 12.0  # logit offset that makes a planted expert win (or lose) every token
 
@@ -159,5 +160,7 @@ class SyntheticBackend(Backend):
             router_logits=logits if save_logits else None,
         )
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> Generations:
+    def generate(
+        self, prompts: Sequence[str], params: GenerationParams, plan: SteeringPlan | None = None
+    ) -> Generations:
         raise NotImplementedError("the synthetic backend routes given texts; it cannot generate")

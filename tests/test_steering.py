@@ -24,7 +24,8 @@ from moe_core.backends.base import GenerationParams
 from moe_core.backends.hf import HFBackend
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import RoutingBatch
-from moe_core.steering import LayerExperts, PlanError, Steering, SteeringPlan
+from moe_core.steering import LayerExperts, PlanError, SteeringPlan
+from moe_core.steering.hooks import Steering
 from moe_core.steering.scoring import (
     SIGMOID_BIAS_GROUP_TOPK,
     SOFTMAX_GROUP_TOPK,

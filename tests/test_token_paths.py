@@ -303,3 +303,21 @@ def test_an_id_only_run_says_its_weights_are_missing(traced, tmp_path, monkeypat
     assert _charts(at)[0][1][0]["experts"].str.endswith("(weights not stored)").all()
     own = _special_flags(traced, "item0", "eng_Latn").count(False)
     np.testing.assert_allclose(_charts(at)[-1][1][0].groupby("from_layer")["moved"].sum(), own, rtol=1e-5)
+
+
+def test_mass_on_experts_agrees_with_a_loop():
+    from moe_core.analysis.flow import mass_on_experts
+
+    rng = np.random.default_rng(3)
+    n_tokens, n_layers, top_k, n_experts = 9, 4, 3, 7
+    ids = np.stack([[rng.choice(n_experts, top_k, replace=False) for _ in range(n_layers)] for _ in range(n_tokens)])
+    weights = rng.random((n_tokens, n_layers, top_k))
+    chosen = rng.random((n_layers, n_experts)) < 0.3
+    for given in (weights, None):
+        expected = np.zeros(n_layers)
+        for t in range(n_tokens):
+            for y in range(n_layers):
+                w = given[t, y] / given[t, y].sum() if given is not None else np.full(top_k, 1 / top_k)
+                expected[y] += sum(w[r] for r in range(top_k) if chosen[y, ids[t, y, r]]) / n_tokens
+        np.testing.assert_allclose(mass_on_experts(ids, given, chosen), expected)
+    assert np.isnan(mass_on_experts(np.zeros((0, 2, 1), int), None, np.ones((2, 3), bool))).all()

@@ -50,3 +50,18 @@ def expert_flow(expert_ids: np.ndarray, weights: np.ndarray | None, n_experts: i
     mass = shares[:, :-1, :, None] * shares[:, 1:, None, :]
     flat = np.bincount(bins.reshape(-1), weights=mass.reshape(-1), minlength=steps * n_experts * n_experts)
     return flat.reshape(steps, n_experts, n_experts)
+
+
+def mass_on_experts(expert_ids: np.ndarray, weights: np.ndarray | None, chosen: np.ndarray) -> np.ndarray:
+    """The mean share of the tokens' routing mass that lands on the chosen experts, per MoE layer
+    (how far a steering plan moved routing toward its experts, or away from ablated ones).
+
+    expert_ids: [T, Y, k]; weights: [T, Y, k] or None (`routing_shares`); chosen: [Y, E] bool.
+    Returns [Y] float64 in [0, 1] (NaN for Y layers when T is 0).
+    """
+    expert_ids = np.asarray(expert_ids, dtype=np.int64)
+    if not len(expert_ids):
+        return np.full(expert_ids.shape[1], np.nan)
+    layer = np.arange(expert_ids.shape[1])[None, :, None]
+    on_chosen = np.asarray(chosen, dtype=bool)[layer, expert_ids]
+    return (routing_shares(expert_ids, weights) * on_chosen).sum(axis=-1).mean(axis=0)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from moe_core.records import ModelInfo, RoutingBatch
+from moe_core.steering.plan import SteeringPlan
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,5 +61,8 @@ class Backend(ABC):
         """Run the model over `texts` (one batch) and return the routing of every real token."""
 
     @abstractmethod
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> Generations:
-        """Continue each prompt and return the continuations with their routing."""
+    def generate(
+        self, prompts: Sequence[str], params: GenerationParams, plan: SteeringPlan | None = None
+    ) -> Generations:
+        """Continue each prompt (with the routers steered by `plan`, when given) and return the
+        continuations with the routing the model really used."""

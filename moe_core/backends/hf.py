@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from moe_core.backends.options import HFOptions
 from moe_core.capture import CapturedRouting, RoutingCapture
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import ModelInfo, RoutingBatch
+from moe_core.steering import SteeringPlan
+from moe_core.steering.hooks import Steering
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TEMPLATES = ("plain", "chat")
@@ -182,12 +185,17 @@ class HFBackend(Backend):
             self._model(input_ids=input_ids, attention_mask=mask, use_cache=False)
         return self._batch(capture.collect(), encoded, [0] * len(encoded))
 
-    def generate(self, prompts: Sequence[str], params: GenerationParams) -> Generations:
+    def generate(
+        self, prompts: Sequence[str], params: GenerationParams, plan: SteeringPlan | None = None
+    ) -> Generations:
         encoded = self._encode(prompts)
         input_ids, mask = self._pad(encoded, left=True)
         eos = self._tokenizer.eos_token_id
         torch.manual_seed(params.seed)
-        with torch.inference_mode(), self.capture() as capture:
+        # The plan is checked against the model before anything runs; steering hooks run ahead of
+        # the capture's, so the routing returned is the steered one.
+        steering = Steering(self._model, plan) if plan is not None else nullcontext()
+        with torch.inference_mode(), steering, self.capture() as capture:
             output = self._model.generate(  # type: ignore[operator]  # causal-LM classes mix GenerationMixin in
                 input_ids=input_ids,
                 attention_mask=mask,

@@ -2,10 +2,10 @@
 
 `SteeringPlan` (plan.py) says what to steer and is stored as JSON; `Steering` (hooks.py) applies
 it to a model's routers in a `with` block; scoring.py re-runs each family's own routing rule on
-the steered logits.
+the steered logits. Importing the package loads no torch (the app builds and shows plans without a
+model): take `Steering` from `moe_core.steering.hooks`.
 """
 
-from moe_core.steering.hooks import Steering
 from moe_core.steering.plan import ABLATE, ADAPTIVE, HARD, METHODS, SOFT, LayerExperts, PlanError, SteeringPlan
 
-__all__ = ["ABLATE", "ADAPTIVE", "HARD", "METHODS", "SOFT", "LayerExperts", "PlanError", "Steering", "SteeringPlan"]
+__all__ = ["ABLATE", "ADAPTIVE", "HARD", "METHODS", "SOFT", "LayerExperts", "PlanError", "SteeringPlan"]
