@@ -1,0 +1,89 @@
+"""`polyroute steer --model DIR --plan plan.json --prompt TEXT`: one prompt, generated without and
+with a steering plan, and how much routing mass moved onto the plan's experts in each steered layer.
+
+Kept apart from the backends so that `polyroute --help` does not load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from moe_core.analysis.flow import mass_on_experts
+from moe_core.errors import PolyrouteError
+from moe_core.records import RoutingBatch
+from moe_core.steering import SteeringPlan
+from polyroute.output import print_table
+
+
+def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register `steer` on the `polyroute` sub-command set (it needs no store: `add_db` is unused)."""
+    del add_db
+    steer = commands.add_parser(
+        "steer", help="generate from one prompt without and with a steering plan, and show how routing moved"
+    )
+    steer.add_argument("--model", type=Path, required=True, help="a local MoE checkpoint folder")
+    steer.add_argument("--plan", type=Path, required=True, help="a plan from `polyroute plan ... -o plan.json`")
+    steer.add_argument("--prompt", required=True, help="the text to continue")
+    steer.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
+    steer.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    steer.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
+
+
+def run(args: argparse.Namespace) -> int:
+    from moe_core.backends.base import GenerationParams
+    from moe_core.backends.hf import HFBackend
+    from moe_core.backends.options import HFOptions
+    from polyroute.output import quiet_libraries
+
+    if not args.prompt.strip():
+        raise PolyrouteError("--prompt is empty: give the text to continue")
+    if args.max_new_tokens < 1:
+        raise PolyrouteError("--max-new-tokens must be at least 1")
+    if not args.plan.is_file():
+        raise PolyrouteError(f"no plan at {args.plan}: make one with `polyroute plan ... -o {args.plan}`")
+    plan = SteeringPlan.load(args.plan)
+    quiet_libraries()
+    backend = HFBackend(args.model, HFOptions(device=args.device, dtype=args.dtype))
+    params = GenerationParams(max_new_tokens=args.max_new_tokens)
+    plain = backend.generate([args.prompt], params)
+    steered = backend.generate([args.prompt], params, plan)
+    print(f"plan: {plan.method}, strength {plan.strength:g}, layers {plan.band[0]}-{plan.band[1]}")
+    print(f"unsteered: {plain.texts[0]}")
+    print(f"steered:   {steered.texts[0]}")
+    print()
+    print_table(
+        ("layer", "experts", "mass unsteered", "mass steered", "change"),
+        mass_table(plan, plain.routing, steered.routing, backend.info().n_experts),
+    )
+    return 0
+
+
+def mass_table(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n_experts: int) -> list[tuple[Any, ...]]:
+    """Per steered layer: its experts, and the mean routing mass on them without and with the plan
+    (over every token each generation fed through the model)."""
+    rows = []
+    layers = [int(layer) for layer in plain.layers]
+    for entry in plan.experts:
+        if not plan.band[0] <= entry.layer <= plan.band[1] or entry.layer not in layers:
+            continue
+        position = layers.index(entry.layer)
+        chosen = np.zeros((1, n_experts), dtype=bool)
+        chosen[0, list(entry.experts)] = True
+        before, after = (
+            float(
+                mass_on_experts(
+                    batch.expert_ids[:, position : position + 1],
+                    None if batch.expert_weights is None else batch.expert_weights[:, position : position + 1],
+                    chosen,
+                )[0]
+            )
+            for batch in (plain, steered)
+        )
+        experts = ",".join(map(str, entry.experts))
+        rows.append((entry.layer, experts, f"{before:.3f}", f"{after:.3f}", f"{after - before:+.3f}"))
+    return rows
