@@ -53,14 +53,18 @@ def run(args: argparse.Namespace) -> int:
     plain = backend.generate([args.prompt], params)
     steered = backend.generate([args.prompt], params, plan)
     print(f"plan: {plan.method}, strength {plan.strength:g}, layers {plan.band[0]}-{plan.band[1]}")
-    print(f"unsteered: {plain.texts[0]}")
-    print(f"steered:   {steered.texts[0]}")
+    print(f"unsteered: {shown(plain.texts[0])}")
+    print(f"steered:   {shown(steered.texts[0])}")
     print()
     print_table(
         ("layer", "experts", "mass unsteered", "mass steered", "change"),
         mass_table(plan, plain.routing, steered.routing, backend.info().n_experts),
     )
     return 0
+
+
+def shown(text: str) -> str:
+    return text if text.strip() else "(nothing: the model ended the text at once)"
 
 
 def mass_table(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n_experts: int) -> list[tuple[Any, ...]]:
