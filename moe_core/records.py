@@ -94,3 +94,28 @@ class RoutingBatch:
     @property
     def n_tokens(self) -> int:
         return int(self.offsets[-1])
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskScore:
+    """One score of an evaluation: a task, a language, a variant (unsteered, a plan, a sweep point)
+    and a metric, over `n` items (a row of `eval_results`)."""
+
+    task: str
+    lang: str
+    variant: str
+    metric: str
+    value: float
+    n: int
+    plan: str | None = None  # the variant's steering plan as JSON; None when unsteered
+
+
+@dataclass(frozen=True, kw_only=True)
+class GeneratedAnswer:
+    """What the model wrote for one item in one language and variant (a row of `generations`)."""
+
+    variant: str
+    item_id: str
+    lang: str
+    prompt: str
+    output: str

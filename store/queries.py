@@ -168,6 +168,41 @@ def language_totals(store: Store) -> list[LanguageTotal]:
     return _as(LanguageTotal, rows)
 
 
+@dataclass(frozen=True, kw_only=True)
+class EvalResult:
+    """A row of `eval_results` with its run's model."""
+
+    run_id: int
+    model_id: str
+    task: str
+    lang: str
+    variant: str
+    metric: str
+    value: float
+    n: int
+    plan: str | None
+
+
+def eval_results(store: Store, run_id: int | None = None) -> list[EvalResult]:
+    """Every score of one evaluation run (or of all of them), by run, task, language, variant, metric."""
+    rows = store.con.execute(
+        "SELECT e.run_id, r.model_id, e.task, e.lang, e.variant, e.metric, e.value, e.n, e.plan "
+        "FROM eval_results AS e JOIN runs AS r USING (run_id) WHERE ? IS NULL OR e.run_id = ? "
+        "ORDER BY e.run_id, e.task, e.lang, e.variant, e.metric",
+        [run_id, run_id],
+    ).fetchall()
+    return _as(EvalResult, rows)
+
+
+def generated_answers(store: Store, run_id: int, lang: str, variant: str) -> list[tuple[str, str, str]]:
+    """(item_id, prompt, output) of one language and variant of an evaluation run."""
+    return store.con.execute(
+        "SELECT item_id, prompt, output FROM generations WHERE run_id = ? AND lang = ? AND variant = ? "
+        "ORDER BY item_id",
+        [run_id, lang, variant],
+    ).fetchall()
+
+
 # The inputs of the analyses: every array is arranged by the run's `RunLayout`. -----------------
 
 

@@ -37,6 +37,8 @@ TABLES = {
     "routes": "each routing decision: token, layer, rank in the top-k, expert, weight",
     "router_probs": "a sequence's mean router probabilities over all experts, per layer",
     "router_logits": "each token's raw router logits, per layer (runs traced with --save-logits only)",
+    "eval_results": "each evaluation score: task, language, variant (unsteered, a plan, a sweep point), metric",
+    "generations": "each answer an evaluation generated, with its prompt, per language and variant",
 }
 _HINT = f"the console reads the store's tables: {', '.join(TABLES)}"
 
@@ -264,4 +266,20 @@ FROM router_logits AS g JOIN tokens AS t USING (run_id, seq_id, pos)
 WHERE (g.run_id, g.seq_id) = (SELECT (max(run_id), min(seq_id)) FROM router_logits
                               WHERE run_id = (SELECT max(run_id) FROM router_logits))
 ORDER BY g.pos, g.layer""",
+    "Scores with and without steering, per language (only after `polyroute eval`)": """\
+-- Empty until an evaluation has run.
+SELECT e.run_id, e.task, e.lang, e.metric,
+       max(e.value) FILTER (WHERE e.variant = 'unsteered') AS unsteered,
+       max(e.value) FILTER (WHERE e.variant <> 'unsteered') AS best_steered,
+       max(e.n) AS items
+FROM eval_results AS e
+GROUP BY ALL
+ORDER BY e.run_id, e.task, e.lang, e.metric""",
+    "Generated answers of the latest evaluation (only after `polyroute eval`)": """\
+-- Empty until an evaluation has run.
+SELECT variant, lang, item_id, prompt, output
+FROM generations
+WHERE run_id = (SELECT max(run_id) FROM generations)
+ORDER BY lang, item_id, variant
+LIMIT 50""",
 }

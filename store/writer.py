@@ -16,7 +16,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from moe_core.records import ModelInfo, RoutingBatch
+from moe_core.records import GeneratedAnswer, ModelInfo, RoutingBatch, TaskScore
 from store.connection import Store, translate
 from store.errors import StoreError
 
@@ -141,6 +141,37 @@ def create_run(
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+GENERATION_COLUMNS = ("variant", "item_id", "lang", "prompt", "output")
+
+
+def write_evaluation(
+    store: Store, run_id: int, scores: Sequence[TaskScore], answers: Sequence[GeneratedAnswer]
+) -> None:
+    """Store an evaluation's scores and generated answers, all or nothing."""
+    score_rows = pa.table(
+        {
+            "run_id": pa.array([run_id] * len(scores), pa.int32()),
+            **{name: [getattr(s, name) for s in scores] for name in ("task", "lang", "variant", "metric")},
+            "value": pa.array([float(s.value) for s in scores], pa.float64()),
+            "n": pa.array([s.n for s in scores], pa.int32()),
+            "plan": pa.array([s.plan for s in scores], pa.string()),
+        }
+    )
+    answer_rows = pa.table(
+        {
+            "run_id": pa.array([run_id] * len(answers), pa.int32()),
+            **{name: pa.array([getattr(a, name) for a in answers], pa.string()) for name in GENERATION_COLUMNS},
+        }
+    )
+    with store.transaction() as con:
+        for name, table in (("eval_results", score_rows), ("generations", answer_rows)):
+            con.register("new_rows", table)
+            try:
+                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM new_rows")
+            finally:
+                con.unregister("new_rows")
 
 
 def set_run_status(store: Store, run_id: int, status: str) -> None:

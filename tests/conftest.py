@@ -144,4 +144,27 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
     db = root / "s.duckdb"
     argv = trace_argv(db, tiny_model("qwen3_moe"), corpus, "eng_Latn,deu_Latn", "--limit", "2", "--save-logits")
     assert main(argv) == 0
+    _add_an_evaluation(db)
     return db
+
+
+def _add_an_evaluation(db: Path) -> None:
+    """An evaluation run's rows (scores and answers), so that every table of the store has some."""
+    from moe_core.records import GeneratedAnswer, TaskScore
+    from store import open_store
+    from store import queries as q
+    from store import writer as w
+
+    with open_store(db) as store:
+        (trace,) = q.list_runs(store)
+        run = w.create_run(
+            store, kind="evaluation", model_id=trace.model_id, corpus_id=None, backend="hf", params={}, n_planned=0,
+            weight_bound=1.0,
+        )  # fmt: skip
+        w.write_evaluation(
+            store,
+            run,
+            [TaskScore(task="mgsm", lang="deu_Latn", variant="unsteered", metric="accuracy", value=0.5, n=2)],
+            [GeneratedAnswer(variant="unsteered", item_id="1", lang="deu_Latn", prompt="1+1=", output="2")],
+        )
+        w.set_run_status(store, run, "complete")
