@@ -7,7 +7,7 @@ Kept apart from the backends so that `polyroute --help` does not load torch.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -75,19 +75,17 @@ def mass_table(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n
     for entry in plan.experts:
         if not plan.band[0] <= entry.layer <= plan.band[1] or entry.layer not in layers:
             continue
-        position = layers.index(entry.layer)
-        chosen = np.zeros((1, n_experts), dtype=bool)
-        chosen[0, list(entry.experts)] = True
-        before, after = (
-            float(
-                mass_on_experts(
-                    batch.expert_ids[:, position : position + 1],
-                    None if batch.expert_weights is None else batch.expert_weights[:, position : position + 1],
-                    chosen,
-                )[0]
-            )
-            for batch in (plain, steered)
-        )
+        before, after = (mass_at(batch, entry.layer, entry.experts, n_experts) for batch in (plain, steered))
         experts = ",".join(map(str, entry.experts))
         rows.append((entry.layer, experts, f"{before:.3f}", f"{after:.3f}", f"{after - before:+.3f}"))
     return rows
+
+
+def mass_at(batch: RoutingBatch, layer: int, experts: Sequence[int], n_experts: int) -> float:
+    """The mean routing mass on `experts` in decoder layer `layer`, over every token of `batch`
+    (the CLI's table and the Steering page's chart both measure it so)."""
+    position = [int(found) for found in batch.layers].index(layer)
+    chosen = np.zeros((1, n_experts), dtype=bool)
+    chosen[0, list(experts)] = True
+    weights = None if batch.expert_weights is None else batch.expert_weights[:, position : position + 1]
+    return float(mass_on_experts(batch.expert_ids[:, position : position + 1], weights, chosen)[0])

@@ -59,7 +59,18 @@ NAVIGATION = (
             ),
         ),
     ),
-    # Steering, Evaluate and Adapt arrive as an "Intervene" section with their issues.
+    (
+        "Intervene",
+        (
+            # Evaluate and Adapt join this section with their issues.
+            PageLink(
+                "pages/steering.py",
+                "Steering",
+                ":material/tune:",
+                "push a model's routing toward chosen experts and compare what it writes",
+            ),
+        ),
+    ),
     (
         "Data",
         (
