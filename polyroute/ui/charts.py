@@ -181,3 +181,76 @@ def sharing_graph(nodes: pd.DataFrame, edges: pd.DataFrame, *, title: str) -> al
     )
     labels = alt.Chart(placed).mark_text(dy=-14, fontSize=11).encode(x="x:Q", y="y:Q", text="name:N")
     return alt.layer(link_marks, node_marks, labels).properties(title=title, height=620)
+
+
+def variant_bars(frame: pd.DataFrame, *, value_title: str, title: str) -> alt.Chart:
+    """One group of bars per language, one bar per variant (unsteered, a plan, sweep points).
+
+    frame: lang, name, variant, value, n.
+    """
+    return (
+        alt.Chart(frame)
+        .mark_bar()
+        .encode(
+            x=alt.X("name:N", title="Language", axis=alt.Axis(labelAngle=-45, labelOverlap=False)),
+            xOffset=alt.XOffset("variant:N"),
+            y=alt.Y("value:Q", title=value_title),
+            color=alt.Color("variant:N", title="Variant"),
+            tooltip=[
+                alt.Tooltip("name:N", title="language"),
+                alt.Tooltip("variant:N", title="variant"),
+                alt.Tooltip("value:Q", title=value_title, format=".3f"),
+                alt.Tooltip("n:Q", title="items"),
+            ],
+        )
+        .properties(title=title, height=320)
+    )
+
+
+def sweep_lines(frame: pd.DataFrame, *, setting: str, value_title: str, title: str) -> alt.Chart:
+    """A score against a swept setting (steering strength, or the layer window), one line per language.
+
+    frame: lang, name, point (the setting's value: a number, or early/middle/late), value.
+    """
+    numeric = setting == "strength"
+    return (
+        alt.Chart(frame)
+        .mark_line(point=True)
+        .encode(
+            x=alt.X(
+                "point:Q" if numeric else "point:N",
+                title="Steering strength (lambda)" if numeric else "Layer window steered",
+                sort=None if numeric else ["early", "middle", "late"],
+            ),
+            y=alt.Y("value:Q", title=value_title),
+            color=alt.Color("name:N", title="Language"),
+            tooltip=[
+                alt.Tooltip("name:N", title="language"),
+                alt.Tooltip("point:N", title=setting),
+                alt.Tooltip("value:Q", title=value_title, format=".3f"),
+            ],
+        )
+        .properties(title=title, height=320)
+    )
+
+
+def correlation_scatter(frame: pd.DataFrame, *, score_title: str, title: str, colour: str) -> alt.Chart:
+    """Each language's middle-band divergence from the reference against its score.
+
+    frame: lang, name, divergence, score, plus the columns of `with_language_facts`.
+    """
+    return (
+        alt.Chart(frame)
+        .mark_circle(size=120, opacity=0.85)
+        .encode(
+            x=alt.X("divergence:Q", title="Mean divergence from the reference in the middle band"),
+            y=alt.Y("score:Q", title=score_title),
+            color=alt.Color(f"{colour}:N", title=GROUPINGS[colour]),
+            tooltip=[
+                alt.Tooltip("name:N", title="language"),
+                alt.Tooltip("divergence:Q", title="divergence", format=".3f"),
+                alt.Tooltip("score:Q", title=score_title, format=".3f"),
+            ],
+        )
+        .properties(title=title, height=340)
+    )

@@ -31,6 +31,7 @@ ANALYSES: dict[str, Callable[..., AnalysisResult]] = {
     "experts": analyses.analyze_experts,
     "shared": analyses.analyze_shared,
     "similarity": analyses.analyze_similarity,
+    "correlation": analyses.analyze_correlation,
 }
 
 

@@ -62,12 +62,18 @@ NAVIGATION = (
     (
         "Intervene",
         (
-            # Evaluate and Adapt join this section with their issues.
+            # Adapt joins this section with its issue.
             PageLink(
                 "pages/steering.py",
                 "Steering",
                 ":material/tune:",
                 "push a model's routing toward chosen experts and compare what it writes",
+            ),
+            PageLink(
+                "pages/evaluate.py",
+                "Evaluate",
+                ":material/checklist:",
+                "task scores per language with and without steering, and their link to divergence",
             ),
         ),
     ),

@@ -1,0 +1,108 @@
+"""Evaluate: task scores per language with and without steering plans (from `polyroute eval`), the
+sweep of a plan's strength or layer window, and whether languages that route far from the
+reference language score lower."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from polyroute.ui.charts import (
+    GROUPINGS,
+    correlation_scatter,
+    sweep_lines,
+    variant_bars,
+    with_language_facts,
+)
+from polyroute.ui.data import analysis, table
+from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
+from store import queries as q
+
+page(
+    "Evaluate",
+    "How well the model does a task in each language, unsteered and with steering plans, and whether the "
+    "languages whose routing differs most from the reference language score lowest.",
+)
+store = choose_store()
+with explained(), store.reading() as reader:
+    runs = {run.run_id: run for run in q.list_runs(reader) if run.kind == "evaluation"}
+    results = pd.DataFrame([vars(row) for row in q.eval_results(reader)])
+if not runs or results.empty:
+    st.info(
+        "This store holds no evaluation yet. Run one from a terminal, for example\n\n"
+        "`polyroute eval --task mgsm --model MODEL_DIR --corpus mgsm:PATH --langs eng_Latn,deu_Latn,ben_Beng "
+        "--plan plan.json --sweep lambda=0,0.25,0.5,1`",
+        icon=":material/info:",
+    )
+    st.stop()
+
+
+def run_label(run_id: int) -> str:
+    run = runs[run_id]
+    return (
+        f"run {run_id} · {run.params.get('task', '?')} · {run.model_id} · {len(run.params.get('langs', []))} languages"
+    )
+
+
+pick_run, pick_metric = st.columns([3, 2])
+run_ids = sorted(runs, reverse=True)
+run_id = pick_run.selectbox("Evaluation", run_ids, key=kept("evaluate_run", run_ids, run_ids[0]), format_func=run_label)
+scores = with_language_facts(results[results["run_id"] == run_id])
+metrics = sorted(scores["metric"].unique())
+metric = pick_metric.selectbox("Score", metrics, key=kept("evaluate_metric", metrics, metrics[0]))
+shown = scores[scores["metric"] == metric]
+
+st.altair_chart(
+    variant_bars(shown, value_title=metric, title=f"{metric} per language, unsteered and steered"),
+    width="stretch",
+)
+swept = shown[shown["variant"].str.contains("=")]
+if not swept.empty:
+    setting = swept["variant"].str.split("=").str[0].iloc[0]
+    points = swept["variant"].str.split("=", n=1).str[1]
+    swept = swept.assign(point=pd.to_numeric(points) if setting == "strength" else points)
+    st.altair_chart(
+        sweep_lines(swept, setting=setting, value_title=metric, title=f"{metric} as the plan's {setting} changes"),
+        width="stretch",
+    )
+with st.expander("The scores as a table"):
+    st.dataframe(
+        shown.pivot_table(index=["lang", "name"], columns="variant", values="value").reset_index(),
+        hide_index=True,
+        width="stretch",
+    )
+
+st.subheader("Does routing divergence predict the score?")
+st.caption(
+    "Each dot is a language: how far its routing is from the reference language's in the middle layers (from "
+    "the trace run chosen in the sidebar) against its score. A falling cloud means languages that route "
+    "unlike the reference do worse."
+)
+choice = choose_run(store)
+variants = sorted(shown["variant"].unique(), key=lambda name: name != "unsteered")
+variant = st.selectbox("Scores of", variants, key=kept("evaluate_variant", variants, variants[0]))
+by_lang = dict(
+    zip(shown[shown["variant"] == variant]["lang"], shown[shown["variant"] == variant]["value"], strict=True)
+)
+colour = st.radio(
+    "Colour by", list(GROUPINGS), format_func=GROUPINGS.__getitem__, horizontal=True, key="evaluate_colour"
+)
+with explained():
+    found = analysis(
+        choice.path, choice.run.run_id, choice.version, "correlation", ref=choice.ref, scores=by_lang,
+        score_name="score",
+    )  # fmt: skip
+summary = found.summary
+st.altair_chart(
+    correlation_scatter(
+        with_language_facts(table(found, "by_language")),
+        score_title=f"{metric} ({variant})",
+        title=f"Divergence from {lang_name(choice.ref)} against {metric}, {summary['n']} languages",
+        colour=colour,
+    ),
+    width="stretch",
+)
+st.caption(
+    f"Pearson r = {summary['pearson_r']} (p = {summary['pearson_p']}), "
+    f"Spearman rho = {summary['spearman_rho']} (p = {summary['spearman_p']})."
+)
