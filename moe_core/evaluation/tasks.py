@@ -1,0 +1,171 @@
+"""The evaluation tasks as declarative specs: how a benchmark row becomes a prompt, how many tokens
+an answer may take, and how a language's outputs are scored (METHODS.md, "Evaluation").
+
+Pure functions on rows and strings: no model, no store. Metric names are those of `eval_results`:
+accuracy, chrf++, language_consistency, exact_match, f1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from moe_core.corpora.base import TextRow
+from moe_core.errors import CorpusError, PolyrouteError
+from moe_core.evaluation.answers import final_number, numbers_match, parse_choice
+from moe_core.evaluation.language_id import check_language
+from moe_core.evaluation.metrics import chrf_corpus, exact_match, token_f1
+from moe_core.languages import language
+
+FLORES_SOURCE = "eng_Latn"  # FLORES+ is scored as translation out of English (METHODS.md)
+
+Scorer = Callable[[Sequence[str], Sequence[TextRow]], dict[str, float]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """One task: the fields its rows must carry, its prompt, its decoding budget and its scorer.
+
+    `prompt(row, source)` gets the row and, for translation, the same item in `source_lang`.
+    `score(outputs, rows)` returns metric -> value over one language's items.
+    """
+
+    name: str
+    benchmark: str  # the corpus reader whose rows carry the fields (moe_core.corpora.BENCHMARKS)
+    required_fields: tuple[str, ...]
+    max_new_tokens: int
+    prompt: Callable[[TextRow, TextRow | None], str]
+    score: Scorer
+    source_lang: str | None = None
+
+
+def first_line(output: str) -> str:
+    """The first non-empty line: short answers and translations stop there; a model that carries
+    on with a new question must not be scored on it."""
+    return next((line.strip() for line in output.splitlines() if line.strip()), "")
+
+
+def _consistency(outputs: Sequence[str], rows: Sequence[TextRow]) -> float:
+    # Text without letters (empty, digits only) counts as not in the language, so every metric of a
+    # language is over the same n items and a variant that writes nothing cannot score 1.
+    return sum(check_language(out, row.lang).matches is True for out, row in zip(outputs, rows, strict=True)) / len(
+        rows
+    )
+
+
+def _field(row: TextRow, name: str) -> object:
+    assert row.fields is not None  # check_fields ran first
+    return row.fields[name]
+
+
+def score_math(outputs: Sequence[str], rows: Sequence[TextRow]) -> dict[str, float]:
+    """MGSM, PolyMath: the final number (first \\boxed{}, else the last number) equals the gold one."""
+    correct = sum(
+        numbers_match(final_number(out), str(_field(row, "answer"))) for out, row in zip(outputs, rows, strict=True)
+    )
+    return {"accuracy": correct / len(rows), "language_consistency": _consistency(outputs, rows)}
+
+
+def score_choice(outputs: Sequence[str], rows: Sequence[TextRow]) -> dict[str, float]:
+    """Belebele: the option letter (or number) the answer names is the correct one."""
+    correct = sum(parse_choice(out) == int(str(_field(row, "answer"))) for out, row in zip(outputs, rows, strict=True))
+    return {"accuracy": correct / len(rows)}
+
+
+def score_translation(outputs: Sequence[str], rows: Sequence[TextRow]) -> dict[str, float]:
+    """FLORES+: corpus chrF++ of the translations against the target texts, and their language."""
+    hypotheses = [first_line(out) for out in outputs]
+    references = [[str(_field(row, "text"))] for row in rows]
+    return {"chrf++": chrf_corpus(hypotheses, references), "language_consistency": _consistency(hypotheses, rows)}
+
+
+def score_extractive(outputs: Sequence[str], rows: Sequence[TextRow]) -> dict[str, float]:
+    """XQuAD: SQuAD exact match and token F1 of the answer's first line against all gold answers."""
+    answers = [first_line(out) for out in outputs]
+    golds = [[str(gold) for gold in _field(row, "answers")] for row in rows]  # type: ignore[attr-defined]
+    return {
+        "exact_match": sum(map(exact_match, answers, golds)) / len(rows),
+        "f1": sum(map(token_f1, answers, golds)) / len(rows),
+    }
+
+
+def _as_is(row: TextRow, source: TextRow | None) -> str:
+    return row.text  # the benchmark's template, recorded with the corpus, is already the prompt
+
+
+def translation_prompt(row: TextRow, source: TextRow | None) -> str:
+    """Ask for the target-language translation of the English text of the same item."""
+    if source is None:
+        raise CorpusError(f"item {row.item_id} has no {FLORES_SOURCE} text to translate into {row.lang}")
+    source_name, target_name = language(source.lang).name, language(row.lang).name
+    return (
+        f"Translate the following sentence from {source_name} to {target_name}.\n"
+        f"{source_name}: {source.text}\n{target_name}:"
+    )
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            name="belebele",
+            benchmark="belebele",
+            required_fields=("answer", "mc_answer1", "mc_answer2", "mc_answer3", "mc_answer4"),
+            max_new_tokens=8,
+            prompt=_as_is,
+            score=score_choice,
+        ),
+        TaskSpec(
+            name="mgsm",
+            benchmark="mgsm",
+            required_fields=("answer",),
+            max_new_tokens=256,
+            prompt=_as_is,
+            score=score_math,
+        ),
+        TaskSpec(
+            name="polymath",
+            benchmark="polymath",
+            required_fields=("answer",),
+            max_new_tokens=512,
+            prompt=_as_is,
+            score=score_math,
+        ),
+        TaskSpec(
+            name="flores",
+            benchmark="flores_plus",
+            required_fields=("text",),
+            max_new_tokens=128,
+            prompt=translation_prompt,
+            score=score_translation,
+            source_lang=FLORES_SOURCE,
+        ),
+        TaskSpec(
+            name="xquad",
+            benchmark="xquad",
+            required_fields=("answers",),
+            max_new_tokens=32,
+            prompt=_as_is,
+            score=score_extractive,
+        ),
+    )
+}
+
+
+def get_task(name: str) -> TaskSpec:
+    """The spec of task `name`; PolyrouteError naming the tasks for an unknown one."""
+    if name not in TASKS:
+        raise PolyrouteError(f"unknown task {name!r}: use one of {', '.join(TASKS)}")
+    return TASKS[name]
+
+
+def check_fields(task: TaskSpec, rows: Sequence[TextRow], source: str) -> None:
+    """Refuse rows that lack a field the task scores with (a plain corpus, another benchmark)."""
+    for row in rows:
+        fields: Mapping[str, object] = row.fields or {}
+        absent = [name for name in task.required_fields if name not in fields]
+        if absent:
+            raise CorpusError(
+                f"{source}: item {row.item_id} ({row.lang}) has no {', '.join(absent)} field, which task "
+                f"{task.name} scores with: pass a {task.benchmark} copy, --corpus {task.benchmark}:DIR"
+            )
