@@ -247,3 +247,27 @@ def test_eval_refuses_bad_input_before_running(tiny_model, tmp_path, capsys):
     assert "pass --plan" in capsys.readouterr().err
     with open_store(db, read_only=True) as store:
         assert q.list_runs(store) == []  # nothing was started
+
+
+def test_eval_flores_translates_from_english_with_a_window_sweep(tiny_model, tmp_path, capsys):
+    model, db = tiny_model("qwen3_moe"), tmp_path / "s.duckdb"
+    plan = _plan(layers=(0, 1, 2), strength=4.0).save(tmp_path / "plan.json")
+    corpus = f"flores_plus:{_flores_copy(tmp_path / 'flores')}"
+    args = ["eval", "--task", "flores", "--model", str(model), "--corpus", corpus, "--langs", "deu_Latn"]
+    args += ["--plan", str(plan), "--sweep", "window=early,late", "--max-new-tokens", "4", "--db", str(db)]
+    assert main(args) == 0
+    run_id = _run_id(capsys.readouterr().out)
+    with open_store(db, read_only=True) as store:
+        results = q.eval_results(store, run_id)
+        assert sorted((r.variant, r.metric) for r in results) == [
+            (v, m) for v in ("unsteered", "window=early", "window=late") for m in ("chrf++", "language_consistency")
+        ]
+        assert all(r.lang == "deu_Latn" and r.n == 2 for r in results)
+        # tiny model: 3 layers, all MoE; depth zones put layers 0-1 early and layer 2 late.
+        late = next(r.plan for r in results if r.variant == "window=late")
+        assert late is not None and SteeringPlan.from_json(late).band == (2, 2)
+        answers = q.generated_answers(store, run_id, "deu_Latn", "unsteered")
+        assert [prompt for _, prompt, _ in answers] == [
+            "Translate the following sentence from English to German.\nEnglish: The cat sleeps.\nGerman:",
+            "Translate the following sentence from English to German.\nEnglish: Rain fell.\nGerman:",
+        ]
