@@ -107,6 +107,11 @@ def change_a_control(page: Page, label: str) -> None:
     elif label == "Expert sharing":
         main.get_by_text("expert use (cosine)", exact=True).click()
         settle(page, main.get_by_text("cosine similarity"))
+    elif label == "Steering":
+        main.get_by_role("button", name="Generate").click()
+        settle(page, main.get_by_role("heading", name="Where the routing moved"))
+        main.get_by_test_id("stVegaLiteChart").locator("svg.marks, canvas").first.wait_for()
+        assert main.get_by_text("With the plan", exact=True).count() == 1
     elif label == "SQL console":
         editor = main.get_by_role("textbox").first
         editor.fill("SELECT lang, count(*) AS sentences FROM sequences GROUP BY lang ORDER BY lang")
