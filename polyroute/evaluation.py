@@ -21,7 +21,7 @@ from moe_core.evaluation.sweeps import Sweep, build_variants
 from moe_core.evaluation.tasks import check_fields, get_task
 from moe_core.records import TaskScore
 from moe_core.steering.plan import SteeringPlan
-from polyroute.tracing import _hf_backend, record_corpus
+from polyroute.tracing import hf_backend, record_corpus
 from store import StoreError, open_store
 from store import writer as w
 
@@ -69,7 +69,7 @@ def run_evaluation(request: EvalRequest, progress: ProgressFactory | None = None
         rows = [row for row in selected if row.lang in request.langs]
         sources = {row.item_id: row for row in selected if row.lang == task.source_lang}
         check_fields(task, rows, corpus.source)
-        backend = request.model if isinstance(request.model, Backend) else _hf_backend(request.model, request.options)
+        backend = request.model if isinstance(request.model, Backend) else hf_backend(request.model, request.options)
         info = backend.info()
         variants = build_variants(plan, request.sweep, n_layers=info.n_layers, moe_layers=info.moe_layers)
         check_plans(backend, variants)

@@ -66,7 +66,7 @@ def start_trace(
         corpus = load_corpus(request.corpus, request.langs, request.split)
         rows = corpus.select(request.langs, request.limit, aligned=request.require_aligned)
         missing = [] if request.require_aligned else corpus.missing(request.langs, request.limit)
-        backend = request.model if isinstance(request.model, Backend) else _hf_backend(request.model, request.options)
+        backend = request.model if isinstance(request.model, Backend) else hf_backend(request.model, request.options)
         info = backend.info()
         model_id = w.ensure_model(store, info)
         record_corpus(store, corpus)
@@ -116,7 +116,7 @@ def resume_trace(db: Path, run_id: int, progress: ProgressFactory | None = None)
             )
         params = run.params
         options = HFOptions(**{key[3:]: value for key, value in params.items() if key.startswith("hf_")})
-        backend = _hf_backend(params["model_source"], options)
+        backend = hf_backend(params["model_source"], options)
         if backend.info().config_hash != q.model_config_hash(store, run.model_id):
             raise PolyrouteError(
                 f"the model at {params['model_source']} changed since run {run_id} began; start a new run instead"
@@ -146,7 +146,8 @@ def resume_trace(db: Path, run_id: int, progress: ProgressFactory | None = None)
         )
 
 
-def _hf_backend(model: str | Path, options: HFOptions) -> Backend:
+def hf_backend(model: str | Path, options: HFOptions) -> Backend:
+    """The transformers backend for a checkpoint folder (the trace and evaluation jobs' default)."""
     # torch and transformers load only when a model runs: the app's pages import this module.
     from moe_core.backends.hf import HFBackend
 

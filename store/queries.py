@@ -20,7 +20,8 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, kw_only=True)
 class RunRow:
-    """A run and how far it got: `n_stored` of `n_planned` sequences are in the store."""
+    """A run and how far it got: `n_stored` of `n_planned` sequences (a trace) or generated answers
+    (an evaluation) are in the store."""
 
     run_id: int
     kind: str
@@ -35,12 +36,14 @@ class RunRow:
     created_at: datetime
 
 
+# What a run holds: traced sequences (trace runs) or generated answers (evaluation runs).
 _RUNS = """
 SELECT r.run_id, r.kind, r.model_id, r.corpus_id, r.backend, r.params, r.status, r.n_planned,
-       count(s.seq_id) AS n_stored, coalesce(sum(s.n_tokens), 0) AS n_tokens, r.created_at
-FROM runs AS r LEFT JOIN sequences AS s USING (run_id)
+       coalesce(s.n, 0) + coalesce(g.n, 0) AS n_stored, coalesce(s.tokens, 0) AS n_tokens, r.created_at
+FROM runs AS r
+LEFT JOIN (SELECT run_id, count(*) AS n, sum(n_tokens) AS tokens FROM sequences GROUP BY run_id) AS s USING (run_id)
+LEFT JOIN (SELECT run_id, count(*) AS n FROM generations GROUP BY run_id) AS g USING (run_id)
 {where}
-GROUP BY ALL
 ORDER BY r.run_id
 """
 

@@ -190,6 +190,7 @@ def test_eval_mgsm_with_a_lambda_sweep_end_to_end(tiny_model, tmp_path, capsys):
     with open_store(db, read_only=True) as store:
         run = q.get_run(store, run_id)
         assert run is not None and run.kind == "evaluation" and run.status == "complete"
+        assert run.n_stored == run.n_planned  # every generated answer is stored
         assert run.params["task"] == "mgsm" and run.params["sweep"] == "lambda=0,8"
         assert run.params["decoding"]["max_new_tokens"] == 6 and run.params["plan"]["strength"] == 1.0
         results = q.eval_results(store, run_id)
