@@ -41,8 +41,13 @@ source = st.radio("Take the plan from", [PRESET, CONTROLS, FILE], key="steering_
 plan: SteeringPlan | None = None
 if source == PRESET:
     choice = choose_run(choose_store())
-    if choice.run.model_id != info.model_id:
-        st.caption(f"The run traced {choice.run.model_id}; its experts are applied to the model above.")
+    layout = choice.layout
+    if (layout.n_experts, [int(x) for x in layout.layers]) != (info.n_experts, moe):
+        # Checked again below: a plan naming layers or experts this model lacks is refused there.
+        st.caption(
+            f"The run traced {layout.model_id} ({layout.n_experts} experts, {len(layout.layers)} MoE layers), a "
+            f"model of another shape than the one above ({info.n_experts} experts, {len(moe)} MoE layers)."
+        )
     kind = st.radio("Preset", [s.LANGUAGE, s.EXCLUSIVE], key="steering_preset", horizontal=True)
     others = [lang for lang in choice.langs if lang != choice.ref] or choice.langs
     lang_col, level_col = st.columns(2)
@@ -150,6 +155,7 @@ if result.plain == result.steered:
 st.subheader("Where the routing moved")
 st.caption(
     "The mean routing mass on the plan's experts over every token each generation read, per MoE layer. "
-    "Layers before the band route the same; a push shows as a taller steered bar inside the band."
+    "A push shows as a taller steered bar inside the band; layers before it differ only because the two "
+    "generations went on to write, and then read, different words."
 )
 st.altair_chart(s.mass_chart(result.masses, plan.band), width="stretch")

@@ -74,8 +74,12 @@ def controlled_plan(
         band=band,
         experts=entries,
         strength=strength,
-        source=f"chosen by hand: experts {', '.join(map(str, sorted(experts)))} in layers {band[0]}-{band[1]}",
+        source=f"chosen by hand: experts {', '.join(map(str, sorted(experts)))} in {layers_text(band)}",
     )
+
+
+def layers_text(band: tuple[int, int]) -> str:
+    return f"layer {band[0]}" if band[0] == band[1] else f"layers {band[0]}-{band[1]}"
 
 
 def check(plan: SteeringPlan, info: ModelInfo) -> None:
@@ -148,7 +152,7 @@ def mass_frame(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n
 def mass_chart(masses: pd.DataFrame, band: tuple[int, int]) -> alt.Chart:
     """Bars per MoE layer, unsteered and steered side by side."""
     return (
-        alt.Chart(masses, title=f"Routing mass on the plan's experts, per layer (steered: layers {band[0]}-{band[1]})")
+        alt.Chart(masses, title=f"Routing mass on the plan's experts, per layer (steered: {layers_text(band)})")
         .mark_bar()
         .encode(
             x=alt.X("layer:O", title="Decoder layer", axis=alt.Axis(labelAngle=0)),
