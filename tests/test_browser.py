@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, sync_playwright
 
+from moe_core.records import TaskScore
 from polyroute.demo import build_demo_store
 from polyroute.ui.frame import NAVIGATION
 from store import open_store
 from store import queries as q
+from store import writer as w
 from tests.stwait import CHROMIUM, CHROMIUM_ARGS, settle, shot, streamlit_server
 
 pytestmark = pytest.mark.browser
@@ -112,6 +114,10 @@ def change_a_control(page: Page, label: str) -> None:
         settle(page, main.get_by_role("heading", name="Where the routing moved"))
         main.get_by_test_id("stVegaLiteChart").locator("svg.marks, canvas").first.wait_for()
         assert main.get_by_text("With the plan", exact=True).count() == 1
+    elif label == "Evaluate":
+        main.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Score", exact=True)).click()
+        page.get_by_role("option", name="language_consistency").click()
+        settle(page, main.get_by_text("language_consistency per language, unsteered and steered"))
     elif label == "SQL console":
         editor = main.get_by_role("textbox").first
         editor.fill("SELECT lang, count(*) AS sentences FROM sequences GROUP BY lang ORDER BY lang")
@@ -126,7 +132,26 @@ def change_a_control(page: Page, label: str) -> None:
         assert limit.input_value() == "7"
 
 
+def add_an_evaluation(db: Path) -> None:
+    """Scores of the demo model, unsteered and at two strengths, so the Evaluate page has controls."""
+    with open_store(db) as store:
+        (trace,) = q.list_runs(store)
+        run = w.create_run(
+            store, kind="evaluation", model_id=trace.model_id, corpus_id=None, backend="hf",
+            params={"task": "mgsm", "langs": trace.params["langs"]}, n_planned=0, weight_bound=1.0,
+        )  # fmt: skip
+        scores = [
+            TaskScore(task="mgsm", lang=lang, variant=variant, metric=metric, value=(i % 7) / 7 + gain, n=5)
+            for i, lang in enumerate(trace.params["langs"])
+            for variant, gain in (("unsteered", 0.0), ("strength=0.5", 0.05), ("strength=1", 0.1))
+            for metric in ("accuracy", "language_consistency")
+        ]
+        w.write_evaluation(store, run, scores, [])
+        w.set_run_status(store, run, "complete")
+
+
 def test_navigation_and_a_control_on_every_page(store_copy, page_factory, tmp_path):
+    add_an_evaluation(store_copy)
     with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
         page, errors = page_factory()
         page.goto(url)
