@@ -53,6 +53,7 @@ bench: install-dev chromium
 	$(PY) bench/capture.py
 	$(PY) bench/analysis.py
 	$(PY) bench/app.py
+	$(PY) bench/steer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts
