@@ -19,7 +19,6 @@ import json
 import platform
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,9 @@ from moe_core.steering import HARD, SOFT, LayerExperts, SteeringPlan
 from moe_core.steering.hooks import Steering
 from moe_core.tiny import SAMPLE_TEXT, build_tiny_model
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.capture import best_time
+
 GOAL = 0.95
 # The issue's mid-size config (the same as bench/capture.py's "mid").
 MID = {"layers": 8, "hidden": 512, "experts": 64, "top_k": 8, "moe_intermediate_size": 192}
@@ -49,20 +51,6 @@ PROMPTS = [
     "In the old town there is a small bakery that",
     "Thank you for",
 ]
-
-
-def best_time(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Best wall time of each variant over `repeats` interleaved runs, after one warm-up each
-    (the minimum is the least noisy estimate on a shared machine; interleaving shares its drift)."""
-    for run in variants.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(repeats):
-        for name, run in variants.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: min(values) for name, values in times.items()}
 
 
 def middle_plan(backend: HFBackend, method: str, n_steered: int) -> SteeringPlan:
