@@ -35,6 +35,7 @@ from moe_core.steering import HARD, SOFT, LayerExperts, SteeringPlan
 from moe_core.steering.hooks import Steering
 from moe_core.tiny import SAMPLE_TEXT, build_tiny_model
 
+# Run as a script (`python bench/steer.py`): the repository root holds the `bench` package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.capture import best_time
 
