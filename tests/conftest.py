@@ -117,18 +117,39 @@ def planted_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return db
 
 
-@pytest.fixture
-def app_db(planted_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A copy of the planted store as the app's default store (the app opens its stores for
-    writing, so it never gets the session's shared file); the app's caches are emptied after."""
+def _as_the_apps_store(source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of `source` as the app's default store (the app opens its stores for writing, so it
+    never gets a session's shared file); the app's caches are emptied after."""
     import streamlit as st
 
     db = tmp_path / "app.duckdb"
-    shutil.copyfile(planted_store, db)
+    shutil.copyfile(source, db)
     monkeypatch.setenv("POLYROUTE_DB", str(db))
     yield db
     st.cache_data.clear()
     st.cache_resource.clear()
+
+
+@pytest.fixture
+def app_db(planted_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The planted store, as the app's store."""
+    yield from _as_the_apps_store(planted_store, tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="session")
+def built_demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`polyroute demo`'s store, built once (about 10 s): the shipped demo model over every built-in language."""
+    from polyroute.demo import build_demo_store
+
+    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
+    build_demo_store(db)
+    return db
+
+
+@pytest.fixture
+def demo_app_db(built_demo_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The demo store, as the app's store."""
+    yield from _as_the_apps_store(built_demo_store, tmp_path, monkeypatch)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ import pytest
 from playwright.sync_api import Page, sync_playwright
 
 from moe_core.records import TaskScore
-from polyroute.demo import build_demo_store
 from polyroute.ui.frame import NAVIGATION
 from store import open_store
 from store import queries as q
@@ -33,18 +32,11 @@ def heading(label: str) -> str:
     return "Polyroute" if label == "Overview" else label
 
 
-@pytest.fixture(scope="module")
-def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
-    build_demo_store(db)
-    return db
-
-
 @pytest.fixture
-def store_copy(demo_store: Path, tmp_path: Path) -> Path:
+def store_copy(built_demo_store: Path, tmp_path: Path) -> Path:
     """The app opens its store for writing, so each server gets a copy of its own."""
     db = tmp_path / "demo.duckdb"
-    shutil.copyfile(demo_store, db)
+    shutil.copyfile(built_demo_store, db)
     return db
 
 

@@ -4,39 +4,15 @@ over the built-in corpus) and the demo model itself (4 layers, 8 experts, top-2;
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from polyroute.demo import build_demo_store
 from polyroute.ui.steering import STEERED, UNSTEERED
 from tests.apptest import chart, charts, open_page
 
 PAGE = "pages/steering.py"
 MASS = "Routing mass on the plan's experts"
-
-
-@pytest.fixture(scope="module")
-def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    db = tmp_path_factory.mktemp("steering") / "demo.duckdb"
-    build_demo_store(db)
-    return db
-
-
-@pytest.fixture
-def steering_db(demo_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A copy per test: the app opens its store for writing in-process."""
-    import streamlit as st
-
-    db = tmp_path / "app.duckdb"
-    shutil.copyfile(demo_store, db)
-    monkeypatch.setenv("POLYROUTE_DB", str(db))
-    yield db
-    st.cache_data.clear()
-    st.cache_resource.clear()
 
 
 def controls(at: AppTest, *, method: str = "soft", strength: float = 0.5, experts: list[int] | None = None) -> AppTest:
@@ -57,7 +33,7 @@ def generate(at: AppTest) -> tuple[str, str]:
     return left.markdown[1].value, right.markdown[1].value
 
 
-def test_a_preset_builds_a_plan_whose_experts_are_shown(steering_db):
+def test_a_preset_builds_a_plan_whose_experts_are_shown(demo_app_db):
     at = open_page(PAGE)
     assert at.title[0].value == "Steering"
     assert at.text_input(key="steering_prompt").value == "Please enter a valid"
@@ -76,7 +52,7 @@ def test_a_preset_builds_a_plan_whose_experts_are_shown(steering_db):
     assert set(plan["method"]) == {"ablate"} and plan["layer"].between(0, 3).all()
 
 
-def test_generate_shows_both_outputs_and_a_strong_push_moves_mass_in_the_band(steering_db):
+def test_generate_shows_both_outputs_and_a_strong_push_moves_mass_in_the_band(demo_app_db):
     at = controls(open_page(PAGE), strength=4.0, experts=[5])
     assert at.dataframe[0].value["layer"].tolist() == [2]
     generate(at)
@@ -93,7 +69,7 @@ def test_generate_shows_both_outputs_and_a_strong_push_moves_mass_in_the_band(st
         assert masses.loc[layer, STEERED] == pytest.approx(masses.loc[layer, UNSTEERED], abs=0.05)
 
 
-def test_strength_zero_changes_nothing(steering_db):
+def test_strength_zero_changes_nothing(demo_app_db):
     at = controls(open_page(PAGE), strength=0.0, experts=[1, 3])
     plain, steered = generate(at)
     assert plain == steered and ":red-background" not in plain
@@ -102,7 +78,7 @@ def test_strength_zero_changes_nothing(steering_db):
     assert (masses[STEERED] - masses[UNSTEERED]).abs().max() < 1e-6
 
 
-def test_impossible_plans_are_refused_with_a_message(steering_db):
+def test_impossible_plans_are_refused_with_a_message(demo_app_db):
     at = open_page(PAGE)
     at.radio(key="steering_source").set_value("a plan file").run()
     assert "Upload a plan file" in at.info[0].value
@@ -120,7 +96,7 @@ def test_impossible_plans_are_refused_with_a_message(steering_db):
     assert not at.exception and "leaves fewer than the 2" in at.warning[0].value
 
 
-def test_a_missing_model_folder_is_a_message(steering_db):
+def test_a_missing_model_folder_is_a_message(demo_app_db):
     at = open_page(PAGE)
     at.text_input(key="steering_model").set_value("/no/such/model").run()
     assert not at.exception and at.warning and "/no/such/model" in at.warning[0].value
