@@ -21,6 +21,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 from moe_core.adapters import find_routers, resolve_adapter
 from moe_core.backends.base import Backend, GenerationParams, Generations
 from moe_core.backends.options import HFOptions
+from moe_core.backends.pieces import token_pieces as _pieces
 from moe_core.capture import CapturedRouting, RoutingCapture
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import ModelInfo, RoutingBatch
@@ -29,20 +30,6 @@ from moe_core.steering.hooks import Steering
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TEMPLATES = ("plain", "chat")
-
-
-def _pieces(text: str, offsets: Sequence[tuple[int, int]], tokens: Sequence[str]) -> list[str]:
-    """Each token's text: the part of `text` it adds. A byte-level token that only completes a
-    character an earlier token began adds nothing (its piece is empty), so the pieces of a text's
-    own tokens concatenate to the text; a token with no span (special) keeps its own name."""
-    pieces, covered = [], 0
-    for (start, end), token in zip(offsets, tokens, strict=True):
-        if end <= start:
-            pieces.append(token)
-            continue
-        pieces.append(text[max(start, covered) : end])
-        covered = max(covered, end)
-    return pieces
 
 
 @dataclass(frozen=True)

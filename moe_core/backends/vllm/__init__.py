@@ -1,0 +1,36 @@
+"""The vLLM backend: routed-experts capture and router steering on a vLLM engine (see README.md).
+
+Importing this package never imports vLLM (or torch): options, plan arrays, routing decoding and
+the plugin's registration table are plain Python and numpy, usable where vLLM is not installed.
+`load_vllm_backend` imports vLLM when it is called, on the GPU machine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from moe_core.backends.vllm.options import VLLMOptions
+from moe_core.errors import PolyrouteError
+
+if TYPE_CHECKING:
+    from moe_core.backends.vllm.backend import VLLMBackend
+
+__all__ = ["VLLMOptions", "load_vllm_backend"]
+
+
+def load_vllm_backend(model_dir: str | Path, options: VLLMOptions | None = None, /, **settings: Any) -> VLLMBackend:
+    """Start a vLLM engine on `model_dir` (needs vLLM and a GPU).
+
+    `settings` are `VLLMOptions` fields (`tensor_parallel_size=2, dtype="bfloat16"`) applied over
+    `options`; an unknown one, a bad value, a missing model or a failing engine raise PolyrouteError.
+    """
+    try:
+        chosen = dataclasses.replace(options or VLLMOptions(), **settings)
+    except TypeError as error:
+        fields = ", ".join(field.name for field in dataclasses.fields(VLLMOptions))
+        raise PolyrouteError(f"not a vLLM backend option ({error}): the options are {fields}") from error
+    from moe_core.backends.vllm.backend import VLLMBackend
+
+    return VLLMBackend(model_dir, chosen)

@@ -1,0 +1,79 @@
+"""Tokenizing on the host for the vLLM backend, exactly as the hf backend tokenizes.
+
+The backend hands vLLM token ids (never text), so the tokens a trace records (ids, pieces, which
+are special or chat-template tokens) are those the hf backend records for the same text and
+template: routing from the two engines is compared token for token. Works on any fast
+transformers tokenizer; no torch, no vLLM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from moe_core.backends.pieces import token_pieces
+from moe_core.errors import PolyrouteError
+
+TEMPLATES = ("plain", "chat")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Encoded:
+    """One text as the model reads it: token ids, special flags and each token's piece of text."""
+
+    ids: list[int]
+    special: list[bool]
+    pieces: list[str]
+
+
+def render(tokenizer: Any, text: str, template: str) -> str:
+    """The text the tokenizer sees: the text itself, or a user turn of the chat template."""
+    if template == "plain":
+        return text
+    rendered: str = tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
+    return rendered
+
+
+def count_tokens(tokenizer: Any, texts: Sequence[str], template: str) -> list[int]:
+    rendered = [render(tokenizer, text, template) for text in texts]
+    ids = tokenizer(rendered, add_special_tokens=template == "plain")["input_ids"]
+    return [len(row) for row in ids]
+
+
+def encode(tokenizer: Any, texts: Sequence[str], *, template: str, max_tokens: int) -> list[Encoded]:
+    """Tokenize `texts` (truncated to `max_tokens`), marking special and chat-template tokens."""
+    rendered = [render(tokenizer, text, template) for text in texts]
+    encoded = tokenizer(
+        rendered,
+        add_special_tokens=template == "plain",
+        truncation=True,
+        max_length=max_tokens,
+        return_offsets_mapping=True,
+        return_special_tokens_mask=True,
+    )
+    result = []
+    for index, (text, full) in enumerate(zip(texts, rendered, strict=True)):
+        ids = encoded["input_ids"][index]
+        offsets = encoded["offset_mapping"][index]
+        # Chat-template tokens fall outside the user's text inside the rendered prompt.
+        start = full.rfind(text)
+        end = start + len(text)
+        special = [
+            bool(flag) or b <= start or a >= end
+            for flag, (a, b) in zip(encoded["special_tokens_mask"][index], offsets, strict=True)
+        ]
+        if all(special):
+            raise PolyrouteError(f"text {index} has no token of its own: it is empty; remove it from the corpus")
+        pieces = token_pieces(full, offsets, tokenizer.convert_ids_to_tokens(ids))
+        result.append(Encoded(ids=list(ids), special=special, pieces=pieces))
+    return result
+
+
+def generated_tokens(tokenizer: Any, ids: Sequence[int]) -> Encoded:
+    """Tokens the model generated: each one's own text as its piece (there is no source text)."""
+    pieces = [tokenizer.convert_tokens_to_string([token]) for token in tokenizer.convert_ids_to_tokens(list(ids))]
+    special_ids = set(tokenizer.all_special_ids)
+    return Encoded(ids=list(ids), special=[i in special_ids for i in ids], pieces=pieces)
