@@ -34,6 +34,7 @@ from moe_core.backends.vllm.plan_tensors import MODE_CODES, MODE_OFF, plan_array
 from moe_core.backends.vllm.registry import MODELS_MODULE, STEERABLE, register_steerable, steerable
 from moe_core.backends.vllm.routes import SequenceRouting, routing_batch
 from moe_core.backends.vllm.steer import apply_arrays, find_states, install_steering, steer_logits, steered_bias
+from moe_core.backends.vllm.worker import EXTENSION
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import ModelInfo
 from moe_core.steering import LayerExperts, PlanError, SteeringPlan
@@ -51,6 +52,7 @@ FAMILIES = {  # tiny-model family -> architecture
     "deepseek_v2": "DeepseekV2ForCausalLM",
     "deepseek_v3": "DeepseekV3ForCausalLM",
 }
+HAS_VLLM = importlib.util.find_spec("vllm") is not None
 METHOD_SETTINGS = {"soft": {"strength": 2.0}, "adaptive": {"strength": 0.5}, "hard": {}, "ablate": {}}
 
 
@@ -416,6 +418,12 @@ def test_the_entry_point_names_the_plugins_register_function():
     assert callable(getattr(importlib.import_module(module), function))
 
 
+def test_the_worker_extension_is_named_as_vllm_resolves_it():
+    module, name = EXTENSION.rsplit(".", 1)  # vLLM's resolve_obj_by_qualname
+    extension = getattr(importlib.import_module(module), name)
+    assert all(attr.startswith(("polyroute_", "_polyroute_")) for attr in vars(extension) if not attr.startswith("__"))
+
+
 # options and tokenizing --------------------------------------------------------------------------
 
 
@@ -461,6 +469,12 @@ def test_a_bad_setting_is_refused_before_vllm_is_imported():
     assert imported == "False"
 
 
+@pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here")
+def test_without_vllm_the_backend_says_how_to_get_it(tiny_model):
+    with pytest.raises(PolyrouteError, match=r"requirements-gpu\.txt"):
+        load_vllm_backend(tiny_model("qwen3_moe"))
+
+
 @pytest.mark.parametrize("template", ["plain", "chat"])
 def test_texts_are_tokenized_exactly_as_the_hf_backend_tokenizes_them(template, tiny_model):
     hf = HFBackend(tiny_model("qwen3_moe"), HFOptions(template=template, max_tokens=12))
@@ -475,10 +489,9 @@ def test_texts_are_tokenized_exactly_as_the_hf_backend_tokenizes_them(template, 
 
 # on a GPU, with vLLM -----------------------------------------------------------------------------
 
-_HAS_VLLM = importlib.util.find_spec("vllm") is not None
 gpu = [
     pytest.mark.gpu,
-    pytest.mark.skipif(not _HAS_VLLM, reason="needs vLLM (pip install -r requirements-gpu.txt); not installed here"),
+    pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (pip install -r requirements-gpu.txt); not installed here"),
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is visible here"),
 ]
 GPU_TEXTS = [text for texts in PARALLEL.values() for text in texts]
@@ -531,6 +544,7 @@ class TestOnGPU:
         again = engine.generate(GPU_PROMPTS, params)
         assert again.texts == plain.texts
         np.testing.assert_array_equal(again.routing.expert_ids, plain.routing.expert_ids)
+        # Each sequence is its prompt, then the generated tokens the model read (flagged as generated).
         n_fed = again.routing.seq_lengths - np.asarray(engine.count_tokens(GPU_PROMPTS))
         np.testing.assert_array_equal(
             n_fed, [int(g.sum()) for g in np.split(again.routing.generated, again.routing.offsets[1:-1])]

@@ -24,13 +24,21 @@ def load_vllm_backend(model_dir: str | Path, options: VLLMOptions | None = None,
     """Start a vLLM engine on `model_dir` (needs vLLM and a GPU).
 
     `settings` are `VLLMOptions` fields (`tensor_parallel_size=2, dtype="bfloat16"`) applied over
-    `options`; an unknown one, a bad value, a missing model or a failing engine raise PolyrouteError.
+    `options`. An unknown setting or a bad value raises PolyrouteError before vLLM is imported; a
+    missing or unsupported model raises ModelError (a PolyrouteError); vLLM's own errors pass through.
     """
     try:
         chosen = dataclasses.replace(options or VLLMOptions(), **settings)
     except TypeError as error:
         fields = ", ".join(field.name for field in dataclasses.fields(VLLMOptions))
         raise PolyrouteError(f"not a vLLM backend option ({error}): the options are {fields}") from error
-    from moe_core.backends.vllm.backend import VLLMBackend
-
+    try:
+        from moe_core.backends.vllm.backend import VLLMBackend
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "vllm":
+            raise
+        raise PolyrouteError(
+            "the vLLM backend needs vLLM, which is not installed here: on a GPU machine, "
+            "pip install -r requirements-gpu.txt (or use --backend hf)"
+        ) from error
     return VLLMBackend(model_dir, chosen)

@@ -14,7 +14,8 @@ from moe_core.backends.vllm.plan_tensors import plan_arrays
 from moe_core.backends.vllm.steer import apply_arrays, find_states
 from moe_core.steering.plan import SteeringPlan
 
-EXTENSION = "moe_core.backends.vllm.worker:SteeringWorkerExtension"
+# vLLM resolves `worker_extension_cls` as a dotted name ("package.module.Class"), not "module:Class".
+EXTENSION = "moe_core.backends.vllm.worker.SteeringWorkerExtension"
 
 
 class SteeringWorkerExtension:
