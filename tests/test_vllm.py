@@ -29,6 +29,7 @@ from moe_core.backends.base import GenerationParams
 from moe_core.backends.hf import HFBackend
 from moe_core.backends.options import HFOptions
 from moe_core.backends.vllm import VLLMOptions, load_vllm_backend
+from moe_core.backends.vllm.describe import describe
 from moe_core.backends.vllm.encoding import encode
 from moe_core.backends.vllm.plan_tensors import MODE_CODES, MODE_OFF, plan_arrays
 from moe_core.backends.vllm.registry import MODELS_MODULE, STEERABLE, register_steerable, steerable
@@ -77,7 +78,7 @@ def _buffers(arrays, layer: int) -> dict[str, torch.Tensor]:
 
 
 def test_importing_the_package_and_its_pure_modules_loads_no_vllm():
-    pure = ["", ".options", ".plan_tensors", ".routes", ".registry", ".encoding", ".steer", ".worker"]
+    pure = ["", ".options", ".plan_tensors", ".routes", ".registry", ".encoding", ".steer", ".worker", ".describe"]
     code = (
         "import sys\n"
         + "".join(f"import moe_core.backends.vllm{name}\n" for name in pure)
@@ -473,6 +474,13 @@ def test_a_bad_setting_is_refused_before_vllm_is_imported():
 def test_without_vllm_the_backend_says_how_to_get_it(tiny_model):
     with pytest.raises(PolyrouteError, match=r"requirements-gpu\.txt"):
         load_vllm_backend(tiny_model("qwen3_moe"))
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_the_model_is_described_as_the_hf_backend_describes_it(family, tiny_model):
+    config, info = describe(tiny_model(family), model_id="tiny")
+    assert config.architectures == [FAMILIES[family]]
+    assert info == HFBackend(tiny_model(family), HFOptions(model_id="tiny")).info()
 
 
 @pytest.mark.parametrize("template", ["plain", "chat"])

@@ -1,9 +1,9 @@
 """The vLLM backend: a MoE checkpoint served by a vLLM engine on one or more GPUs.
 
-The model is described as the hf backend describes it (config, family adapter, and its MoE layers
-found on a weightless copy of the transformers model), so both backends give the store the same
-`ModelInfo`. Texts are tokenized on the host (encoding.py) and handed to vLLM as token ids;
-routing comes back through vLLM's own routed-experts output (ids only, routes.py). Steering loads
+The model is described on the host as the hf backend describes it (describe.py), so both backends
+give the store the same `ModelInfo`. Texts are tokenized on the host (encoding.py) and handed to
+vLLM as token ids; routing comes back through vLLM's own routed-experts output (ids only,
+routes.py). Steering loads
 the plan into the steerable models' buffers on every worker (worker.py) before the requests run,
 and unloads it when a request without a plan follows: one engine serves both, without reloading.
 Prefix caching is off: a steered request must never reuse the keys and values of an unsteered one.
@@ -15,13 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import AutoModelForCausalLM
 from vllm import LLM, SamplingParams
 
-from moe_core.adapters import find_routers, resolve_adapter
 from moe_core.backends.base import Backend, GenerationParams, Generations
-from moe_core.backends.hf import _load_tokenizer, config_hash, load_config
+from moe_core.backends.hf import _load_tokenizer
+from moe_core.backends.vllm.describe import describe
 from moe_core.backends.vllm.encoding import Encoded, count_tokens, encode, generated_tokens
 from moe_core.backends.vllm.options import VLLMOptions
 from moe_core.backends.vllm.registry import STEERABLE, steerable
@@ -32,13 +30,6 @@ from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.steering.plan import SteeringPlan
 
 
-def _moe_layers(config: Any) -> tuple[int, ...]:
-    """The decoder layers with a router, read off a weightless (meta-device) transformers model."""
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return tuple(site.layer for site in find_routers(model))
-
-
 class VLLMBackend(Backend):
     """A vLLM engine with routed-experts capture and, for the steerable families, steering."""
 
@@ -47,25 +38,9 @@ class VLLMBackend(Backend):
     def __init__(self, model_dir: str | Path, options: VLLMOptions | None = None) -> None:
         self.options = options or VLLMOptions()
         path = Path(model_dir).expanduser().resolve()
-        config = load_config(path)
-        adapter = resolve_adapter(config)
+        config, self._info = describe(path, model_id=self.options.model_id)
         self._tokenizer = _load_tokenizer(path, self.options.template)
         self._max_tokens = min(self.options.max_tokens, getattr(config, "max_position_embeddings", 1 << 30))
-        self._info = ModelInfo(
-            model_id=self.options.model_id or path.name,
-            arch=config.architectures[0],
-            family=adapter.family,
-            source=str(path),
-            n_layers=int(config.num_hidden_layers),
-            moe_layers=_moe_layers(config),
-            n_experts=adapter.n_experts(config),
-            top_k=adapter.top_k(config),
-            n_shared_experts=adapter.shared_experts(config),
-            scoring=adapter.scoring(config),
-            soft_rule=adapter.soft_rule,
-            weight_bound=adapter.weight_bound(config),
-            config_hash=config_hash(path),
-        )
         self._llm = LLM(
             model=str(path),
             enable_return_routed_experts=True,
