@@ -31,7 +31,7 @@ from moe_core.backends.options import HFOptions
 from moe_core.backends.vllm import VLLMOptions, load_vllm_backend
 from moe_core.backends.vllm.describe import describe
 from moe_core.backends.vllm.encoding import encode
-from moe_core.backends.vllm.plan_tensors import MODE_CODES, MODE_OFF, plan_arrays
+from moe_core.backends.vllm.plan_tensors import MODE_CODES, MODE_OFF, cache_salt, plan_arrays
 from moe_core.backends.vllm.registry import MODELS_MODULE, STEERABLE, register_steerable, steerable
 from moe_core.backends.vllm.routes import SequenceRouting, routing_batch
 from moe_core.backends.vllm.steer import apply_arrays, find_states, install_steering, steer_logits, steered_bias
@@ -126,6 +126,15 @@ def test_no_plan_steers_nothing_and_eps_follows_the_seed():
     reseeded = SteeringPlan(method="hard", band=(1, 1), experts=(LayerExperts(layer=1, experts=(0, 1)),), seed=4)
     changed = plan_arrays(reseeded, n_layers=3, moe_layers=[1], n_experts=4, top_k=2)
     assert not np.array_equal(first.layers[1].eps, changed.layers[1].eps)
+
+
+def test_each_plan_has_its_own_prefix_cache_and_unsteered_requests_share_one():
+    assert cache_salt(None) is None
+    plan = _plan("soft", 1, strength=0.5)
+    assert cache_salt(plan) == cache_salt(SteeringPlan.from_json(plan.to_json()))
+    others = [_plan("soft", 1, strength=0.6), _plan("soft", 2, strength=0.5), _plan("hard", 1), _plan("ablate", 1)]
+    salts = {cache_salt(p) for p in [plan, *others]}
+    assert len(salts) == 5 and all(salt.startswith("polyroute-plan-") for salt in salts)
 
 
 def test_a_plan_the_model_cannot_carry_is_refused_before_any_buffer_changes():

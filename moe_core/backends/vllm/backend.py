@@ -6,7 +6,8 @@ vLLM as token ids; routing comes back through vLLM's own routed-experts output (
 routes.py). Steering loads
 the plan into the steerable models' buffers on every worker (worker.py) before the requests run,
 and unloads it when a request without a plan follows: one engine serves both, without reloading.
-Prefix caching is off: a steered request must never reuse the keys and values of an unsteered one.
+Steered prompts carry their plan's prefix-cache salt, so no request reuses keys, values or
+routing computed under another plan (vLLM's routed-experts output requires prefix caching).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from moe_core.backends.hf import _load_tokenizer
 from moe_core.backends.vllm.describe import describe
 from moe_core.backends.vllm.encoding import Encoded, count_tokens, encode, generated_tokens
 from moe_core.backends.vllm.options import VLLMOptions
+from moe_core.backends.vllm.plan_tensors import cache_salt
 from moe_core.backends.vllm.registry import STEERABLE, steerable
 from moe_core.backends.vllm.routes import SequenceRouting, routing_batch
 from moe_core.backends.vllm.worker import EXTENSION
@@ -44,7 +46,7 @@ class VLLMBackend(Backend):
         self._llm = LLM(
             model=str(path),
             enable_return_routed_experts=True,
-            enable_prefix_caching=False,
+            enable_prefix_caching=True,  # vLLM's routed-experts output refuses to run without it
             worker_extension_cls=EXTENSION,
             **self.options.engine_args(),
         )
@@ -94,7 +96,10 @@ class VLLMBackend(Backend):
     # work ------------------------------------------------------------------------------------
 
     def _run(self, encoded: Sequence[Encoded], params: SamplingParams) -> list[Any]:
-        prompts: list[Any] = [{"prompt_token_ids": enc.ids} for enc in encoded]
+        salt = cache_salt(self._plan)
+        prompts: list[Any] = [
+            {"prompt_token_ids": enc.ids} | ({"cache_salt": salt} if salt is not None else {}) for enc in encoded
+        ]
         outputs: list[Any] = self._llm.generate(prompts, params, use_tqdm=False)
         missing = [i for i, out in enumerate(outputs) if out.outputs[0].routed_experts is None]
         if missing:

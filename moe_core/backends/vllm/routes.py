@@ -48,7 +48,7 @@ def _checked(seq: SequenceRouting, index: int, info: ModelInfo) -> np.ndarray:
     if routed.shape[0] != n:
         raise ModelError(
             f"vLLM returned routing for {routed.shape[0]} tokens of sequence {index}, which read {n}: "
-            "was the engine started with prefix caching or routed_experts_prompt_start set?"
+            "its routed-experts output must cover every token (routed_experts_prompt_start 0)"
         )
     if not 0 <= seq.n_generated <= n or not len(seq.pieces) == len(seq.special) == n:
         raise ValueError(f"sequence {index}: tokens, pieces, special flags and generated count disagree")
