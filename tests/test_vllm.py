@@ -137,7 +137,7 @@ def test_each_plan_has_its_own_prefix_cache_and_unsteered_requests_share_one():
     assert len(salts) == 5 and all(salt.startswith("polyroute-plan-") for salt in salts)
 
 
-def test_a_plan_the_model_cannot_carry_is_refused_before_any_buffer_changes():
+def test_a_plan_the_model_cannot_carry_is_refused():
     with pytest.raises(PlanError, match="dense layer"):
         plan_arrays(_plan("soft", 0, strength=1.0), n_layers=3, moe_layers=[1, 2], n_experts=4, top_k=2)
     with pytest.raises(PlanError, match="expert 9"):

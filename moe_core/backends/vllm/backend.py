@@ -80,7 +80,7 @@ class VLLMBackend(Backend):
             if not self._steerable_layers:
                 raise PolyrouteError(
                     f"vLLM built {info.arch} without Polyroute's steering buffers: the plugin is not loaded. "
-                    "Install Polyroute into vLLM's environment (pip install -e .) so that vLLM finds its "
+                    "Install Polyroute into vLLM's environment (pip install --no-deps -e .) so that vLLM finds its "
                     f"'vllm.general_plugins' entry point (steerable: {', '.join(STEERABLE)})"
                 )
             plan.check_against(
