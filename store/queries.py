@@ -14,6 +14,7 @@ import numpy as np
 
 from store.connection import Store
 from store.errors import StoreError
+from store.writer import AdaptedExpert
 
 T = TypeVar("T")
 
@@ -36,13 +37,16 @@ class RunRow:
     created_at: datetime
 
 
-# What a run holds: traced sequences (trace runs) or generated answers (evaluation runs).
+# What a run holds: traced sequences (trace runs), generated answers (evaluation runs) or trained
+# experts (adaptation runs).
 _RUNS = """
 SELECT r.run_id, r.kind, r.model_id, r.corpus_id, r.backend, r.params, r.status, r.n_planned,
-       coalesce(s.n, 0) + coalesce(g.n, 0) AS n_stored, coalesce(s.tokens, 0) AS n_tokens, r.created_at
+       coalesce(s.n, 0) + coalesce(g.n, 0) + coalesce(a.n, 0) AS n_stored, coalesce(s.tokens, 0) AS n_tokens,
+       r.created_at
 FROM runs AS r
 LEFT JOIN (SELECT run_id, count(*) AS n, sum(n_tokens) AS tokens FROM sequences GROUP BY run_id) AS s USING (run_id)
 LEFT JOIN (SELECT run_id, count(*) AS n FROM generations GROUP BY run_id) AS g USING (run_id)
+LEFT JOIN (SELECT run_id, count(*) AS n FROM adaptation_experts GROUP BY run_id) AS a USING (run_id)
 {where}
 ORDER BY r.run_id
 """
@@ -204,6 +208,87 @@ def generated_answers(store: Store, run_id: int, lang: str, variant: str) -> lis
         "ORDER BY item_id",
         [run_id, lang, variant],
     ).fetchall()
+
+
+# Adaptation runs (RISE): what each trained and how each language's held-out loss moved. ---------
+
+ADAPTATION_TASK = "causal_lm"  # eval_results.task of an adaptation's before/after scores
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptationRun:
+    """An adaptation run: the trace run that chose its experts, its target and budget, and where its
+    adapter (the trained slices) was saved."""
+
+    run_id: int
+    model_id: str
+    status: str
+    trace_run: int
+    target: str
+    budget: int
+    n_experts: int  # experts stored for it
+    adapter_dir: str | None
+    params: dict[str, Any]
+    created_at: datetime
+
+
+def adaptation_runs(store: Store) -> list[AdaptationRun]:
+    """Every adaptation run, oldest first."""
+    rows = store.con.execute(
+        "SELECT r.run_id, r.model_id, r.status, r.params, count(a.expert), r.created_at FROM runs AS r "
+        "LEFT JOIN adaptation_experts AS a USING (run_id) WHERE r.kind = 'adaptation' GROUP BY ALL ORDER BY r.run_id"
+    ).fetchall()
+    result = []
+    for run_id, model_id, status, params_json, n_experts, created_at in rows:
+        params = json.loads(params_json)
+        result.append(
+            AdaptationRun(
+                run_id=run_id,
+                model_id=model_id,
+                status=status,
+                trace_run=params["trace_run"],
+                target=params["target"],
+                budget=params["budget"],
+                n_experts=n_experts,
+                adapter_dir=params.get("adapter_dir"),
+                params=params,
+                created_at=created_at,
+            )
+        )
+    return result
+
+
+def adaptation_experts(store: Store, run_id: int) -> list[AdaptedExpert]:
+    """The experts adaptation run `run_id` trained, in selection order."""
+    rows = store.con.execute(
+        "SELECT rank, zone, layer, expert, score, specificity, overlap, target_freq, mean_freq "
+        "FROM adaptation_experts WHERE run_id = ? ORDER BY rank",
+        [run_id],
+    ).fetchall()
+    return _as(AdaptedExpert, rows)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptationScore:
+    """One language's held-out score before and after an adaptation (`change` = after - before)."""
+
+    lang: str
+    metric: str  # loss | perplexity
+    before: float
+    after: float
+    change: float
+    n: int  # tokens predicted
+
+
+def adaptation_scores(store: Store, run_id: int) -> list[AdaptationScore]:
+    """Before/after scores of adaptation run `run_id`, per language and metric (by language, metric)."""
+    rows = store.con.execute(
+        "SELECT lang, metric, max(value) FILTER (WHERE variant = 'before') AS before, "
+        "max(value) FILTER (WHERE variant = 'after') AS after, after - before, max(n) "
+        "FROM eval_results WHERE run_id = ? AND task = ? GROUP BY lang, metric ORDER BY lang, metric",
+        [run_id, ADAPTATION_TASK],
+    ).fetchall()
+    return _as(AdaptationScore, rows)
 
 
 # The inputs of the analyses: every array is arranged by the run's `RunLayout`. -----------------

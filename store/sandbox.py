@@ -39,6 +39,7 @@ TABLES = {
     "router_logits": "each token's raw router logits, per layer (runs traced with --save-logits only)",
     "eval_results": "each evaluation score: task, language, variant (unsteered, a plan, a sweep point), metric",
     "generations": "each answer an evaluation generated, with its prompt, per language and variant",
+    "adaptation_experts": "each expert a RISE adaptation trained: zone, layer, expert, the scores that chose it",
 }
 _HINT = f"the console reads the store's tables: {', '.join(TABLES)}"
 
@@ -272,9 +273,27 @@ SELECT e.run_id, e.task, e.lang, e.metric,
        max(e.value) FILTER (WHERE e.variant = 'unsteered') AS unsteered,
        max(e.value) FILTER (WHERE e.variant <> 'unsteered') AS best_steered,
        max(e.n) AS items
-FROM eval_results AS e
+FROM eval_results AS e JOIN runs AS r USING (run_id)
+WHERE r.kind = 'evaluation'  -- adaptations keep their before/after losses here too
 GROUP BY ALL
 ORDER BY e.run_id, e.task, e.lang, e.metric""",
+    "Experts the latest adaptation trained, zone by zone (only after `polyroute adapt`)": """\
+-- Empty until an adaptation has run.
+SELECT a.run_id, r.params ->> 'target' AS target, a.rank, a.zone, a.layer, a.expert,
+       round(a.score, 3) AS score, round(a.target_freq, 3) AS target_freq, round(a.mean_freq, 3) AS mean_freq
+FROM adaptation_experts AS a JOIN runs AS r USING (run_id)
+WHERE a.run_id = (SELECT max(run_id) FROM adaptation_experts)
+ORDER BY a.rank""",
+    "Held-out loss before and after the latest adaptation, per language (only after `polyroute adapt`)": """\
+-- Empty until an adaptation has run. The target language should drop the most.
+SELECT e.lang,
+       round(max(e.value) FILTER (WHERE e.variant = 'before'), 4) AS loss_before,
+       round(max(e.value) FILTER (WHERE e.variant = 'after'), 4) AS loss_after,
+       round(loss_after - loss_before, 4) AS change, max(e.n) AS tokens
+FROM eval_results AS e
+WHERE e.run_id = (SELECT max(run_id) FROM adaptation_experts) AND e.task = 'causal_lm' AND e.metric = 'loss'
+GROUP BY e.lang
+ORDER BY change""",
     "Generated answers of the latest evaluation (only after `polyroute eval`)": """\
 -- Empty until an evaluation has run.
 SELECT variant, lang, item_id, prompt, output

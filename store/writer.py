@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import duckdb
@@ -146,32 +146,70 @@ def create_run(
 GENERATION_COLUMNS = ("variant", "item_id", "lang", "prompt", "output")
 
 
-def write_evaluation(
-    store: Store, run_id: int, scores: Sequence[TaskScore], answers: Sequence[GeneratedAnswer]
-) -> None:
-    """Store an evaluation's scores and generated answers, all or nothing."""
-    score_rows = pa.table(
+def _score_rows(run_id: int, scores: Sequence[TaskScore]) -> pa.Table:
+    return pa.table(
         {
             "run_id": pa.array([run_id] * len(scores), pa.int32()),
-            **{name: [getattr(s, name) for s in scores] for name in ("task", "lang", "variant", "metric")},
+            **{
+                name: pa.array([getattr(s, name) for s in scores], pa.string())
+                for name in ("task", "lang", "variant", "metric")
+            },
             "value": pa.array([float(s.value) for s in scores], pa.float64()),
             "n": pa.array([s.n for s in scores], pa.int32()),
             "plan": pa.array([s.plan for s in scores], pa.string()),
         }
     )
+
+
+def _insert_all(store: Store, tables: Mapping[str, pa.Table]) -> None:
+    """Insert each table's rows (columns by name) into the store table of its key, in one transaction."""
+    with store.transaction() as con:
+        for name, table in tables.items():
+            con.register("new_rows", table)
+            try:
+                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM new_rows")
+            finally:
+                con.unregister("new_rows")
+
+
+def write_evaluation(
+    store: Store, run_id: int, scores: Sequence[TaskScore], answers: Sequence[GeneratedAnswer]
+) -> None:
+    """Store an evaluation's scores and generated answers, all or nothing."""
     answer_rows = pa.table(
         {
             "run_id": pa.array([run_id] * len(answers), pa.int32()),
             **{name: pa.array([getattr(a, name) for a in answers], pa.string()) for name in GENERATION_COLUMNS},
         }
     )
-    with store.transaction() as con:
-        for name, table in (("eval_results", score_rows), ("generations", answer_rows)):
-            con.register("new_rows", table)
-            try:
-                con.execute(f"INSERT INTO {name} BY NAME SELECT * FROM new_rows")
-            finally:
-                con.unregister("new_rows")
+    _insert_all(store, {"eval_results": _score_rows(run_id, scores), "generations": answer_rows})
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptedExpert:
+    """One expert an adaptation trained (a row of `adaptation_experts`)."""
+
+    rank: int
+    zone: str
+    layer: int
+    expert: int
+    score: float
+    specificity: float
+    overlap: float
+    target_freq: float
+    mean_freq: float
+
+
+def write_adaptation(store: Store, run_id: int, experts: Sequence[AdaptedExpert], scores: Sequence[TaskScore]) -> None:
+    """Store the experts an adaptation trained and its before/after scores, all or nothing."""
+    columns = [field.name for field in fields(AdaptedExpert)]
+    expert_rows = pa.table(
+        {
+            "run_id": pa.array([run_id] * len(experts), pa.int32()),
+            **{name: [getattr(e, name) for e in experts] for name in columns},
+        }
+    )
+    _insert_all(store, {"adaptation_experts": expert_rows, "eval_results": _score_rows(run_id, scores)})
 
 
 def set_run_status(store: Store, run_id: int, status: str) -> None:

@@ -166,6 +166,7 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
     argv = trace_argv(db, tiny_model("qwen3_moe"), corpus, "eng_Latn,deu_Latn", "--limit", "2", "--save-logits")
     assert main(argv) == 0
     _add_an_evaluation(db)
+    _add_an_adaptation(db)
     return db
 
 
@@ -188,4 +189,30 @@ def _add_an_evaluation(db: Path) -> None:
             [TaskScore(task="mgsm", lang="deu_Latn", variant="unsteered", metric="accuracy", value=0.5, n=2)],
             [GeneratedAnswer(variant="unsteered", item_id="1", lang="deu_Latn", prompt="1+1=", output="2")],
         )
+        w.set_run_status(store, run, "complete")
+
+
+def _add_an_adaptation(db: Path) -> None:
+    """An adaptation run's rows (its trained experts and before/after losses), so that every table has some."""
+    from moe_core.records import TaskScore
+    from store import open_store
+    from store import queries as q
+    from store import writer as w
+
+    with open_store(db) as store:
+        trace = next(run for run in q.list_runs(store) if run.kind == "trace")
+        params = {"trace_run": trace.run_id, "target": "deu_Latn", "budget": 1, "adapter_dir": None}
+        run = w.create_run(
+            store, kind="adaptation", model_id=trace.model_id, corpus_id=None, backend="hf", params=params, n_planned=1,
+            weight_bound=1.0,
+        )  # fmt: skip
+        expert = w.AdaptedExpert(
+            rank=1, zone="shallow", layer=0, expert=3, score=2.5, specificity=1.5, overlap=0.8, target_freq=0.4,
+            mean_freq=0.3,
+        )  # fmt: skip
+        scores = [
+            TaskScore(task=q.ADAPTATION_TASK, lang="deu_Latn", variant=variant, metric="loss", value=value, n=20)
+            for variant, value in (("before", 3.0), ("after", 2.5))
+        ]
+        w.write_adaptation(store, run, [expert], scores)
         w.set_run_status(store, run, "complete")

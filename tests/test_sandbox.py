@@ -162,7 +162,7 @@ def test_without_the_statement_check_the_connection_still_refuses(traced, monkey
     [
         ("SUMMARIZE runs", 12),
         ("DESCRIBE routes", 7),
-        ("SHOW TABLES", 14),
+        ("SHOW TABLES", 15),
         ("FROM sequences SELECT lang WHERE seq_id = 0", 1),
         ("VALUES (1), (2)", 2),
         ("PIVOT sequences ON lang IN ('eng_Latn', 'deu_Latn') USING count(*) GROUP BY run_id", 1),
@@ -204,7 +204,7 @@ def test_a_slow_query_is_stopped_and_the_store_still_answers(traced, kind):
         with pytest.raises(SqlRefused, match=r"ran longer than 0\.5 s and was stopped"):
             run_sql(source, "SELECT count(*) FROM range(1000000) a, range(1000000) b", timeout_s=0.5)
         assert time.monotonic() - started < 5
-        assert run_sql(source, "SELECT count(*) FROM runs").rows == [(2,)]  # the trace and the evaluation
+        assert run_sql(source, "SELECT count(*) FROM runs").rows == [(3,)]  # the trace, an evaluation, an adaptation
 
 
 def test_the_examples_cover_every_public_table(traced):
@@ -221,11 +221,12 @@ def test_every_example_returns_rows_on_a_full_store(traced, title):
         assert run_sql(shared, EXAMPLES[title]).rows
 
 
-def test_a_trace_only_store_leaves_only_the_logits_and_evaluation_examples_empty(planted_store, tmp_path):
+def test_a_trace_only_store_leaves_only_the_logits_evaluation_and_adaptation_examples_empty(planted_store, tmp_path):
     copy = tmp_path / "planted.duckdb"  # a copy: other tests hold the session's store their own way
     shutil.copy(planted_store, copy)
     with opened("shared", copy) as shared:
         empty = {title for title, sql in EXAMPLES.items() if not run_sql(shared, sql).rows}
     declared = {title for title, sql in EXAMPLES.items() if sql.startswith(("-- Empty unless", "-- Empty until"))}
     assert empty == declared
-    assert empty and all("--save-logits" in title or "polyroute eval" in title for title in empty)
+    only_after = ("--save-logits", "polyroute eval", "polyroute adapt")
+    assert empty and all(any(what in title for what in only_after) for title in empty)

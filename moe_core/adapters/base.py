@@ -44,6 +44,7 @@ class MoEAdapter:
     n_experts_keys: tuple[str, ...] = ("num_experts", "num_local_experts", "n_routed_experts")
     top_k_keys: tuple[str, ...] = ("num_experts_per_tok",)
     shared_experts: Callable[[Any], int] = _zero
+    experts_module: str = "experts"  # the module beside the router that holds its routed experts (RISE training)
 
     def derive(self, **changes: Any) -> MoEAdapter:
         """A family built on this one: the same adapter with the stated differences."""

@@ -1,0 +1,154 @@
+"""`polyroute adapt --model DIR --run RUN_ID --target ben_Beng --budget K`: train only the RISE expert
+subnetwork of a language (an `adaptation` run in the store with each language's held-out loss
+before and after, and an adapter folder with the trained slices); `polyroute adapt merge --adapter
+DIR --out DIR`: that adapter merged into its base, a full checkpoint any command loads.
+
+Kept apart from the engine so that `polyroute --help` does not load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from moe_core.analysis.rise import DEFAULT_RATIOS
+from moe_core.corpora import BUILTIN
+from moe_core.errors import PolyrouteError
+from moe_core.languages import parse_langs
+
+DEFAULT_SPLITS = {"train": "train", "eval": "heldout"}  # of the built-in corpus
+
+
+def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register `adapt` (and `adapt merge`) on the `polyroute` sub-command set."""
+    adapt = commands.add_parser(
+        "adapt",
+        help="train only a language's RISE expert subnetwork; `adapt merge` makes a full checkpoint",
+        description="Select the RISE subnetwork of --target from a trace run's routing, train only those experts "
+        "on target-language text, and store the run with each language's held-out loss before and after.",
+    )
+    adapt.add_argument("--model", type=Path, help="the checkpoint folder the trace run traced")
+    adapt.add_argument("--run", type=int, metavar="RUN_ID", help="the trace run whose routing selects the experts")
+    adapt.add_argument("--target", help="the language to adapt, e.g. ben_Beng")
+    adapt.add_argument("--budget", type=int, help="experts to train, K")
+    adapt.add_argument("--ratios", default=",".join(map(str, DEFAULT_RATIOS)), help="shallow,middle,deep shares of K")
+    adapt.add_argument("--alpha", type=float, default=10.0, help="weight of the frequency terms (default 10)")
+    adapt.add_argument("--train-corpus", default=BUILTIN, help="where the target's training texts come from")
+    adapt.add_argument("--train-split", help="its split (default: train for the built-in corpus)")
+    adapt.add_argument("--eval-corpus", default=BUILTIN, help="held-out texts to score before and after")
+    adapt.add_argument("--eval-split", help="its split (default: heldout for the built-in corpus)")
+    adapt.add_argument("--langs", help="languages to score (default: every language of the trace run)")
+    adapt.add_argument("--epochs", type=int, default=1, help="passes over the training texts (default 1)")
+    adapt.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    adapt.add_argument("--batch-size", type=int, default=8, help="texts per step (default 8)")
+    adapt.add_argument("--max-steps", type=int, help="stop after this many steps")
+    adapt.add_argument("--weight-decay", type=float, default=0.0, help="on the trained slices only (default 0)")
+    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--out", type=Path, help="adapter folder (default: adapters/ beside the store)")
+    adapt.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    adapt.add_argument("--dtype", default="auto", help="auto (float32 on CPU), float32, bfloat16 or float16")
+    add_db(adapt)
+    actions = adapt.add_subparsers(dest="adapt_command", metavar="ACTION")
+    merge = actions.add_parser("merge", help="write the base checkpoint with an adapter's trained experts in place")
+    merge.add_argument("--adapter", type=Path, required=True, help="the adapter folder `polyroute adapt` saved")
+    merge.add_argument("--out", type=Path, required=True, help="the new checkpoint folder")
+    merge.add_argument("--base", type=Path, help="the base checkpoint (default: the one the adapter names)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from polyroute.output import quiet_libraries
+
+    quiet_libraries()
+    return _merge(args) if args.adapt_command == "merge" else _adapt(args)
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from moe_core.adapt.checkpoint import merge_adapter
+
+    out = merge_adapter(args.adapter, args.out, args.base)
+    print(f"merged {args.adapter} into {out}: load it like any checkpoint (--model {out})")
+    return 0
+
+
+def _adapt(args: argparse.Namespace) -> int:
+    from moe_core.adapt import AdaptProgress, TrainSettings
+    from moe_core.backends.options import HFOptions
+    from polyroute.adapting import AdaptRequest, start_adaptation
+    from polyroute.analyze_cli import _ratios as parse_ratios  # the one parser of --ratios
+    from polyroute.output import print_table
+
+    missing = [name for name in ("model", "run", "target", "budget") if getattr(args, name) is None]
+    if missing:
+        raise PolyrouteError(f"adapt needs --{', --'.join(missing)} (or `polyroute adapt merge ...`)")
+    settings = TrainSettings(
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        max_steps=args.max_steps,
+        weight_decay=args.weight_decay,
+        seed=args.seed,
+    )
+    settings.check()  # before the store or a model is touched
+    request = AdaptRequest(
+        db=args.db,
+        model=args.model,
+        run_id=args.run,
+        target=args.target,
+        budget=args.budget,
+        ratios=parse_ratios(args.ratios),
+        alpha=args.alpha,
+        train_corpus=args.train_corpus,
+        train_split=_split(args.train_split, args.train_corpus, "train"),
+        eval_corpus=args.eval_corpus,
+        eval_split=_split(args.eval_split, args.eval_corpus, "eval"),
+        eval_langs=parse_langs(args.langs) if args.langs else None,
+        settings=settings,
+        out=args.out,
+        options=HFOptions(device=args.device, dtype=args.dtype),
+    )
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def progress(step: AdaptProgress) -> None:
+        if step.stage == "loading":  # a bar of one step says nothing, and an error should stay one line
+            return
+        if step.stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[step.stage] = tqdm(total=step.total, desc=step.stage, unit="step", file=sys.stderr, dynamic_ncols=True)
+        bar = bars[step.stage]
+        bar.update(step.done - bar.n)
+        if step.loss is not None:
+            bar.set_postfix(loss=f"{step.loss:.3f}")
+
+    try:
+        outcome = start_adaptation(request, progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    rows = [
+        (
+            b.lang,
+            f"{b.loss:.4f}",
+            f"{a.loss:.4f}",
+            f"{a.loss - b.loss:+.4f}",
+            f"{b.perplexity:.2f}",
+            f"{a.perplexity:.2f}",
+        )
+        for b, a in zip(outcome.before, outcome.after, strict=True)
+    ]
+    print_table(("lang", "loss_before", "loss_after", "change", "ppl_before", "ppl_after"), rows)
+    print(
+        f"run {outcome.run_id}: trained {len(outcome.subnetwork.experts)} experts of {outcome.subnetwork.target} "
+        f"({outcome.n_trained:,} weights) in {outcome.training.steps} steps; adapter in {outcome.adapter_dir} "
+        f"(full checkpoint: `polyroute adapt merge --adapter {outcome.adapter_dir} --out DIR`)"
+    )
+    return 0
+
+
+def _split(given: str | None, corpus: str, use: str) -> str | None:
+    return given if given is not None or corpus != BUILTIN else DEFAULT_SPLITS[use]
