@@ -16,7 +16,7 @@ from typing import Any
 
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
-from polyroute import DEFAULT_DB, analyze_cli, default_db, demo_cli, eval_cli, plan_cli, steer_cli
+from polyroute import DEFAULT_DB, adapt_cli, analyze_cli, default_db, demo_cli, eval_cli, plan_cli, steer_cli
 from polyroute.output import emit_rows, quiet_libraries
 from store import StoreError
 
@@ -69,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan_cli.add_parser(commands, _add_db)
     steer_cli.add_parser(commands, _add_db)
     eval_cli.add_parser(commands, _add_db)
+    adapt_cli.add_parser(commands, _add_db)
 
     sql = commands.add_parser("sql", help="run one read-only SQL query on the store")
     sql.add_argument("query", help='for example "SELECT lang, count(*) FROM sequences GROUP BY lang"')
@@ -130,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return steer_cli.run(args)
         if args.command == "eval":
             return eval_cli.run(args)
+        if args.command == "adapt":
+            return adapt_cli.run(args)
         return _sql(args)
     except (PolyrouteError, StoreError) as error:
         print(f"polyroute: error: {error}", file=sys.stderr)
