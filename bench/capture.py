@@ -110,7 +110,7 @@ def ours_trace_and_store(backend: HFBackend, sequences: list[PlannedSequence], b
         store, kind="trace", model_id=model_id, corpus_id=None, backend="hf", params={},
         n_planned=len(sequences), weight_bound=info.weight_bound,
     )  # fmt: skip
-    fill_run(store, backend, run_id, sequences, batch_size, save_logits=False, progress=None)
+    fill_run(store, [backend], run_id, sequences, batch_size, save_logits=False, progress=None)
 
 
 def ours_capture(backend: HFBackend, chunks: Sequence[Sequence[str]]) -> None:

@@ -18,3 +18,7 @@ class CorpusError(PolyrouteError):
 
 class LanguageError(PolyrouteError):
     """A language code that is not a FLORES-200 code (with suggestions)."""
+
+
+class RemoteError(PolyrouteError):
+    """A Polyroute server that cannot be reached, refuses a request, or stops mid-answer."""

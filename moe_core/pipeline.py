@@ -61,8 +61,26 @@ def batches(sequences: Sequence[PlannedSequence], batch_size: int) -> Iterator[S
         yield sequences[start : start + batch_size]
 
 
+def shard_by_language(sequences: Sequence[PlannedSequence], n_shards: int) -> list[list[PlannedSequence]]:
+    """Split a plan over `n_shards` backends, whole languages each, balancing tokens: languages go,
+    most tokens first, to the shard with the fewest tokens so far. Each shard keeps plan order."""
+    tokens: dict[str, int] = {}
+    for seq in sequences:
+        tokens[seq.lang] = tokens.get(seq.lang, 0) + seq.n_tokens
+    load = [0] * n_shards
+    shard_of: dict[str, int] = {}
+    for lang in sorted(tokens, key=lambda lang: (-tokens[lang], lang)):
+        shard = min(range(n_shards), key=lambda i: (load[i], i))
+        shard_of[lang] = shard
+        load[shard] += tokens[lang]
+    shards: list[list[PlannedSequence]] = [[] for _ in range(n_shards)]
+    for seq in sequences:
+        shards[shard_of[seq.lang]].append(seq)
+    return shards
+
+
 def run_trace(
-    backend: Backend,
+    backends: Sequence[Backend],
     sequences: Sequence[PlannedSequence],
     sink: Sink,
     *,
@@ -74,22 +92,27 @@ def run_trace(
 ) -> None:
     """Trace `sequences` batch by batch while a writer thread hands finished batches to `sink`.
 
-    The writer groups batches until they hold `group_decisions` routing decisions or the oldest
-    has waited `max_delay_s`: each store commit costs milliseconds, so one per small batch would
-    cost more than the model. A crash loses at most the group in flight, never part of a batch.
-    Memory stays bounded: one group, plus at most two batches queued. An error on either side stops
-    both and is raised here; groups the sink already took stay stored.
+    Several backends (servers running the same model) share the work by language, each in its own
+    thread; the one writer keeps the store single-writer. The writer groups batches until they
+    hold `group_decisions` routing decisions or the oldest has waited `max_delay_s`: each store
+    commit costs milliseconds, so one per small batch would cost more than the model. A crash loses
+    at most the group in flight, never part of a batch. Memory stays bounded: one group, plus at
+    most two batches queued. An error anywhere stops everything and is raised here; batches that
+    arrived before a backend failed are still stored.
     """
     pending: queue.Queue[TracedBatch | None] = queue.Queue(maxsize=2)
-    failure: list[BaseException] = []
+    failure: list[BaseException] = []  # the first error of a backend or of the sink: stops everything
+    sink_broken = threading.Event()
 
     def flush(group: list[TracedBatch]) -> None:
-        if failure or not group:
+        # Batches that arrived whole are stored even after a backend failed: less to redo on resume.
+        if sink_broken.is_set() or not group:
             return
         try:
             sink(group)
         except BaseException as error:
             failure.append(error)
+            sink_broken.set()
             return
         if on_progress:
             on_progress(sum(len(chunk) for chunk, _ in group), sum(batch.n_tokens for _, batch in group))
@@ -114,14 +137,34 @@ def run_trace(
                 flush(group)
                 group = []
 
+    def produce(backend: Backend, shard: Sequence[PlannedSequence]) -> None:
+        chunks = list(batches(shard, batch_size))
+        results = backend.trace_batches(([seq.text for seq in chunk] for chunk in chunks), save_logits=save_logits)
+        try:
+            for chunk, batch in zip(chunks, results, strict=False):
+                if failure:
+                    return
+                pending.put((chunk, batch))
+        except BaseException as error:
+            failure.append(error)
+        finally:
+            results.close()
+
     writer = threading.Thread(target=write, name="polyroute-writer", daemon=True)
     writer.start()
     try:
-        for chunk in batches(sequences, batch_size):
-            if failure:
-                break
-            batch = backend.trace([seq.text for seq in chunk], save_logits=save_logits)
-            pending.put((chunk, batch))
+        if len(backends) == 1:
+            produce(backends[0], sequences)
+        else:
+            shards = shard_by_language(sequences, len(backends))
+            producers = [
+                threading.Thread(target=produce, args=(backend, shard), name=f"polyroute-shard-{i}", daemon=True)
+                for i, (backend, shard) in enumerate(zip(backends, shards, strict=True))
+            ]
+            for thread in producers:
+                thread.start()
+            for thread in producers:
+                thread.join()
     finally:
         pending.put(None)
         writer.join()

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from moe_core.errors import PolyrouteError
+from moe_core.errors import PolyrouteError, RemoteError
 from moe_core.languages import parse_langs
-from polyroute import DEFAULT_DB, adapt_cli, analyze_cli, default_db, demo_cli, eval_cli, plan_cli, steer_cli
+from polyroute import DEFAULT_DB, adapt_cli, analyze_cli, default_db, demo_cli, eval_cli, plan_cli, serve_cli, steer_cli
 from polyroute.output import emit_rows, quiet_libraries
 from store import StoreError
 
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     trace = commands.add_parser("trace", help="run a model over a parallel corpus and store its routing")
-    trace.add_argument("--model", type=Path, help="folder of a transformers MoE checkpoint")
+    trace.add_argument("--model", type=Path, help="folder of a transformers MoE checkpoint (unless --backend URL)")
     _add_corpus(trace)
     trace.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
     trace.add_argument("--save-logits", action="store_true", help="also store every token's router logits")
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     trace.add_argument("--max-tokens", type=int, default=512, help="truncate longer texts (default 512)")
     trace.add_argument("--template", default="plain", choices=["plain", "chat"], help="wrap texts in the chat template")
     trace.add_argument("--model-id", help="name of the model in the store (default: the folder name)")
+    serve_cli.add_client_args(trace, sharded=True)
     _add_db(trace)
 
     corpus = commands.add_parser("corpus", help="the parallel corpora Polyroute reads: list them, show one")
@@ -70,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     steer_cli.add_parser(commands, _add_db)
     eval_cli.add_parser(commands, _add_db)
     adapt_cli.add_parser(commands, _add_db)
+    serve_cli.add_parser(commands, _add_db)
 
     sql = commands.add_parser("sql", help="run one read-only SQL query on the store")
     sql.add_argument("query", help='for example "SELECT lang, count(*) FROM sequences GROUP BY lang"')
@@ -133,6 +135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return eval_cli.run(args)
         if args.command == "adapt":
             return adapt_cli.run(args)
+        if args.command == "serve":
+            return serve_cli.run(args)
         return _sql(args)
     except (PolyrouteError, StoreError) as error:
         print(f"polyroute: error: {error}", file=sys.stderr)
@@ -153,6 +157,7 @@ def _trace(args: argparse.Namespace) -> int:
 
     bars: list[tqdm[Any]] = []
     started: list[int] = []
+    servers = serve_cli.servers(args, sharded=True)
 
     def progress(run_id: int, n_sequences: int, n_tokens: int) -> Any:
         started.append(run_id)
@@ -168,9 +173,11 @@ def _trace(args: argparse.Namespace) -> int:
                     f"note: {', '.join(ignored)} ignored: run {args.resume} resumes with its own settings",
                     file=sys.stderr,
                 )
-            outcome = resume_trace(args.db, args.resume, progress)
+            outcome = resume_trace(args.db, args.resume, progress, servers=servers, token=args.token)
         else:
-            missing = [name for name in ("model", "corpus", "langs") if getattr(args, name) is None]
+            missing = [name for name in ("corpus", "langs") if getattr(args, name) is None]
+            if args.model is None and not servers:
+                missing.insert(0, "model (or --backend URL)")
             if missing:
                 raise PolyrouteError(f"trace needs --{', --'.join(missing)} (or --resume RUN_ID)")
             options = HFOptions(
@@ -183,6 +190,8 @@ def _trace(args: argparse.Namespace) -> int:
             request = TraceRequest(
                 db=args.db,
                 model=args.model,
+                servers=servers,
+                token=args.token,
                 corpus=args.corpus,
                 langs=parse_langs(args.langs),
                 split=args.split,
@@ -197,6 +206,14 @@ def _trace(args: argparse.Namespace) -> int:
         hint = f": finish it with `polyroute trace --resume {started[0]} --db {args.db}`" if started else ""
         print(f"\npolyroute: interrupted{hint}", file=sys.stderr)
         return 130
+    except RemoteError as error:
+        if not started:
+            raise
+        # The batches that arrived are stored; the run picks up there, on the same or another server.
+        raise RemoteError(
+            f"{error}; run {started[0]} keeps what arrived: finish it with `polyroute trace --resume {started[0]} "
+            f"--db {args.db}` (add --backend URL if the server moved)"
+        ) from error
     finally:
         for bar in bars:
             bar.close()

@@ -15,6 +15,7 @@ from typing import Any
 
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
+from polyroute.serve_cli import add_client_args, model_or_server
 
 TASK_NAMES = ("belebele", "mgsm", "flores", "xquad", "polymath")  # moe_core.evaluation.tasks.TASKS, without its imports
 
@@ -23,7 +24,7 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     """Register `eval` on the `polyroute` sub-command set."""
     ev = commands.add_parser("eval", help="score a model on a benchmark, without and with a steering plan")
     ev.add_argument("--task", required=True, help=f"one of {', '.join(TASK_NAMES)}")
-    ev.add_argument("--model", type=Path, required=True, help="a local MoE checkpoint folder")
+    ev.add_argument("--model", type=Path, help="a local MoE checkpoint folder (unless --backend URL)")
     ev.add_argument("--corpus", required=True, help="the benchmark's local copy, e.g. mgsm:DIR or flores_plus:DIR")
     ev.add_argument("--langs", required=True, help="comma-separated FLORES-200 codes, e.g. eng_Latn,deu_Latn")
     ev.add_argument("--split", help="the benchmark split (default: its test split)")
@@ -34,6 +35,7 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     ev.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default 8)")
     ev.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     ev.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
+    add_client_args(ev, sharded=False)
     add_db(ev)
 
 
@@ -62,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     request = EvalRequest(
         db=args.db,
         task=args.task,
-        model=args.model,
+        model=model_or_server(args),
         corpus=args.corpus,
         langs=parse_langs(args.langs),
         split=args.split,

@@ -18,6 +18,7 @@ from moe_core.errors import PolyrouteError
 from moe_core.records import RoutingBatch
 from moe_core.steering import SteeringPlan
 from polyroute.output import print_table
+from polyroute.serve_cli import add_client_args, model_or_server
 
 
 def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -26,19 +27,20 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     steer = commands.add_parser(
         "steer", help="generate from one prompt without and with a steering plan, and show how routing moved"
     )
-    steer.add_argument("--model", type=Path, required=True, help="a local MoE checkpoint folder")
+    steer.add_argument("--model", type=Path, help="a local MoE checkpoint folder (unless --backend URL)")
     steer.add_argument("--plan", type=Path, required=True, help="a plan from `polyroute plan ... -o plan.json`")
     steer.add_argument("--prompt", required=True, help="the text to continue")
     steer.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
     steer.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     steer.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
+    add_client_args(steer, sharded=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    from moe_core.backends.base import GenerationParams
-    from moe_core.backends.hf import HFBackend
+    from moe_core.backends.base import Backend, GenerationParams
     from moe_core.backends.options import HFOptions
     from polyroute.output import quiet_libraries
+    from polyroute.tracing import hf_backend
 
     if not args.prompt.strip():
         raise PolyrouteError("--prompt is empty: give the text to continue")
@@ -47,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.plan.is_file():
         raise PolyrouteError(f"no plan at {args.plan}: make one with `polyroute plan ... -o {args.plan}`")
     plan = SteeringPlan.load(args.plan)
+    model = model_or_server(args)
     quiet_libraries()
-    backend = HFBackend(args.model, HFOptions(device=args.device, dtype=args.dtype))
+    options = HFOptions(device=args.device, dtype=args.dtype)
+    backend = model if isinstance(model, Backend) else hf_backend(model, options)
     params = GenerationParams(max_new_tokens=args.max_new_tokens)
     plain = backend.generate([args.prompt], params)
     steered = backend.generate([args.prompt], params, plan)

@@ -31,7 +31,9 @@ class TraceRequest:
     """A new trace run: which model, which corpus and languages, how to batch."""
 
     db: Path
-    model: Path | Backend  # a checkpoint folder (run with the hf backend), or a backend already running one
+    model: Path | Backend | None = None  # a checkpoint folder (run with the hf backend), or a running backend
+    servers: tuple[str, ...] = ()  # or `polyroute serve` URLs instead: the run is shared among them by language
+    token: str | None = None  # the servers' bearer token
     corpus: str | Path  # a corpus name: builtin, flores_plus:DIR, belebele, FILE.jsonl ... (moe_core.corpora)
     langs: list[str]
     split: str | None = None
@@ -66,11 +68,11 @@ def start_trace(
         corpus = load_corpus(request.corpus, request.langs, request.split)
         rows = corpus.select(request.langs, request.limit, aligned=request.require_aligned)
         missing = [] if request.require_aligned else corpus.missing(request.langs, request.limit)
-        backend = request.model if isinstance(request.model, Backend) else hf_backend(request.model, request.options)
-        info = backend.info()
+        backends = connect(request.model, request.options, request.servers, request.token)
+        info = backends[0].info()
         model_id = w.ensure_model(store, info)
         record_corpus(store, corpus)
-        plan = plan_trace(backend, [(row.item_id, row.lang, row.text) for row in rows])
+        plan = plan_trace(backends[0], [(row.item_id, row.lang, row.text) for row in rows])
         params = {
             "langs": request.langs,
             "corpus": str(request.corpus),
@@ -81,19 +83,25 @@ def start_trace(
             "batch_size": request.batch_size,
             "save_logits": request.save_logits,
             "model_source": info.source,
-            **{f"hf_{key}": value for key, value in asdict(request.options).items() if key != "model_id"},
+            "servers": list(request.servers),
+            # A server loads its model with its own settings; local runs record how this one was loaded.
+            **{
+                f"hf_{key}": value
+                for key, value in asdict(request.options).items()
+                if key != "model_id" and not request.servers
+            },
         }
         run_id = w.create_run(
             store,
             kind="trace",
             model_id=model_id,
             corpus_id=corpus.corpus_id,
-            backend=backend.name,
+            backend=backends[0].name,
             params=params,
             n_planned=len(plan.sequences),
             weight_bound=info.weight_bound,
         )
-        fill_run(store, backend, run_id, plan.sequences, request.batch_size, request.save_logits, progress)
+        fill_run(store, backends, run_id, plan.sequences, request.batch_size, request.save_logits, progress)
         return TraceOutcome(
             run_id=run_id,
             n_sequences=len(plan.sequences),
@@ -104,8 +112,16 @@ def start_trace(
         )
 
 
-def resume_trace(db: Path, run_id: int, progress: ProgressFactory | None = None) -> TraceOutcome:
-    """Trace the sequences of run `run_id` that are not stored yet, with the run's own settings."""
+def resume_trace(
+    db: Path,
+    run_id: int,
+    progress: ProgressFactory | None = None,
+    *,
+    servers: Sequence[str] = (),
+    token: str | None = None,
+) -> TraceOutcome:
+    """Trace the sequences of run `run_id` that are not stored yet, with the run's own settings, on
+    the servers it ran on (or on `servers`, when they moved), else on its local model folder."""
     with open_store(db) as store:
         run = q.get_run(store, run_id)
         if run is None or run.kind != "trace":
@@ -116,11 +132,11 @@ def resume_trace(db: Path, run_id: int, progress: ProgressFactory | None = None)
             )
         params = run.params
         options = HFOptions(**{key[3:]: value for key, value in params.items() if key.startswith("hf_")})
-        backend = hf_backend(params["model_source"], options)
-        if backend.info().config_hash != q.model_config_hash(store, run.model_id):
-            raise PolyrouteError(
-                f"the model at {params['model_source']} changed since run {run_id} began; start a new run instead"
-            )
+        servers = tuple(servers or params.get("servers", ()))
+        backends = connect(None if servers else Path(params["model_source"]), options, servers, token)
+        if backends[0].info().config_hash != q.model_config_hash(store, run.model_id):
+            where = ", ".join(servers) if servers else params["model_source"]
+            raise PolyrouteError(f"the model at {where} changed since run {run_id} began; start a new run instead")
         assert run.corpus_id is not None
         source = q.corpus_source(store, run.corpus_id) or ("store", "store")
         corpus = ParallelCorpus(
@@ -130,13 +146,13 @@ def resume_trace(db: Path, run_id: int, progress: ProgressFactory | None = None)
             rows=tuple(TextRow(*row) for row in q.corpus_texts(store, run.corpus_id)),
         )
         rows = corpus.select(params["langs"], params["limit"], aligned=params.get("require_aligned", False))
-        plan = plan_trace(backend, [(row.item_id, row.lang, row.text) for row in rows])
+        plan = plan_trace(backends[0], [(row.item_id, row.lang, row.text) for row in rows])
         if len(plan.sequences) != run.n_planned:
             raise PolyrouteError(f"run {run_id} planned {run.n_planned} sequences but now finds {len(plan.sequences)}")
         stored = q.stored_seq_ids(store, run_id)
         remaining = [seq for seq in plan.sequences if seq.seq_id not in stored]
         w.set_run_status(store, run_id, "running")
-        fill_run(store, backend, run_id, remaining, params["batch_size"], params["save_logits"], progress)
+        fill_run(store, backends, run_id, remaining, params["batch_size"], params["save_logits"], progress)
         return TraceOutcome(
             run_id=run_id,
             n_sequences=len(remaining),
@@ -144,6 +160,29 @@ def resume_trace(db: Path, run_id: int, progress: ProgressFactory | None = None)
             n_truncated=plan.n_truncated,
             missing=[] if params.get("require_aligned") else corpus.missing(params["langs"], params["limit"]),
         )
+
+
+def connect(
+    model: Path | Backend | None, options: HFOptions, servers: Sequence[str] = (), token: str | None = None
+) -> list[Backend]:
+    """The backends a job runs on: `polyroute serve` processes (all running the same model), else
+    the local model folder (or a backend the caller already holds)."""
+    if servers and model is not None:
+        raise PolyrouteError("give --model or --backend URL, not both: a server runs the model it was started with")
+    if not servers:
+        if model is None:
+            raise PolyrouteError("no model: pass --model DIR, or --backend URL of a `polyroute serve`")
+        return [model if isinstance(model, Backend) else hf_backend(model, options)]
+    from moe_core.backends.remote import RemoteBackend
+
+    backends: list[Backend] = [RemoteBackend(url, token=token) for url in servers]
+    models = {backend.info().config_hash: backend.info().model_id for backend in backends}
+    if len(models) > 1:
+        raise PolyrouteError(
+            f"the servers run different models ({', '.join(models.values())}): shard a run only over servers "
+            "started with the same --model"
+        )
+    return backends
 
 
 def hf_backend(model: str | Path, options: HFOptions) -> Backend:
@@ -177,14 +216,15 @@ def record_corpus(store: Store, corpus: ParallelCorpus) -> None:
 
 def fill_run(
     store: Store,
-    backend: Backend,
+    backends: Sequence[Backend],
     run_id: int,
     sequences: Sequence[PlannedSequence],
     batch_size: int,
     save_logits: bool,
     progress: ProgressFactory | None,
 ) -> None:
-    """Trace and store `sequences` into run `run_id`, then mark it complete (or failed) and checkpoint."""
+    """Trace and store `sequences` into run `run_id` (on several backends: shared by language), then
+    mark it complete (or failed) and checkpoint."""
     batch_writer = w.BatchWriter(store, run_id)
     on_progress = progress(run_id, len(sequences), sum(s.n_tokens for s in sequences)) if progress else None
 
@@ -194,7 +234,7 @@ def fill_run(
         )
 
     try:
-        run_trace(backend, sequences, sink, batch_size=batch_size, save_logits=save_logits, on_progress=on_progress)
+        run_trace(backends, sequences, sink, batch_size=batch_size, save_logits=save_logits, on_progress=on_progress)
     except BaseException:
         # The original error is what the user needs; a store too broken to take the status adds nothing.
         with suppress(StoreError):

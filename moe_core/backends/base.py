@@ -7,7 +7,7 @@ batching: `count_tokens` lets it group texts of similar length before calling `t
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 
 from moe_core.records import ModelInfo, RoutingBatch
@@ -59,6 +59,14 @@ class Backend(ABC):
     @abstractmethod
     def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
         """Run the model over `texts` (one batch) and return the routing of every real token."""
+
+    def trace_batches(
+        self, batches: Iterable[Sequence[str]], *, save_logits: bool = False
+    ) -> Generator[RoutingBatch, None, None]:
+        """Trace several batches, yielding each one's routing in order. A backend that can keep the
+        model busy while earlier results travel (the remote one) overrides this."""
+        for texts in batches:
+            yield self.trace(texts, save_logits=save_logits)
 
     @abstractmethod
     def generate(

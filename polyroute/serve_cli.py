@@ -1,0 +1,126 @@
+"""`polyroute serve --model DIR [--backend hf|vllm] [--host 127.0.0.1] [--port N] [--token T]`: run a
+model behind HTTP for the app and the CLI on other machines (`--backend http://HOST:PORT` there),
+plus the client-side flags those commands share.
+
+Kept apart from the backends so that `polyroute --help` does not load torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from moe_core.errors import PolyrouteError
+
+ENGINES = ("hf", "vllm")
+TOKEN_ENV = "POLYROUTE_TOKEN"
+
+
+def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Register `serve` (it needs no store: `add_db` is unused)."""
+    del add_db
+    serve = commands.add_parser("serve", help="serve a model over HTTP for the app and CLI on other machines")
+    serve.add_argument("--model", type=Path, required=True, help="a local MoE checkpoint folder")
+    serve.add_argument("--backend", default="hf", choices=ENGINES, help="the engine: hf (transformers) or vllm (GPU)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
+    serve.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
+    serve.add_argument(
+        "--token", default=os.environ.get(TOKEN_ENV), help=f"the bearer token clients must send (${TOKEN_ENV})"
+    )
+    serve.add_argument("--device", default="cpu", help="hf: cpu, cuda or cuda:N (default cpu)")
+    serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
+    serve.add_argument("--max-tokens", type=int, default=512, help="truncate longer texts (default 512)")
+    serve.add_argument("--template", default="plain", choices=["plain", "chat"], help="wrap texts in the chat template")
+    serve.add_argument("--model-id", help="name of the model in clients' stores (default: the folder name)")
+    serve.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model (default 1)")
+    serve.add_argument("--max-request-mb", type=float, default=16, help="largest request body in MiB (default 16)")
+    serve.add_argument("--max-texts", type=int, default=4096, help="most texts in one request (default 4096)")
+    serve.add_argument("--max-new-tokens", type=int, default=1024, help="most tokens one generation may ask for")
+    serve.add_argument("--max-seconds", type=float, default=600, help="time limit of one request (default 600)")
+
+
+def add_client_args(parser: argparse.ArgumentParser, *, sharded: bool) -> None:
+    """`--backend` and `--token` for commands that can run their model on `polyroute serve`."""
+    several = " (several, comma-separated, share the run by language)" if sharded else ""
+    parser.add_argument(
+        "--backend",
+        default="hf",
+        help=f"hf (the model folder, here; default) or the URL of a `polyroute serve`, http://HOST:PORT{several}",
+    )
+    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"the server's bearer token (${TOKEN_ENV})")
+
+
+def servers(args: argparse.Namespace, *, sharded: bool) -> tuple[str, ...]:
+    """The server URLs `--backend` names; none for the local hf backend."""
+    if args.backend == "hf":
+        return ()
+    urls = tuple(url.strip() for url in args.backend.split(",") if url.strip())
+    if not urls or any(url in ENGINES for url in urls):
+        raise PolyrouteError(f"--backend {args.backend}: give hf, or server URLs like http://gpu-box:8765")
+    if len(urls) > 1 and not sharded:
+        raise PolyrouteError(f"--backend names {len(urls)} servers; this command runs on one: give one URL")
+    return urls
+
+
+def model_or_server(args: argparse.Namespace) -> Path | Any:
+    """`--model DIR` (loaded later by the job), or the one server `--backend URL` names, connected."""
+    urls = servers(args, sharded=False)
+    if urls and args.model is not None:
+        raise PolyrouteError("give --model or --backend URL, not both: a server runs the model it was started with")
+    if urls:
+        from moe_core.backends.remote import RemoteBackend
+
+        return RemoteBackend(urls[0], token=args.token)
+    if args.model is None:
+        raise PolyrouteError("no model: pass --model DIR, or --backend URL of a `polyroute serve`")
+    return args.model
+
+
+def run(args: argparse.Namespace) -> int:
+    from moe_core.server import Limits, Server, check_binding, serve
+
+    check_binding(args.host, args.token)  # before the model loads: a real one takes minutes
+    limits = Limits(
+        max_request_bytes=int(args.max_request_mb * (1 << 20)),
+        max_texts=args.max_texts,
+        max_new_tokens=args.max_new_tokens,
+        max_seconds=args.max_seconds,
+    )
+    backend = _load(args)
+    info = backend.info()
+    print(
+        f"polyroute serve: {info.model_id} ({info.arch}, {len(info.moe_layers)} MoE layers, {info.n_experts} experts, "
+        f"top-{info.top_k}) on http://{args.host}:{args.port} with the {backend.name} backend"
+        + ("; clients must send the token" if args.token else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    serve(Server(backend, token=args.token, limits=limits), host=args.host, port=args.port)
+    return 0
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from polyroute.output import quiet_libraries
+
+    quiet_libraries()
+    if args.backend == "vllm":
+        from moe_core.backends.vllm import load_vllm_backend
+
+        return load_vllm_backend(
+            args.model,
+            dtype=args.dtype,
+            max_tokens=args.max_tokens,
+            tensor_parallel_size=args.tensor_parallel_size,
+            model_id=args.model_id,
+        )
+    from moe_core.backends.options import HFOptions
+    from polyroute.tracing import hf_backend
+
+    options = HFOptions(
+        device=args.device, dtype=args.dtype, max_tokens=args.max_tokens, template=args.template, model_id=args.model_id
+    )
+    return hf_backend(args.model, options)
