@@ -54,6 +54,7 @@ bench: install-dev chromium
 	$(PY) bench/analysis.py
 	$(PY) bench/app.py
 	$(PY) bench/steer.py
+	$(PY) bench/remote.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

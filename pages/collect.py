@@ -1,6 +1,6 @@
-"""Collect: trace a parallel corpus with a local MoE model and add the run to the store, with a
-progress bar; the other pages show the run when it is done. The app's process is the store's
-only writer while it runs, and one collection runs at a time."""
+"""Collect: trace a parallel corpus with an MoE model (here, or on GPU servers) and add the run to
+the store, with a progress bar; the other pages show the run when it is done. The app's process is
+the store's only writer while it runs, and one collection runs at a time."""
 
 from __future__ import annotations
 
@@ -14,12 +14,13 @@ from polyroute.collect import current_collection, start_collection
 from polyroute.tracing import TraceRequest
 from polyroute.ui.data import corpus_languages, new_store, shared_store
 from polyroute.ui.frame import explained, lang_name, page, store_path
+from polyroute.ui.model_place import choose_place, connected, describe
 from store import StoreError, StoreMissing
 
 page(
     "Collect",
-    "Run an MoE model over a parallel corpus on this machine and store which experts every token chose; "
-    "the new run appears on the other pages when it is done.",
+    "Run an MoE model over a parallel corpus (on this machine or a GPU server) and store which experts every "
+    "token chose; the new run appears on the other pages when it is done.",
 )
 path = store_path()
 try:
@@ -72,22 +73,33 @@ running = bool(store and (found := current_collection(store)) and found.snapshot
 st.fragment(_status, run_every=2.0 if running else None)()
 
 st.subheader("What to trace")
+place = choose_place(sharded=True)
 left, right = st.columns(2)
-model_dir = left.text_input(
-    "Model folder",
-    value=str(DEMO_MODEL_DIR),
-    key="collect_model",
-    help="A Hugging Face checkpoint folder of an MoE model (config.json, weights, tokenizer). "
-    "The default is the tiny demo model that ships with Polyroute.",
-).strip()
-folder = Path(model_dir).expanduser()
-usual_name = DEMO_MODEL_ID if folder.resolve() == DEMO_MODEL_DIR.resolve() else folder.name
-model_name = left.text_input(
-    "Model name in the store",
-    placeholder=usual_name,
-    key="collect_model_name",
-    help="Runs of the same model are grouped under this name (default: the folder's name).",
-).strip()
+folder = Path()
+model_name = usual_name = ""
+if place.remote:
+    with explained():
+        infos = [connected(url, place.token).info() for url in place.servers]
+    for url, info in zip(place.servers, infos, strict=True):
+        left.markdown(describe(info, url))
+    if len(place.servers) > 1:
+        left.caption("The languages are shared among the servers; this app stores what comes back.")
+else:
+    model_dir = left.text_input(
+        "Model folder",
+        value=str(DEMO_MODEL_DIR),
+        key="collect_model",
+        help="A Hugging Face checkpoint folder of an MoE model (config.json, weights, tokenizer). "
+        "The default is the tiny demo model that ships with Polyroute.",
+    ).strip()
+    folder = Path(model_dir).expanduser()
+    usual_name = DEMO_MODEL_ID if folder.resolve() == DEMO_MODEL_DIR.resolve() else folder.name
+    model_name = left.text_input(
+        "Model name in the store",
+        placeholder=usual_name,
+        key="collect_model_name",
+        help="Runs of the same model are grouped under this name (default: the folder's name).",
+    ).strip()
 corpus = right.text_input(
     "Corpus",
     value="builtin",
@@ -115,8 +127,10 @@ save_logits = knobs[2].checkbox(
 )
 
 problem = ""
-if not (folder / "config.json").is_file():
-    problem = f"{model_dir} is not a model folder (it has no config.json): enter the folder of a checkpoint."
+if place.remote and not place.servers:
+    problem = "Enter the URL of a GPU server (`polyroute serve`) in the sidebar."
+elif not place.remote and not (folder / "config.json").is_file():
+    problem = f"{folder} is not a model folder (it has no config.json): enter the folder of a checkpoint."
 elif not langs:
     problem = "Choose at least one language."
 elif store is not None and not store.writable:
@@ -126,7 +140,9 @@ if problem:
 if st.button("Start collecting", type="primary", disabled=bool(problem) or running):
     request = TraceRequest(
         db=Path(path),
-        model=folder,
+        model=None if place.remote else folder,
+        servers=place.servers,
+        token=place.token,
         corpus=corpus,
         langs=list(langs),
         split=None if split == "all" else split,

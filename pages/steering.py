@@ -11,6 +11,7 @@ from moe_core.demo import DEMO_MODEL_DIR
 from moe_core.steering import METHODS, SOFT, SteeringPlan
 from polyroute.ui import steering as s
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
+from polyroute.ui.model_place import choose_place, connected, describe
 
 PRESET, CONTROLS, FILE = "a preset from a traced run", "experts I choose", "a plan file"
 
@@ -19,14 +20,25 @@ page(
     "Push a model's routers toward chosen experts (or shut experts out) while it writes, and compare "
     "its text and routing with and without the push.",
 )
-folder = st.text_input(
-    "Model folder",
-    value=str(DEMO_MODEL_DIR),
-    key="steering_model",
-    help="A local Mixture-of-Experts checkpoint (a Hugging Face folder). The default is the built-in demo model.",
-).strip()
-with explained():
-    backend = s.load_backend(folder)
+place = choose_place()
+if place.remote:
+    with explained():
+        backend = connected(place.servers[0], place.token) if place.servers else None
+    if backend is None:
+        st.info("Enter the URL of a GPU server (`polyroute serve`) in the sidebar.", icon=":material/info:")
+        st.stop()
+    st.markdown(describe(backend.info(), "The GPU server"))
+    model_key = place.servers[0]
+else:
+    folder = st.text_input(
+        "Model folder",
+        value=str(DEMO_MODEL_DIR),
+        key="steering_model",
+        help="A local Mixture-of-Experts checkpoint (a Hugging Face folder). The default is the built-in demo model.",
+    ).strip()
+    with explained():
+        backend = s.load_backend(folder)
+    model_key = folder
 info = backend.info()
 moe = list(info.moe_layers)
 
@@ -131,7 +143,7 @@ with explained():
 if not prompt.strip():
     st.info("Type a prompt above for the model to continue.", icon=":material/info:")
     st.stop()
-asked = (folder, prompt, max_new_tokens, plan.to_json())
+asked = (model_key, prompt, max_new_tokens, plan.to_json())
 if st.button("Generate", type="primary", key="steering_generate"):
     with st.spinner("Generating without and with the plan…"), explained():
         st.session_state["steering_result"] = (asked, s.compare(backend, prompt, max_new_tokens, plan))

@@ -62,7 +62,12 @@ NAVIGATION = (
     (
         "Intervene",
         (
-            # Adapt joins this section with its issue.
+            PageLink(
+                "pages/adapt.py",
+                "Adapt",
+                ":material/model_training:",
+                "train only the experts that serve one language (RISE) and compare every language's loss",
+            ),
             PageLink(
                 "pages/steering.py",
                 "Steering",
@@ -136,7 +141,8 @@ def kept(key: str, options: Sequence[object], default: object) -> str:
     return key
 
 
-def _keep(key: str) -> None:
+def keep(key: str) -> None:
+    """The `on_change` of a `remembered` widget: copy its value to the kept choice."""
     st.session_state[key] = st.session_state[f"widget_{key}"]
 
 
@@ -145,7 +151,7 @@ def store_path() -> str:
     return st.sidebar.text_input(
         "Store file",
         key=remembered("store_path", str(default_db())),
-        on_change=_keep,
+        on_change=keep,
         args=("store_path",),
         help="A DuckDB file written by Polyroute (`polyroute trace`, `polyroute demo` or the Collect page).",
     ).strip()
@@ -234,5 +240,5 @@ def _select(label: str, options: Sequence[T], key: str, default: T, show: Callab
     if st.session_state.get(key) not in options:
         st.session_state[key] = default
     return st.sidebar.selectbox(
-        label, options, key=remembered(key, default), on_change=_keep, args=(key,), format_func=show
+        label, options, key=remembered(key, default), on_change=keep, args=(key,), format_func=show
     )

@@ -19,6 +19,7 @@ import pandas as pd
 import streamlit as st
 
 from moe_core.analysis import rise
+from moe_core.backends.base import Backend
 from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.steering import LayerExperts, SteeringPlan
 from polyroute import plans
@@ -114,7 +115,7 @@ class Comparison:
     masses: pd.DataFrame  # layer, generation, mass, experts, in_band
 
 
-def compare(backend: HFBackend, prompt: str, max_new_tokens: int, plan: SteeringPlan) -> Comparison:
+def compare(backend: Backend, prompt: str, max_new_tokens: int, plan: SteeringPlan) -> Comparison:
     from moe_core.backends.base import GenerationParams
 
     params = GenerationParams(max_new_tokens=max_new_tokens)
