@@ -13,7 +13,7 @@ $(VENV)/bin/python:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 
-$(VENV)/.runtime: requirements.txt pyproject.toml | $(VENV)/bin/python
+$(VENV)/.runtime: requirements.txt requirements-base.txt pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@

@@ -124,6 +124,30 @@ def test_an_ablated_logit_is_never_selected_even_where_it_would_tie(rule):
     assert torch.isfinite(weights).all()
 
 
+@pytest.mark.parametrize(
+    "rule",
+    [
+        RoutingRule(name=SOFTMAX_TOPK, top_k=2, renorm=True),
+        RoutingRule(name=SOFTMAX_GROUP_TOPK, top_k=2, n_group=2, topk_group=1, scale=2.0),
+        RoutingRule(name=SIGMOID_BIAS_GROUP_TOPK, top_k=2, n_group=2, topk_group=1, renorm=True),
+        RoutingRule(name=TOPK_SOFTMAX, top_k=2),
+    ],
+    ids=lambda rule: rule.name,
+)
+def test_forced_experts_win_a_tie_with_the_best_expert(rule):
+    # Hard steering lifts experts 5 and 7 to one float32 step above the best logit (experts 0 and 1);
+    # in a bf16 router that step rounds away and all four tie, and torch.topk breaks ties its own way
+    # (the group rules, whose groups tie too, keep the first group).
+    logits = torch.tensor([[3.0, 3.0, -1.0, -1.0, -1.0, 3.0, -1.0, 3.0]])
+    forced = torch.zeros(8, dtype=torch.bool)
+    forced[[5, 7]] = True
+    weights, ids = score(rule, logits, bias=torch.zeros(8), forced=forced)
+    assert sorted(ids.tolist()[0]) == [5, 7]
+    unforced = score(rule, logits, bias=torch.zeros(8))[1]
+    assert sorted(unforced.tolist()[0]) != [5, 7]  # without `forced` a tie drops one: the case is real
+    assert torch.isfinite(weights).all()
+
+
 def test_a_model_defined_rule_is_refused(tiny_model):
     backend = HFBackend(tiny_model("flex_olmo"))
     layer = backend.info().moe_layers[0]

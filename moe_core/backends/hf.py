@@ -68,7 +68,7 @@ class HFBackend(Backend):
         config = load_config(path)
         self._adapter = resolve_adapter(config)
         n_experts, top_k = self._adapter.n_experts(config), self._adapter.top_k(config)
-        self._tokenizer = _load_tokenizer(path, self.options.template)
+        self._tokenizer = load_tokenizer(path, self.options.template)
         self._model = _load_model(path, self.options)
         self._sites = find_routers(self._model)
         self._max_tokens = min(self.options.max_tokens, getattr(config, "max_position_embeddings", 1 << 30))
@@ -230,7 +230,7 @@ class HFBackend(Backend):
         )
 
 
-def _load_tokenizer(path: Path, template: str) -> Any:
+def load_tokenizer(path: Path, template: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (ValueError, OSError) as error:

@@ -9,7 +9,8 @@ is chosen declaratively from the family adapter's scoring formula (`MoEAdapter.s
 Two additions keep the interventions meaningful under every rule, and change nothing when no
 logit is steered: a logit of -inf (ablation) is never selected, even where a correction bias or
 a zero probability would otherwise tie with it; and `forced` experts (hard steering) win the
-group and top-k selection of the correction-bias rule, where the bias alone could keep them out.
+group and top-k selection: one float32 step above a token's best logit can round away in the
+softmax (or lose to a correction bias), and a tie must not keep a forced expert out.
 """
 
 from __future__ import annotations
@@ -79,30 +80,41 @@ def score(
     marks hard-steered experts, `excluded` [E] ablated ones (their logits are -inf).
     """
     if rule.name == SOFTMAX_TOPK:
-        return _softmax_topk(rule, logits, excluded)
+        return _softmax_topk(rule, logits, excluded, forced)
     if rule.name == SOFTMAX_GROUP_TOPK:
-        return _softmax_group_topk(rule, logits, excluded)
+        return _softmax_group_topk(rule, logits, excluded, forced)
     if rule.name == SIGMOID_BIAS_GROUP_TOPK:
         if bias is None:
             raise ModelError("the correction-bias rule needs the router's e_score_correction_bias")
         return _sigmoid_bias_group_topk(rule, logits, bias, excluded, forced)
     if rule.name == TOPK_SOFTMAX:
-        values, ids = torch.topk(logits, rule.top_k, dim=-1)
+        ids = torch.topk(_lifted(logits, forced), rule.top_k, dim=-1)[1]
+        values = logits.gather(1, ids)
         return torch.softmax(values, dim=-1, dtype=values.dtype), ids
     if rule.name == SPARSEMIXER:
         return _sparsemixer(rule, logits)
     raise ModelError(f"unknown routing rule {rule.name!r}")
 
 
+def _lifted(scores: torch.Tensor, forced: torch.Tensor | None) -> torch.Tensor:
+    """Selection scores with `forced` experts above every other, keeping their order among themselves."""
+    if forced is None:
+        return scores
+    finite = scores.masked_fill(~torch.isfinite(scores), 0.0)
+    lift = finite.amax(dim=-1, keepdim=True) - finite.amin(dim=-1, keepdim=True) + 1.0
+    return torch.where(forced, scores + lift, scores)
+
+
 def _softmax_topk(
-    rule: RoutingRule, logits: torch.Tensor, excluded: torch.Tensor | None
+    rule: RoutingRule, logits: torch.Tensor, excluded: torch.Tensor | None, forced: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Qwen2/3-MoE, OLMoE, Mixtral (always renormalised), DeepSeek-V2 greedy (scaled)."""
     probs = torch.softmax(logits, dim=-1, dtype=torch.float)
     if excluded is not None:
         # A probability that underflowed to 0 must not tie with an ablated expert's 0.
         probs = probs.masked_fill(excluded, float("-inf"))
-    values, ids = torch.topk(probs, rule.top_k, dim=-1)
+    ids = torch.topk(_lifted(probs, forced), rule.top_k, dim=-1)[1]
+    values = probs.gather(1, ids)
     if rule.renorm:
         values = values / values.sum(dim=-1, keepdim=True)
     return (values * rule.scale if rule.scale != 1.0 else values), ids
@@ -118,17 +130,21 @@ def _group_mask(group_scores: torch.Tensor, rule: RoutingRule, n_experts: int) -
 
 
 def _softmax_group_topk(
-    rule: RoutingRule, logits: torch.Tensor, excluded: torch.Tensor | None
+    rule: RoutingRule, logits: torch.Tensor, excluded: torch.Tensor | None, forced: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """DeepSeek-V2 `group_limited_greedy`: groups ranked by their best probability, top-k inside them."""
     n_experts = logits.shape[-1]
     scores = logits.softmax(dim=-1, dtype=torch.float32)
-    group_scores = scores.view(-1, rule.n_group, n_experts // rule.n_group).max(dim=-1).values
-    scores = scores.masked_fill(~_group_mask(group_scores, rule, n_experts), 0.0)
+    choice = _lifted(scores, forced)
+    group_scores = choice.view(-1, rule.n_group, n_experts // rule.n_group).max(dim=-1).values
+    in_groups = _group_mask(group_scores, rule, n_experts)
+    scores = scores.masked_fill(~in_groups, 0.0)
+    choice = choice.masked_fill(~in_groups, 0.0)
     if excluded is not None:
         scores = scores.masked_fill(excluded, float("-inf"))
-    weights, ids = torch.topk(scores, k=rule.top_k, dim=-1, sorted=False)
-    return weights * rule.scale, ids
+        choice = choice.masked_fill(excluded, float("-inf"))
+    ids = torch.topk(choice, k=rule.top_k, dim=-1, sorted=False)[1]
+    return scores.gather(1, ids) * rule.scale, ids
 
 
 def _sigmoid_bias_group_topk(
@@ -143,10 +159,7 @@ def _sigmoid_bias_group_topk(
     n_experts = logits.shape[-1]
     scores = logits.sigmoid()
     choice = scores + bias
-    if forced is not None:
-        # Lift forced experts above every other choice score, keeping their order among themselves.
-        lift = choice.amax(dim=-1, keepdim=True) - choice.amin(dim=-1, keepdim=True) + 1.0
-        choice = torch.where(forced, choice + lift, choice)
+    choice = _lifted(choice, forced)
     if excluded is not None:
         # sigmoid(-inf) = 0, but 0 + bias could still be chosen: an ablated expert must never be.
         choice = choice.masked_fill(excluded, float("-inf"))

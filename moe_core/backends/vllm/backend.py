@@ -19,7 +19,7 @@ from typing import Any
 from vllm import LLM, SamplingParams
 
 from moe_core.backends.base import Backend, GenerationParams, Generations
-from moe_core.backends.hf import _load_tokenizer
+from moe_core.backends.hf import load_tokenizer
 from moe_core.backends.vllm.describe import describe
 from moe_core.backends.vllm.encoding import Encoded, count_tokens, encode, generated_tokens
 from moe_core.backends.vllm.options import VLLMOptions
@@ -41,7 +41,7 @@ class VLLMBackend(Backend):
         self.options = options or VLLMOptions()
         path = Path(model_dir).expanduser().resolve()
         config, self._info = describe(path, model_id=self.options.model_id)
-        self._tokenizer = _load_tokenizer(path, self.options.template)
+        self._tokenizer = load_tokenizer(path, self.options.template)
         self._max_tokens = min(self.options.max_tokens, getattr(config, "max_position_embeddings", 1 << 30))
         self._llm = LLM(
             model=str(path),
