@@ -77,7 +77,7 @@ def _adapt(args: argparse.Namespace) -> int:
     from moe_core.adapt import AdaptProgress, TrainSettings
     from moe_core.backends.options import HFOptions
     from polyroute.adapting import AdaptRequest, start_adaptation
-    from polyroute.analyze_cli import _ratios as parse_ratios  # the one parser of --ratios
+    from polyroute.analyze_cli import parse_ratios
     from polyroute.output import print_table
 
     missing = [name for name in ("model", "run", "target", "budget") if getattr(args, name) is None]

@@ -150,7 +150,11 @@ def _analyse(store: Store, args: argparse.Namespace, data: RunData) -> AnalysisR
         return analyses.analyze_shared(data, k=args.k, thr=args.thr, group=group)
     if name == "rise":
         return analyses.analyze_rise(
-            data, target=normalise_lang(args.target), budget=args.budget, ratios=_ratios(args.ratios), alpha=args.alpha
+            data,
+            target=normalise_lang(args.target),
+            budget=args.budget,
+            ratios=parse_ratios(args.ratios),
+            alpha=args.alpha,
         )
     if name == "similarity":
         return analyses.analyze_similarity(data, measure=args.measure, clusters=args.clusters, top_n=args.top_n)
@@ -172,7 +176,8 @@ def parse_layers(text: str) -> tuple[int, int]:
     return band
 
 
-def _ratios(text: str) -> tuple[float, float, float]:
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """The shallow,middle,deep shares of K that `--ratios` gives (`analyze rise` and `adapt`)."""
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
