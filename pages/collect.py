@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from moe_core.backends.options import HFOptions
-from moe_core.demo import DEMO_MODEL_DIR, DEMO_MODEL_ID
+from moe_core.demo import DEMO_MODEL_DIR, default_model_id
 from polyroute.collect import current_collection, start_collection
 from polyroute.tracing import TraceRequest
 from polyroute.ui.data import corpus_languages, new_store, shared_store
@@ -93,7 +93,7 @@ else:
         "The default is the tiny demo model that ships with Polyroute.",
     ).strip()
     folder = Path(model_dir).expanduser()
-    usual_name = DEMO_MODEL_ID if folder.resolve() == DEMO_MODEL_DIR.resolve() else folder.name
+    usual_name = default_model_id(folder)
     model_name = left.text_input(
         "Model name in the store",
         placeholder=usual_name,

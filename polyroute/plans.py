@@ -23,6 +23,7 @@ from store import Store
 
 SOFT_STRENGTH = 0.5  # lambda of the published soft-steering runs
 ADAPTIVE_STRENGTH = 0.02  # lambda of the published adaptive runs (about 0.02-0.03)
+WIDEN = "lower the threshold tau (--tau) or widen the layer band (--layers)"  # the page and the CLI name both
 WINDOWS = {"early": 0, "middle": 1, "late": 2}  # window name -> rise.depth_zones zone
 
 
@@ -43,7 +44,7 @@ def task_experts(
     found = analyses.analyze_experts(data, tau=tau, reference=reference)
     chosen = [(layer, expert) for layer, expert, *_ in found.table("specialised").rows]
     band = _band_of(data)
-    _require(chosen, f"no expert passes tau {tau} in layers {_text(band)}: lower --tau or widen --layers")
+    _require(chosen, f"no expert passes tau {tau} in layers {_text(band)}: {WIDEN}")
     source = f"task experts: run {run_id} vs generic run {ref_run_id}, lang {lang}, tau {tau}, layers {_text(band)}"
     return _plan(data, SOFT, band, _entries(chosen), strength, source)
 
@@ -65,7 +66,7 @@ def language_experts(
     found = analyses.analyze_experts(data, tau=tau)
     chosen = [(layer, expert) for code, layer, expert, *_ in found.table("specialised").rows if code == lang]
     band = _band_of(data)
-    _require(chosen, f"no expert passes tau {tau} in layers {_text(band)}: lower --tau or widen --layers")
+    _require(chosen, f"no expert passes tau {tau} in layers {_text(band)}: {WIDEN}")
     source = f"language experts: run {run_id}, lang {lang} vs {ref}, tau {tau}, layers {_text(band)}"
     return _plan(data, SOFT, band, _entries(chosen), strength, source)
 

@@ -37,7 +37,7 @@ def on_server(at: AppTest, url: str) -> AppTest:
 def test_collect_runs_on_the_server_and_stores_here(demo_server, app_db: Path):
     at = on_server(open_page("pages/collect.py"), demo_server.url)
     assert "collect_model" not in [box.key for box in at.text_input]  # the server has its model
-    assert any(f"{demo_server.url} runs **model**" in m.value for m in at.markdown)
+    assert any(f"{demo_server.url} runs **polyroute-demo**" in m.value for m in at.markdown)
     at.multiselect(key="collect_langs_builtin_all").set_value(["eng_Latn", "rus_Cyrl"]).run()
     at.number_input(key="collect_limit").set_value(4).run()
     at.button[0].click().run()

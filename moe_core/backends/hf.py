@@ -23,6 +23,7 @@ from moe_core.backends.base import Backend, GenerationParams, Generations
 from moe_core.backends.options import HFOptions
 from moe_core.backends.pieces import token_pieces as _pieces
 from moe_core.capture import CapturedRouting, RoutingCapture
+from moe_core.demo import default_model_id
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.steering import SteeringPlan
@@ -73,7 +74,7 @@ class HFBackend(Backend):
         self._sites = find_routers(self._model)
         self._max_tokens = min(self.options.max_tokens, getattr(config, "max_position_embeddings", 1 << 30))
         self._info = ModelInfo(
-            model_id=self.options.model_id or path.name,
+            model_id=self.options.model_id or default_model_id(path),
             arch=config.architectures[0],
             family=self._adapter.family,
             source=str(path),

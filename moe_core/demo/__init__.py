@@ -15,4 +15,11 @@ DEMO_MODEL_DIR = Path(__file__).parent / "model"
 DEMO_MODEL_ID = "polyroute-demo"
 TRAINING_RECORD = "training.json"
 
-__all__ = ["DEMO_MODEL_DIR", "DEMO_MODEL_ID", "TRAINING_RECORD"]
+
+def default_model_id(folder: Path) -> str:
+    """The name a checkpoint gets in the store when none is given: its folder's name, except the
+    demo model's folder (named `model`), which is the demo model wherever it is loaded."""
+    return DEMO_MODEL_ID if folder.resolve() == DEMO_MODEL_DIR.resolve() else folder.name
+
+
+__all__ = ["DEMO_MODEL_DIR", "DEMO_MODEL_ID", "TRAINING_RECORD", "default_model_id"]

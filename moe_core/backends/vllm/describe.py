@@ -16,6 +16,7 @@ from transformers import AutoModelForCausalLM
 
 from moe_core.adapters import find_routers, resolve_adapter
 from moe_core.backends.hf import config_hash, load_config
+from moe_core.demo import default_model_id
 from moe_core.records import ModelInfo
 
 
@@ -29,7 +30,7 @@ def describe(model_dir: Path, *, model_id: str | None = None) -> tuple[Any, Mode
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
     return config, ModelInfo(
-        model_id=model_id or model_dir.name,
+        model_id=model_id or default_model_id(model_dir),
         arch=config.architectures[0],
         family=adapter.family,
         source=str(model_dir),
