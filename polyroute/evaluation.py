@@ -8,7 +8,7 @@ setting that decides its numbers, and marks it failed when it stops early.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from moe_core.evaluation.tasks import check_fields, get_task
 from moe_core.records import TaskScore
 from moe_core.steering.plan import SteeringPlan
 from polyroute.tracing import hf_backend, record_corpus
-from store import StoreError, open_store
+from store import Store, StoreError, open_store
 from store import writer as w
 
 ProgressFactory = Callable[[int, int], Callable[[int], None]]  # (run_id, generations) -> on_batch(n)
@@ -37,7 +37,7 @@ class EvalRequest:
     langs: list[str]
     split: str | None = None
     limit: int | None = None
-    plan: Path | None = None
+    plan: Path | SteeringPlan | None = None  # a plan file, or a plan the caller built
     sweep: Sweep | None = None
     max_new_tokens: int | None = None  # None: the task's own budget
     batch_size: int = 8
@@ -51,17 +51,20 @@ class EvalOutcome:
     n_items: int
 
 
-def run_evaluation(request: EvalRequest, progress: ProgressFactory | None = None) -> EvalOutcome:
-    """Create an evaluation run, generate and score every variant, and store the results."""
+def run_evaluation(
+    request: EvalRequest, progress: ProgressFactory | None = None, *, store: Store | None = None
+) -> EvalOutcome:
+    """Create an evaluation run, generate and score every variant, and store the results, in `store`
+    when the caller holds it open (the app) or else in the store file `request.db`."""
     task = get_task(request.task)
     if request.limit is not None and request.limit < 1:
         raise PolyrouteError("--limit must be at least 1")
     if request.max_new_tokens is not None and request.max_new_tokens < 1:
         raise PolyrouteError("--max-new-tokens must be at least 1")
-    plan = SteeringPlan.load(request.plan) if request.plan is not None else None
+    plan = SteeringPlan.load(request.plan) if isinstance(request.plan, Path) else request.plan
     if request.sweep is not None and plan is None:
         raise PolyrouteError(f"--sweep {request.sweep} sweeps a plan: pass --plan plan.json too")
-    with open_store(request.db) as store:
+    with nullcontext(store) if store else open_store(request.db) as store:
         # A translation task reads its source language too, and only items that have it.
         wanted = list(dict.fromkeys([*request.langs, *([task.source_lang] if task.source_lang else [])]))
         corpus = load_corpus(request.corpus, wanted, request.split)
@@ -93,7 +96,7 @@ def run_evaluation(request: EvalRequest, progress: ProgressFactory | None = None
                 "decoding": asdict(params),
                 "batch_size": request.batch_size,
                 "prompt_template": corpus.template,
-                "plan_source": None if request.plan is None else str(request.plan),
+                "plan_source": str(request.plan) if isinstance(request.plan, Path) else None,
                 "plan": None if plan is None else plan.to_dict(),
                 "sweep": None if request.sweep is None else str(request.sweep),
                 "variants": [name for name, _ in variants],
