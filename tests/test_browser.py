@@ -106,6 +106,12 @@ def change_a_control(page: Page, label: str) -> None:
         settle(page, main.get_by_role("heading", name="Where the routing moved"))
         main.get_by_test_id("stVegaLiteChart").locator("svg.marks, canvas").first.wait_for()
         assert main.get_by_text("With the plan", exact=True).count() == 1
+    elif label == "Adapt":
+        budget = main.get_by_role("spinbutton", name="Experts to train (K)")
+        budget.fill("4")
+        budget.press("Enter")
+        settle(page, main.get_by_text("The 4 selected experts, in selection order"))
+        main.get_by_test_id("stVegaLiteChart").locator("svg.marks, canvas").first.wait_for()
     elif label == "Evaluate":
         main.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Score", exact=True)).click()
         page.get_by_role("option", name="language_consistency").click()

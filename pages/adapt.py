@@ -1,0 +1,161 @@
+"""Adapt (RISE): choose a language and a budget, see the experts its routing singles out on a layer x
+expert map (no model needed), train only those experts in the background, and compare every
+language's held-out loss before and after; past adaptations of the store reopen below."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from moe_core.adapt import TrainSettings
+from moe_core.analysis.rise import DEFAULT_RATIOS
+from moe_core.demo import DEMO_MODEL_DIR
+from polyroute.adapting import AdaptRequest
+from polyroute.ui import adapt as a
+from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
+
+page(
+    "Adapt",
+    "Find the experts that serve one language (RISE: specific experts in shallow and deep layers, shared ones "
+    "in the middle), train only them on that language's text, and see how every language's loss moves.",
+)
+choice = choose_run(choose_store())
+store, run = choice.store, choice.run
+new_tab, past_tab = st.tabs(["Adapt a language", "Past adaptations"])
+
+# Filled first, so that a problem that ends the page in the other tab still leaves this one drawn.
+with past_tab:
+    past = a.adaptation_runs(store)
+    if not past:
+        st.caption("This store holds no adaptation yet: train one in the first tab or with `polyroute adapt`.")
+    else:
+        by_id = {found.run_id: found for found in reversed(past)}
+        chosen = st.selectbox(
+            "Adaptation run",
+            list(by_id),
+            format_func=lambda run_id: a.run_label(by_id[run_id]),
+            key="adapt_past_run",
+            help="Every adaptation of this store, newest first.",
+        )
+        a.show_adaptation(a.stored_adaptation(store, by_id[chosen]), "past")
+
+
+def _status() -> None:
+    """The running (or last) adaptation of this store: a progress bar per stage, then its outcome."""
+    job = a.current_adaptation(store)
+    if job is None:
+        return
+    state = job.snapshot()
+    if state.running:
+        st.progress(state.fraction, text=state.text)
+    elif state.outcome is not None:
+        outcome = state.outcome
+        st.success(
+            f"Run {outcome.run_id} is complete: {outcome.n_trained:,} weights of {len(outcome.subnetwork.experts)} "
+            f"experts trained in {outcome.training.steps} steps; {lang_name(outcome.before[0].lang)}'s held-out "
+            f"loss went from {outcome.before[0].loss:.3f} to {outcome.after[0].loss:.3f} ({state.seconds:.0f} s).",
+            icon=":material/check_circle:",
+        )
+    else:
+        st.warning(f"The adaptation stopped: {state.error}", icon=":material/error:")
+    if st.session_state.get("adapt_was_running") and not state.running:
+        st.session_state["adapt_was_running"] = False
+        st.rerun()  # the whole page again: the button comes back and the new run is listed
+    st.session_state["adapt_was_running"] = state.running
+
+
+with new_tab:
+    st.subheader("Which experts to train")
+    langs = choice.langs
+    others = [lang for lang in langs if lang != choice.ref] or langs
+    pick, size, weight = st.columns([2, 1, 1])
+    target = pick.selectbox(
+        "Target language",
+        langs,
+        key=kept(f"adapt_target_{run.run_id}", langs, others[0]),
+        format_func=lang_name,
+        help="The language to improve: its experts are chosen from how this run routed its tokens.",
+    )
+    available = len(choice.layout.layers) * choice.layout.n_experts
+    budget = int(
+        size.number_input(
+            "Experts to train (K)", 1, available, min(8, available), key=f"adapt_budget_{run.run_id}",
+            help=f"How many of the model's {available} routed experts to train.",
+        )
+    )  # fmt: skip
+    alpha = weight.number_input(
+        "Alpha", 0.0, 1000.0, 10.0, 1.0, key="adapt_alpha",
+        help="How much an expert's activation frequency adds to its score (RISE uses 10).",
+    )  # fmt: skip
+    shares = st.columns(3)
+    shallow, middle, deep = (
+        float(column.number_input(f"Share of K: {zone} layers", 0.0, 1.0, default, 0.05, key=f"adapt_ratio_{zone}"))
+        for column, zone, default in zip(shares, ("shallow", "middle", "deep"), DEFAULT_RATIOS, strict=True)
+    )
+    ratios = (shallow, middle, deep)
+    if problem := a.ratio_problem(ratios):
+        st.warning(problem, icon=":material/info:")
+        st.stop()
+    with explained():
+        subnetwork = a.preview(choice.path, run.run_id, choice.version, target, budget, ratios, float(alpha))
+    st.altair_chart(
+        a.expert_map(
+            a.map_frame(subnetwork.layers, subnetwork.n_layers, subnetwork.n_experts, subnetwork.experts),
+            title=f"The {budget} experts RISE selects for {lang_name(target)} (run {run.run_id})",
+        ),
+        key="adapt_map",
+    )
+    with st.expander(f"The {budget} selected experts, in selection order"):
+        st.dataframe(a.expert_frame(subnetwork.experts), hide_index=True, key="adapt_selected")
+
+    st.subheader("Train them")
+    folder = st.text_input(
+        "Model folder",
+        value=str(DEMO_MODEL_DIR),
+        key="adapt_model",
+        help=f"The checkpoint run {run.run_id} traced ({run.model_id}). The default is the demo model.",
+    ).strip()
+    steps_col, epochs_col, lr_col, batch_col, seed_col = st.columns(5)
+    max_steps = steps_col.number_input("Steps (at most)", 1, 100_000, 20, key="adapt_steps")
+    epochs = epochs_col.number_input("Epochs", 1, 100, 1, key="adapt_epochs")
+    lr = lr_col.number_input("Learning rate", 1e-6, 0.5, 2e-3, format="%.4f", key="adapt_lr")
+    batch_size = batch_col.number_input("Batch size", 1, 256, 8, key="adapt_batch")
+    seed = seed_col.number_input("Seed", 0, 2**31 - 1, 0, key="adapt_seed")
+    st.caption(
+        "Training uses the built-in corpus's training texts in the target language; the loss is measured on its "
+        "held-out texts in every language of the run, before and after."
+    )
+
+    job = a.current_adaptation(store)
+    running = job is not None and job.snapshot().running
+    problem = a.model_problem(folder, choice.path, run.model_id)
+    if not store.writable:
+        problem = f"This app opened the store read-only, so it cannot train: {store.why_read_only}"
+    if problem:
+        st.info(problem, icon=":material/info:")
+    if st.button("Train", type="primary", disabled=bool(problem) or running, key="adapt_train"):
+        request = AdaptRequest(
+            db=Path(choice.path),
+            model=Path(folder).expanduser(),
+            run_id=run.run_id,
+            target=target,
+            budget=budget,
+            ratios=ratios,
+            alpha=float(alpha),
+            settings=TrainSettings(
+                epochs=int(epochs), lr=float(lr), batch_size=int(batch_size), max_steps=int(max_steps), seed=int(seed)
+            ),
+        )
+        with explained():
+            request.settings.check()
+            a.start_training(store, request)
+        st.session_state["adapt_was_running"] = True
+        st.rerun()
+    # Every 2 s, as the Collect page polls: faster polling starves other sessions on a small machine.
+    st.fragment(_status, run_every=2.0 if running else None)()
+    if job is not None and (outcome := job.snapshot().outcome) is not None:
+        trained = next((r for r in a.adaptation_runs(store) if r.run_id == outcome.run_id), None)
+        if trained is not None:
+            # Its map is the one above, unless the choices changed since: the Past tab draws it.
+            a.show_adaptation(a.stored_adaptation(store, trained), "new", with_map=False)

@@ -1,0 +1,131 @@
+"""Background jobs of the app: work that writes a store (a trace run, an adaptation) in a thread of
+the app's process, through the app's shared store, while every page keeps reading it.
+
+Jobs are kept in a process-wide registry by store and kind, so a user can leave a page (or open it
+in another tab) and still find the job and its progress. One job at a time writes a store, whatever
+its kind: the store has one writing process, and two jobs writing it at once would also race for
+the same rows (the model, the corpus) and for the same few CPU cores. A job's thread never touches
+Streamlit; pages poll `Job.snapshot()`. A failure becomes the job's `error`, never the app's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from moe_core.errors import PolyrouteError
+from store import SharedStore, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+DONE, FAILED = "done", "failed"
+
+
+class Outcome(Protocol):
+    @property
+    def run_id(self) -> int: ...
+
+
+OutcomeT = TypeVar("OutcomeT", bound=Outcome)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobState(Generic[OutcomeT]):
+    """Where a job stands: `stage` is the job's own (loading first), then done or failed."""
+
+    stage: str = "loading"
+    run_id: int | None = None
+    error: str = ""
+    outcome: OutcomeT | None = None
+    started: float = field(default_factory=time.monotonic)
+    finished: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.stage not in (DONE, FAILED)
+
+    @property
+    def seconds(self) -> float:
+        return (self.finished or time.monotonic()) - self.started
+
+
+S = TypeVar("S", bound=JobState[Any])
+
+
+class Job(ABC, Generic[S]):
+    """One job in its own thread; `snapshot()` reads its state at any time, `wait()` joins it."""
+
+    kind: ClassVar[str]  # the registry's key beside the store, e.g. "collection"
+    what: ClassVar[str]  # how messages name it, e.g. "a collection"
+
+    def __init__(self, store: SharedStore, state: S) -> None:
+        self._store = store
+        self._lock = threading.Lock()
+        self._state = state
+        self._thread = threading.Thread(target=self._run, name=f"{self.kind} {store.path}", daemon=True)
+
+    def start(self) -> None:
+        """Run the job in its thread (`start_job` calls this once it has registered the job)."""
+        self._thread.start()
+
+    def snapshot(self) -> S:
+        with self._lock:
+            return self._state
+
+    def wait(self, timeout: float | None = None) -> S:
+        self._thread.join(timeout)
+        return self.snapshot()
+
+    def _update(self, **changes: Any) -> None:
+        with self._lock:
+            self._state = replace(self._state, **changes)
+
+    @abstractmethod
+    def work(self, store: Store) -> Outcome:
+        """The job itself, in its thread, on a writable cursor of the shared store."""
+
+    def _run(self) -> None:
+        try:
+            with self._store.writing() as store:
+                outcome = self.work(store)
+            self._update(stage=DONE, outcome=outcome, run_id=outcome.run_id, finished=time.monotonic())
+        except (PolyrouteError, StoreError) as error:
+            self._update(stage=FAILED, error=str(error), finished=time.monotonic())
+        except Exception as error:  # a bug: keep the app serving, say what broke, log the details
+            log.exception("%s into %s failed", self.kind, self._store.path)
+            self._update(stage=FAILED, error=f"{type(error).__name__}: {error}", finished=time.monotonic())
+
+
+J = TypeVar("J", bound=Job[Any])
+
+_jobs: dict[tuple[Path, str], Job[Any]] = {}
+_registry = threading.Lock()
+
+
+def current_job(store: SharedStore, kind: str) -> Job[Any] | None:
+    """The latest job of `kind` on `store` in this process (running or finished), if any."""
+    with _registry:
+        return _jobs.get((store.path, kind))
+
+
+def start_job(store: SharedStore, job: J) -> J:
+    """Start `job` on `store`; refused when the store is read-only here or another job writes it."""
+    if not store.writable:
+        raise StoreError(f"this app cannot write {store.path}: {store.why_read_only}")
+    with _registry:
+        for (path, _), other in _jobs.items():
+            state = other.snapshot()
+            if path == store.path and state.running:
+                run = f" (run {state.run_id})" if state.run_id is not None else ""
+                raise PolyrouteError(
+                    f"{other.what} into {store.path} is already running{run}; wait for it to finish, "
+                    "since one job at a time writes a store"
+                )
+        _jobs[(store.path, job.kind)] = job
+        job.start()
+    return job
