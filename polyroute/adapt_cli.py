@@ -1,7 +1,8 @@
-"""`polyroute adapt --model DIR --run RUN_ID --target ben_Beng --budget K`: train only the RISE expert
-subnetwork of a language (an `adaptation` run in the store with each language's held-out loss
-before and after, and an adapter folder with the trained slices); `polyroute adapt merge --adapter
-DIR --out DIR`: that adapter merged into its base, a full checkpoint any command loads.
+"""`polyroute adapt --model DIR --run RUN_ID --target ben_Beng --budget K [--task mgsm --task-corpus
+mgsm:DIR]`: train only the RISE expert subnetwork of a language (an `adaptation` run in the store
+with each language's held-out loss, and the task's scores, before and after, and an adapter folder
+with the trained slices); `polyroute adapt merge --adapter DIR --out DIR`: that adapter merged into
+its base, a full checkpoint any command loads.
 
 Kept apart from the engine so that `polyroute --help` does not load torch.
 """
@@ -18,6 +19,7 @@ from moe_core.analysis.rise import DEFAULT_RATIOS
 from moe_core.corpora import BUILTIN
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
+from polyroute.eval_cli import TASK_NAMES
 
 DEFAULT_SPLITS = {"train": "train", "eval": "heldout"}  # of the built-in corpus
 
@@ -41,6 +43,9 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     adapt.add_argument("--eval-corpus", default=BUILTIN, help="held-out texts to score before and after")
     adapt.add_argument("--eval-split", help="its split (default: heldout for the built-in corpus)")
     adapt.add_argument("--langs", help="languages to score (default: every language of the trace run)")
+    adapt.add_argument("--task", help=f"also score a benchmark before and after: one of {', '.join(TASK_NAMES)}")
+    adapt.add_argument("--task-corpus", help="the task's local copy, e.g. mgsm:DIR or belebele:DIR")
+    adapt.add_argument("--task-limit", type=int, help="score only the task's first N items")
     adapt.add_argument("--epochs", type=int, default=1, help="passes over the training texts (default 1)")
     adapt.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     adapt.add_argument("--batch-size", type=int, default=8, help="texts per step (default 8)")
@@ -105,6 +110,9 @@ def _adapt(args: argparse.Namespace) -> int:
         eval_corpus=args.eval_corpus,
         eval_split=_split(args.eval_split, args.eval_corpus, "eval"),
         eval_langs=parse_langs(args.langs) if args.langs else None,
+        task=args.task,
+        task_corpus=args.task_corpus,
+        task_limit=args.task_limit,
         settings=settings,
         out=args.out,
         options=HFOptions(device=args.device, dtype=args.dtype),
@@ -142,6 +150,15 @@ def _adapt(args: argparse.Namespace) -> int:
         for b, a in zip(outcome.before, outcome.after, strict=True)
     ]
     print_table(("lang", "loss_before", "loss_after", "change", "ppl_before", "ppl_after"), rows)
+    if outcome.task_before:
+        print()
+        print_table(
+            ("task", "lang", "metric", "before", "after", "change", "n"),
+            [
+                (b.task, b.lang, b.metric, f"{b.value:.4g}", f"{a.value:.4g}", f"{a.value - b.value:+.4g}", b.n)
+                for b, a in zip(outcome.task_before, outcome.task_after, strict=True)
+            ],
+        )
     print(
         f"run {outcome.run_id}: trained {len(outcome.subnetwork.experts)} experts of {outcome.subnetwork.target} "
         f"({outcome.n_trained:,} weights) in {outcome.training.steps} steps; adapter in {outcome.adapter_dir} "

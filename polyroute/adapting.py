@@ -1,9 +1,10 @@
 """Adaptation runs (RISE), end to end: a trace run's routing -> the selected experts -> training only
-them on target-language text -> held-out loss per language before and after -> an `adaptation` run
-in the store and an adapter folder (the trained slices and a manifest) on disk.
+them on target-language text -> held-out loss per language before and after (and, given a task
+corpus, the task's scores) -> an `adaptation` run in the store and an adapter folder (the trained
+slices and a manifest) on disk.
 
 The composition root of one job, shared by the CLI and the app, like tracing.py: every input is
-checked (the trace run, target, budget, ratios, corpora, the model and that the run traced it)
+checked (the trace run, target, budget, ratios, corpora, the task, the model and that the run traced it)
 before anything is written, so a bad request leaves the store as it was; the run's rows are
 written in one transaction when training is done, and the run is marked failed if it stops early.
 `select` previews the subnetwork from the store alone, without loading a model.
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from moe_core.adapt import AdaptProgress, LanguageLoss, ProgressCallback, TrainingLog, TrainSettings
+from moe_core.adapt.task import TaskItems, score_task, task_items
 from moe_core.analysis.rise import DEFAULT_RATIOS, ZONES, depth_zones
 from moe_core.backends.options import HFOptions
 from moe_core.corpora import BUILTIN, ParallelCorpus, load_corpus
@@ -113,6 +115,9 @@ class AdaptRequest:
     eval_corpus: str = BUILTIN
     eval_split: str | None = "heldout"
     eval_langs: Sequence[str] | None = None  # default: every language of the trace run
+    task: str | None = None  # a benchmark task (moe_core.evaluation.tasks) scored before and after, in eval_langs
+    task_corpus: str | None = None  # its local copy, NAME:DIR (or NAME, from the Hub)
+    task_limit: int | None = None  # score only the first N items
     settings: TrainSettings = field(default_factory=TrainSettings)
     out: Path | None = None  # the adapter folder (default: adapters/ beside the store)
     options: HFOptions = field(default_factory=HFOptions)
@@ -125,6 +130,8 @@ class AdaptOutcome:
     subnetwork: Subnetwork
     before: list[LanguageLoss]  # target first, then the other languages
     after: list[LanguageLoss]
+    task_before: list[TaskScore]  # the task's scores, language by language (empty without a task)
+    task_after: list[TaskScore]  # in the order of task_before
     training: TrainingLog
     n_trained: int  # weights trained
 
@@ -156,8 +163,10 @@ def start_adaptation(
         saved = False
         try:
             before = language_losses(model, tokenizer, eval_texts, stage="before", progress=progress)
+            task_before, answers_before = score_task(job.backend, job.task, "before", progress)
             log = train_subnetwork(model, tokenizer, job.slices, job.train_texts, request.settings, progress)
             after = language_losses(model, tokenizer, eval_texts, stage="after", progress=progress)
+            task_after, answers_after = score_task(job.backend, job.task, "after", progress)
             record = {
                 **job.params,
                 "adaptation_run": run_id,
@@ -169,7 +178,11 @@ def start_adaptation(
             save_adapter(job.out, model, job.slices, record, slices_digest(job.base_values))
             saved = True
             w.write_adaptation(
-                store, run_id, job.subnetwork.experts, _scores(before, "before") + _scores(after, "after")
+                store,
+                run_id,
+                job.subnetwork.experts,
+                [*_scores(before, "before"), *_scores(after, "after"), *task_before, *task_after],
+                [*answers_before, *answers_after],
             )
         except BaseException:
             # The original error is what the user needs; a store too broken to take the status adds nothing.
@@ -185,6 +198,8 @@ def start_adaptation(
             subnetwork=job.subnetwork,
             before=before,
             after=after,
+            task_before=task_before,
+            task_after=task_after,
             training=log,
             n_trained=sum(int(value.numel()) for value in job.base_values.values()),
         )
@@ -198,6 +213,7 @@ class _Job:
     train_corpus: ParallelCorpus
     train_texts: list[str]
     eval_texts: dict[str, list[str]]  # target first
+    task: TaskItems | None
     out: Path
     backend: Any  # HFBackend (its module imports torch)
     tokenizer: Any
@@ -221,6 +237,7 @@ def _prepare(store: Store, request: AdaptRequest, progress: ProgressCallback | N
     eval_corpus = load_corpus(request.eval_corpus, eval_langs, request.eval_split)
     train_texts = _texts(train_corpus, [target], "--train-corpus")[target]
     eval_texts = _texts(eval_corpus, eval_langs, "--eval-corpus")
+    task = task_items(request.task, request.task_corpus, request.task_limit, eval_langs)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = request.out or store.path.parent / "adapters" / f"{subnetwork.model_id}-{target}-k{request.budget}-{stamp}"
     check_new_folder(out, "--out")
@@ -239,12 +256,13 @@ def _prepare(store: Store, request: AdaptRequest, progress: ProgressCallback | N
         train_corpus=train_corpus,
         train_texts=train_texts,
         eval_texts=eval_texts,
+        task=task,
         out=out,
         backend=backend,
         tokenizer=AutoTokenizer.from_pretrained(info.source),
         slices=slices,
         base_values=slice_values(backend.model, slices),
-        params=_params(request, subnetwork, eval_langs, out, info.source),
+        params=_params(request, subnetwork, eval_langs, task, out, info.source),
     )
 
 
@@ -264,7 +282,12 @@ def _texts(corpus: ParallelCorpus, langs: Sequence[str], option: str) -> dict[st
 
 
 def _params(
-    request: AdaptRequest, subnetwork: Subnetwork, eval_langs: list[str], out: Path, source: str
+    request: AdaptRequest,
+    subnetwork: Subnetwork,
+    eval_langs: list[str],
+    task: TaskItems | None,
+    out: Path,
+    source: str,
 ) -> dict[str, Any]:
     """Every setting that decides the run's numbers (runs.params, and the adapter's manifest)."""
     return {
@@ -279,6 +302,7 @@ def _params(
         "eval_corpus": str(request.eval_corpus),
         "eval_split": request.eval_split,
         "langs": eval_langs,
+        "task": task.record() if task else None,
         "settings": asdict(request.settings),
         "adapter_dir": str(out),
         "base_model": source,

@@ -270,22 +270,25 @@ def adaptation_experts(store: Store, run_id: int) -> list[AdaptedExpert]:
 
 @dataclass(frozen=True, kw_only=True)
 class AdaptationScore:
-    """One language's held-out score before and after an adaptation (`change` = after - before)."""
+    """One language's score before and after an adaptation (`change` = after - before): its held-out
+    loss and perplexity (task `causal_lm`) or, when a task corpus was given, that task's metrics."""
 
     lang: str
-    metric: str  # loss | perplexity
+    metric: str  # loss | perplexity, or the task's: accuracy | chrf++ | language_consistency | exact_match | f1
     before: float
     after: float
     change: float
-    n: int  # tokens predicted
+    n: int  # tokens predicted (causal_lm), items scored (a task)
+    task: str = ADAPTATION_TASK
 
 
 def adaptation_scores(store: Store, run_id: int) -> list[AdaptationScore]:
-    """Before/after scores of adaptation run `run_id`, per language and metric (by language, metric)."""
+    """Before/after scores of adaptation run `run_id`, per task, language and metric: the held-out
+    losses first (by language, metric), then the task's scores (by task, language, metric)."""
     rows = store.con.execute(
         "SELECT lang, metric, max(value) FILTER (WHERE variant = 'before') AS before, "
-        "max(value) FILTER (WHERE variant = 'after') AS after, after - before, max(n) "
-        "FROM eval_results WHERE run_id = ? AND task = ? GROUP BY lang, metric ORDER BY lang, metric",
+        "max(value) FILTER (WHERE variant = 'after') AS after, after - before, max(n), task "
+        "FROM eval_results WHERE run_id = ? GROUP BY task, lang, metric ORDER BY task <> ?, task, lang, metric",
         [run_id, ADAPTATION_TASK],
     ).fetchall()
     return _as(AdaptationScore, rows)

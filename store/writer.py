@@ -172,17 +172,20 @@ def _insert_all(store: Store, tables: Mapping[str, pa.Table]) -> None:
                 con.unregister("new_rows")
 
 
-def write_evaluation(
-    store: Store, run_id: int, scores: Sequence[TaskScore], answers: Sequence[GeneratedAnswer]
-) -> None:
-    """Store an evaluation's scores and generated answers, all or nothing."""
-    answer_rows = pa.table(
+def _answer_rows(run_id: int, answers: Sequence[GeneratedAnswer]) -> pa.Table:
+    return pa.table(
         {
             "run_id": pa.array([run_id] * len(answers), pa.int32()),
             **{name: pa.array([getattr(a, name) for a in answers], pa.string()) for name in GENERATION_COLUMNS},
         }
     )
-    _insert_all(store, {"eval_results": _score_rows(run_id, scores), "generations": answer_rows})
+
+
+def write_evaluation(
+    store: Store, run_id: int, scores: Sequence[TaskScore], answers: Sequence[GeneratedAnswer]
+) -> None:
+    """Store an evaluation's scores and generated answers, all or nothing."""
+    _insert_all(store, {"eval_results": _score_rows(run_id, scores), "generations": _answer_rows(run_id, answers)})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -200,8 +203,15 @@ class AdaptedExpert:
     mean_freq: float
 
 
-def write_adaptation(store: Store, run_id: int, experts: Sequence[AdaptedExpert], scores: Sequence[TaskScore]) -> None:
-    """Store the experts an adaptation trained and its before/after scores, all or nothing."""
+def write_adaptation(
+    store: Store,
+    run_id: int,
+    experts: Sequence[AdaptedExpert],
+    scores: Sequence[TaskScore],
+    answers: Sequence[GeneratedAnswer] = (),
+) -> None:
+    """Store the experts an adaptation trained, its before/after scores and, when it was scored on a
+    task, the answers the task scored (variants before and after), all or nothing."""
     columns = [field.name for field in fields(AdaptedExpert)]
     expert_rows = pa.table(
         {
@@ -209,7 +219,14 @@ def write_adaptation(store: Store, run_id: int, experts: Sequence[AdaptedExpert]
             **{name: [getattr(e, name) for e in experts] for name in columns},
         }
     )
-    _insert_all(store, {"adaptation_experts": expert_rows, "eval_results": _score_rows(run_id, scores)})
+    _insert_all(
+        store,
+        {
+            "adaptation_experts": expert_rows,
+            "eval_results": _score_rows(run_id, scores),
+            "generations": _answer_rows(run_id, answers),
+        },
+    )
 
 
 def set_run_status(store: Store, run_id: int, status: str) -> None:

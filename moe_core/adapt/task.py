@@ -1,0 +1,108 @@
+"""A benchmark task scored before and after an adaptation (METHODS.md, "Evaluation"): its items, read
+and checked as `polyroute eval` reads them, and the scores and answers of the model as it is now,
+through the evaluation runner and the backend that holds the model being trained.
+
+No torch and no store: the backend generates, `polyroute.adapting` records what comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from moe_core.adapt.settings import AdaptProgress, ProgressCallback
+from moe_core.backends.base import Backend, GenerationParams
+from moe_core.corpora import TextRow, load_corpus
+from moe_core.errors import CorpusError, PolyrouteError
+from moe_core.evaluation.runner import evaluate
+from moe_core.evaluation.tasks import TaskSpec, check_fields, get_task
+from moe_core.records import GeneratedAnswer, TaskScore
+
+EVAL_BATCH_SIZE = 8  # prompts per generation batch: `polyroute eval`'s default, as padding can move greedy outputs
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskItems:
+    """The items a task scores before and after training, checked against the task."""
+
+    spec: TaskSpec
+    corpus: str  # as given: NAME:DIR (or NAME, from the Hub)
+    limit: int | None
+    rows: list[TextRow]  # the evaluated languages' items, item by item
+    sources: dict[str, TextRow]  # item_id -> its text in spec.source_lang (translation)
+    params: GenerationParams
+    template: str  # the benchmark's prompt template
+
+    def record(self) -> dict[str, Any]:
+        """What decides the task's numbers, recorded with the run."""
+        return {
+            "name": self.spec.name,
+            "corpus": self.corpus,
+            "limit": self.limit,
+            "n_items": len({row.item_id for row in self.rows}),
+            "decoding": asdict(self.params),
+            "batch_size": EVAL_BATCH_SIZE,
+            "prompt_template": self.template,
+        }
+
+
+def task_items(task: str | None, corpus: str | None, limit: int | None, langs: Sequence[str]) -> TaskItems | None:
+    """The items of `task` in every language of `langs` (the target first) from `corpus`; None
+    without a task. Checked before any model loads: an unknown task, a corpus without the task's
+    fields or without one of `langs` is a PolyrouteError that names the fix."""
+    if task is None and corpus is None:
+        return None
+    if task is None or corpus is None:
+        raise PolyrouteError("--task and --task-corpus go together: name the task and its local copy (NAME:DIR)")
+    spec = get_task(task)
+    if limit is not None and limit < 1:
+        raise PolyrouteError("--task-limit must be at least 1")
+    # A translation task reads its source language too, and only items that have it.
+    wanted = list(dict.fromkeys([*langs, *([spec.source_lang] if spec.source_lang else [])]))
+    try:
+        read = load_corpus(corpus, wanted)
+        selected = read.select(wanted, limit, aligned=spec.source_lang is not None)
+        rows = [row for row in selected if row.lang in langs]
+        check_fields(spec, rows, read.source)
+    except CorpusError as error:
+        raise CorpusError(
+            f"--task-corpus {corpus}: {error} (task {spec.name} is scored in the target and every other "
+            "evaluated language; --langs chooses the others)"
+        ) from None
+    return TaskItems(
+        spec=spec,
+        corpus=corpus,
+        limit=limit,
+        rows=rows,
+        sources={row.item_id: row for row in selected if row.lang == spec.source_lang},
+        params=GenerationParams(max_new_tokens=spec.max_new_tokens),
+        template=read.template,
+    )
+
+
+def score_task(
+    backend: Backend, items: TaskItems | None, variant: str, progress: ProgressCallback | None = None
+) -> tuple[list[TaskScore], list[GeneratedAnswer]]:
+    """The task's scores and answers, as variant `variant` (before | after), of the model `backend`
+    holds as it is now: the adaptation trains that very model in place. No task, none of either."""
+    if items is None:
+        return [], []
+    spec, n_rows, done = items.spec, len(items.rows), 0
+
+    def on_batch(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress:
+            progress(AdaptProgress(stage=f"{spec.name} {variant}", done=done, total=n_rows))
+
+    return evaluate(
+        backend,
+        items.spec,
+        items.rows,
+        [(variant, None)],
+        items.params,
+        sources=items.sources,
+        batch_size=EVAL_BATCH_SIZE,
+        on_batch=on_batch,
+    )
