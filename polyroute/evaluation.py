@@ -14,11 +14,10 @@ from pathlib import Path
 
 from moe_core.backends.base import Backend, GenerationParams
 from moe_core.backends.options import HFOptions
-from moe_core.corpora import load_corpus
 from moe_core.errors import PolyrouteError
 from moe_core.evaluation.runner import check_plans, evaluate
 from moe_core.evaluation.sweeps import Sweep, build_variants
-from moe_core.evaluation.tasks import check_fields, get_task
+from moe_core.evaluation.tasks import get_task, read_items
 from moe_core.records import TaskScore
 from moe_core.steering.plan import SteeringPlan
 from polyroute.tracing import hf_backend, record_corpus
@@ -65,13 +64,8 @@ def run_evaluation(
     if request.sweep is not None and plan is None:
         raise PolyrouteError(f"--sweep {request.sweep} sweeps a plan: pass --plan plan.json too")
     with nullcontext(store) if store else open_store(request.db) as store:
-        # A translation task reads its source language too, and only items that have it.
-        wanted = list(dict.fromkeys([*request.langs, *([task.source_lang] if task.source_lang else [])]))
-        corpus = load_corpus(request.corpus, wanted, request.split)
-        selected = corpus.select(wanted, request.limit, aligned=task.source_lang is not None)
-        rows = [row for row in selected if row.lang in request.langs]
-        sources = {row.item_id: row for row in selected if row.lang == task.source_lang}
-        check_fields(task, rows, corpus.source)
+        items = read_items(task, request.corpus, request.langs, request.limit, request.split)
+        corpus, rows = items.corpus, items.rows
         backend = request.model if isinstance(request.model, Backend) else hf_backend(request.model, request.options)
         info = backend.info()
         variants = build_variants(plan, request.sweep, n_layers=info.n_layers, moe_layers=info.moe_layers)
@@ -108,7 +102,14 @@ def run_evaluation(
         try:
             on_batch = progress(run_id, n_planned) if progress else None
             scores, answers = evaluate(
-                backend, task, rows, variants, params, sources=sources, batch_size=request.batch_size, on_batch=on_batch
+                backend,
+                task,
+                rows,
+                variants,
+                params,
+                sources=items.sources,
+                batch_size=request.batch_size,
+                on_batch=on_batch,
             )
             w.write_evaluation(store, run_id, scores, answers)
         except BaseException:

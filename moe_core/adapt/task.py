@@ -13,10 +13,10 @@ from typing import Any
 
 from moe_core.adapt.settings import AdaptProgress, ProgressCallback
 from moe_core.backends.base import Backend, GenerationParams
-from moe_core.corpora import TextRow, load_corpus
+from moe_core.corpora import TextRow
 from moe_core.errors import CorpusError, PolyrouteError
 from moe_core.evaluation.runner import evaluate
-from moe_core.evaluation.tasks import TaskSpec, check_fields, get_task
+from moe_core.evaluation.tasks import TaskSpec, get_task, read_items
 from moe_core.records import GeneratedAnswer, TaskScore
 
 EVAL_BATCH_SIZE = 8  # prompts per generation batch: `polyroute eval`'s default, as padding can move greedy outputs
@@ -58,13 +58,8 @@ def task_items(task: str | None, corpus: str | None, limit: int | None, langs: S
     spec = get_task(task)
     if limit is not None and limit < 1:
         raise PolyrouteError("--task-limit must be at least 1")
-    # A translation task reads its source language too, and only items that have it.
-    wanted = list(dict.fromkeys([*langs, *([spec.source_lang] if spec.source_lang else [])]))
     try:
-        read = load_corpus(corpus, wanted)
-        selected = read.select(wanted, limit, aligned=spec.source_lang is not None)
-        rows = [row for row in selected if row.lang in langs]
-        check_fields(spec, rows, read.source)
+        chosen = read_items(spec, corpus, langs, limit)
     except CorpusError as error:
         raise CorpusError(
             f"--task-corpus {corpus}: {error} (task {spec.name} is scored in the target and every other "
@@ -74,10 +69,10 @@ def task_items(task: str | None, corpus: str | None, limit: int | None, langs: S
         spec=spec,
         corpus=corpus,
         limit=limit,
-        rows=rows,
-        sources={row.item_id: row for row in selected if row.lang == spec.source_lang},
+        rows=chosen.rows,
+        sources=chosen.sources,
         params=GenerationParams(max_new_tokens=spec.max_new_tokens),
-        template=read.template,
+        template=chosen.corpus.template,
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from moe_core.corpora import ParallelCorpus, load_corpus
 from moe_core.corpora.base import TextRow
 from moe_core.errors import CorpusError, PolyrouteError
 from moe_core.evaluation.answers import final_number, numbers_match, parse_choice
@@ -169,3 +170,27 @@ def check_fields(task: TaskSpec, rows: Sequence[TextRow], source: str) -> None:
                 f"{source}: item {row.item_id} ({row.lang}) has no {', '.join(absent)} field, which task "
                 f"{task.name} scores with: pass a {task.benchmark} copy, --corpus {task.benchmark}:DIR"
             )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSelection:
+    """What a task scores in some languages: the corpus read, the items, and their sources."""
+
+    corpus: ParallelCorpus
+    rows: list[TextRow]  # the chosen languages' items
+    sources: dict[str, TextRow]  # item_id -> its text in the task's source language (translation)
+
+
+def read_items(
+    task: TaskSpec, corpus: str, langs: Sequence[str], limit: int | None = None, split: str | None = None
+) -> TaskSelection:
+    """The items of `task` in `langs` from `corpus`, checked against the task's fields. A translation
+    task reads its source language too, and only items that have it."""
+    wanted = list(dict.fromkeys([*langs, *([task.source_lang] if task.source_lang else [])]))
+    read = load_corpus(corpus, wanted, split)
+    selected = read.select(wanted, limit, aligned=task.source_lang is not None)
+    rows = [row for row in selected if row.lang in langs]
+    check_fields(task, rows, read.source)
+    return TaskSelection(
+        corpus=read, rows=rows, sources={row.item_id: row for row in selected if row.lang == task.source_lang}
+    )
