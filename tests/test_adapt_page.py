@@ -129,6 +129,12 @@ def test_training_the_demo_model_shows_every_languages_loss_before_and_after(dem
     assert shown_experts(at, "The 8 experts trained for kor_Hang") == trained
     assert Path(run.adapter_dir or "").is_dir()
 
+    merged = demo_app_db.parent / "merged"
+    at.text_input(key="new_merge_out").set_value(str(merged)).run()
+    at.button(key="new_merge").click().run()
+    assert not at.exception and any(f"Saved the adapted model to `{merged}`" in s.value for s in at.success)
+    assert (merged / "config.json").is_file() and (merged / "adapter.json").is_file()
+
     # The run is a past adaptation now, and reopens there.
     assert at.selectbox(key="adapt_past_run").value == 2
     assert frames(at, "loss before")[1].equals(table)
