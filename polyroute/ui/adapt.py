@@ -233,6 +233,7 @@ def expert_map(frame: pd.DataFrame, *, title: str) -> alt.LayerChart:
 
 def loss_frame(scores: list[q.AdaptationScore], target: str) -> pd.DataFrame:
     """Each language's held-out loss before and after (target first, then by change), with perplexity."""
+    scores = [s for s in scores if s.task == q.ADAPTATION_TASK]  # a benchmark's scores are not losses
     perplexity = {s.lang: s for s in scores if s.metric == "perplexity"}
     rows = [
         {
