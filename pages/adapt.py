@@ -11,9 +11,10 @@ import streamlit as st
 from moe_core.adapt import TrainSettings
 from moe_core.analysis.rise import DEFAULT_RATIOS
 from moe_core.demo import DEMO_MODEL_DIR
-from polyroute.adapting import AdaptRequest
+from polyroute.adapting import AdaptOutcome, AdaptRequest
 from polyroute.ui import adapt as a
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
+from polyroute.ui.progress import follow, started
 
 page(
     "Adapt",
@@ -41,28 +42,13 @@ with past_tab:
         a.show_adaptation(a.stored_adaptation(store, by_id[chosen]), "past")
 
 
-def _status() -> None:
-    """The running (or last) adaptation of this store: a progress bar per stage, then its outcome."""
-    job = a.current_adaptation(store)
-    if job is None:
-        return
-    state = job.snapshot()
-    if state.running:
-        st.progress(state.fraction, text=state.text)
-    elif state.outcome is not None:
-        outcome = state.outcome
-        st.success(
-            f"Run {outcome.run_id} is complete: {outcome.n_trained:,} weights of {len(outcome.subnetwork.experts)} "
-            f"experts trained in {outcome.training.steps} steps; {lang_name(outcome.before[0].lang)}'s held-out "
-            f"loss went from {outcome.before[0].loss:.3f} to {outcome.after[0].loss:.3f} ({state.seconds:.0f} s).",
-            icon=":material/check_circle:",
-        )
-    else:
-        st.warning(f"The adaptation stopped: {state.error}", icon=":material/error:")
-    if st.session_state.get("adapt_was_running") and not state.running:
-        st.session_state["adapt_was_running"] = False
-        st.rerun()  # the whole page again: the button comes back and the new run is listed
-    st.session_state["adapt_was_running"] = state.running
+def _adapted(state: a.AdaptationState, outcome: AdaptOutcome) -> None:
+    st.success(
+        f"Run {outcome.run_id} is complete: {outcome.n_trained:,} weights of {len(outcome.subnetwork.experts)} "
+        f"experts trained in {outcome.training.steps} steps; {lang_name(outcome.before[0].lang)}'s held-out "
+        f"loss went from {outcome.before[0].loss:.3f} to {outcome.after[0].loss:.3f} ({state.seconds:.0f} s).",
+        icon=":material/check_circle:",
+    )
 
 
 with new_tab:
@@ -150,10 +136,8 @@ with new_tab:
         with explained():
             request.settings.check()
             a.start_training(store, request)
-        st.session_state["adapt_was_running"] = True
-        st.rerun()
-    # Every 2 s, as the Collect page polls: faster polling starves other sessions on a small machine.
-    st.fragment(_status, run_every=2.0 if running else None)()
+        started("adapt")
+    follow(lambda: a.current_adaptation(store), "adapt", running=lambda state: state.text, done=_adapted)
     if job is not None and (outcome := job.snapshot().outcome) is not None:
         trained = next((r for r in a.adaptation_runs(store) if r.run_id == outcome.run_id), None)
         if trained is not None:

@@ -10,11 +10,12 @@ import streamlit as st
 
 from moe_core.backends.options import HFOptions
 from moe_core.demo import DEMO_MODEL_DIR, default_model_id
-from polyroute.collect import current_collection, start_collection
-from polyroute.tracing import TraceRequest
+from polyroute.collect import CollectionState, current_collection, start_collection
+from polyroute.tracing import TraceOutcome, TraceRequest
 from polyroute.ui.data import corpus_languages, new_store, shared_store
 from polyroute.ui.frame import explained, lang_name, page, store_path
 from polyroute.ui.model_place import choose_place, connected, describe
+from polyroute.ui.progress import follow, started
 from store import StoreError, StoreMissing
 
 page(
@@ -33,44 +34,29 @@ except StoreError as error:
     st.stop()
 
 
-def _status() -> None:
-    """The running (or last) collection of this store: a progress bar, then what came of it."""
-    collection = current_collection(store) if store else None
-    if collection is None:
-        return
-    state = collection.snapshot()
-    if state.running:
-        if state.stage == "loading":
-            text = "Loading the model and the corpus ..."
-        else:
-            text = (
-                f"Run {state.run_id}: {state.sequences_done:,} of {state.sequences_total:,} sentences, "
-                f"{state.tokens_done:,} tokens, {state.seconds:.0f} s"
-            )
-        st.progress(state.fraction, text=text)
-    elif state.stage == "done" and state.outcome is not None:
-        outcome = state.outcome
-        st.success(
-            f"Run {outcome.run_id} is complete: {outcome.n_sequences:,} sentences, {outcome.n_tokens:,} tokens "
-            f"in {state.seconds:.0f} s. Choose it in the sidebar of the other pages.",
-            icon=":material/check_circle:",
-        )
-        if outcome.missing:
-            st.caption(f"The corpus lacks {len(outcome.missing)} of the chosen (item, language) pairs.")
-        if outcome.n_truncated:
-            st.caption(f"{outcome.n_truncated} texts were longer than the model's limit and were cut.")
-    else:
-        st.warning(f"The collection stopped: {state.error}", icon=":material/error:")
-    if st.session_state.get("collect_was_running") and not state.running:
-        st.session_state["collect_was_running"] = False
-        st.rerun()  # redraw the whole page: the form comes back and the sidebar sees the new run
-    st.session_state["collect_was_running"] = state.running
+def _tracing(state: CollectionState) -> str:
+    if state.stage == "loading":
+        return "Loading the model and the corpus ..."
+    return (
+        f"Run {state.run_id}: {state.sequences_done:,} of {state.sequences_total:,} sentences, "
+        f"{state.tokens_done:,} tokens, {state.seconds:.0f} s"
+    )
+
+
+def _collected(state: CollectionState, outcome: TraceOutcome) -> None:
+    st.success(
+        f"Run {outcome.run_id} is complete: {outcome.n_sequences:,} sentences, {outcome.n_tokens:,} tokens "
+        f"in {state.seconds:.0f} s. Choose it in the sidebar of the other pages.",
+        icon=":material/check_circle:",
+    )
+    if outcome.missing:
+        st.caption(f"The corpus lacks {len(outcome.missing)} of the chosen (item, language) pairs.")
+    if outcome.n_truncated:
+        st.caption(f"{outcome.n_truncated} texts were longer than the model's limit and were cut.")
 
 
 running = bool(store and (found := current_collection(store)) and found.snapshot().running)
-# Every 2 s: polling each second kept other sessions' widgets from ever loading on a busy 2-core
-# machine (five browsers and a collection at once; tests/test_browser.py).
-st.fragment(_status, run_every=2.0 if running else None)()
+follow(lambda: current_collection(store) if store else None, "collect", running=_tracing, done=_collected)
 
 st.subheader("What to trace")
 place = choose_place(sharded=True)
@@ -153,5 +139,4 @@ if st.button("Start collecting", type="primary", disabled=bool(problem) or runni
     )
     with explained():
         start_collection(new_store(path), request)
-    st.session_state["collect_was_running"] = True
-    st.rerun()
+    started("collect")

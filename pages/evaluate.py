@@ -1,12 +1,14 @@
-"""Evaluate: task scores per language with and without steering plans (from `polyroute eval`), the
-sweep of a plan's strength or layer window, and whether languages that route far from the
-reference language score lower."""
+"""Evaluate: run an evaluation (here or on a GPU server, in the background), then task scores per
+language with and without steering plans (from this page or `polyroute eval`), the sweep of a
+plan's strength or layer window, and whether languages that route far from the reference language
+score lower."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
+from polyroute.ui import evaluate as e
 from polyroute.ui.charts import (
     GROUPINGS,
     correlation_scatter,
@@ -16,6 +18,7 @@ from polyroute.ui.charts import (
 )
 from polyroute.ui.data import analysis, table
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
+from polyroute.ui.model_place import choose_place
 from store import queries as q
 
 page(
@@ -24,17 +27,23 @@ page(
     "languages whose routing differs most from the reference language score lowest.",
 )
 store = choose_store()
+place = choose_place()
 with explained(), store.reading() as reader:
-    runs = {run.run_id: run for run in q.list_runs(reader) if run.kind == "evaluation"}
     results = pd.DataFrame([vars(row) for row in q.eval_results(reader)])
-if not runs or results.empty:
+    # Only runs with scores: a failed run has none to show.
+    scored = set(results["run_id"]) if not results.empty else set()
+    runs = {run.run_id: run for run in q.list_runs(reader) if run.kind == "evaluation" and run.run_id in scored}
+if not runs:
     st.info(
-        "This store holds no evaluation yet. Run one from a terminal, for example\n\n"
-        "`polyroute eval --task mgsm --model MODEL_DIR --corpus mgsm:PATH --langs eng_Latn,deu_Latn,ben_Beng "
-        "--plan plan.json --sweep lambda=0,0.25,0.5,1`",
+        "This store holds no evaluation yet: run one below, or from a terminal with `polyroute eval --task mgsm "
+        "--model MODEL_DIR --corpus mgsm:PATH --langs eng_Latn,deu_Latn --plan plan.json --sweep lambda=0,0.5,1`.",
         icon=":material/info:",
     )
-    st.stop()
+with st.expander("Run an evaluation", expanded=not runs, icon=":material/play_arrow:"):
+    e.launcher(store, place)
+e.show_progress(store)  # right under the form's button, and above the scores of the new run
+if not runs:
+    st.stop()  # the form above is how to make one
 
 
 def run_label(run_id: int) -> str:

@@ -133,6 +133,7 @@ else:
         plan = SteeringPlan.from_json(text)
 
 assert plan is not None  # every branch above set it or stopped the page
+st.session_state["steering_plan"] = plan  # the Evaluate page can score with it
 if plan.source:
     st.caption(plan.source)
 st.dataframe(s.plan_frame(plan), hide_index=True, width="content")

@@ -1,17 +1,33 @@
 """The Evaluate page with AppTest, on a copy of the planted store plus an evaluation of its model:
-scores per language and variant, the strength sweep, and divergence against the score."""
+scores per language and variant, the strength sweep, and divergence against the score; and an
+evaluation launched on the page (the demo model on a small MGSM copy), which stores what
+`polyroute eval` stores for the same request, refuses bad settings with messages, and waits for
+no other job writing the store."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
+from typing import Any
 
 from scipy.stats import pearsonr
+from streamlit.testing.v1 import AppTest
 
+from moe_core.demo import DEMO_MODEL_DIR
+from moe_core.errors import PolyrouteError
 from moe_core.records import TaskScore
-from store import open_store
+from moe_core.steering import LayerExperts, SteeringPlan
+from polyroute.cli import main
+from polyroute.jobs import Job, JobState, Outcome, start_job
+from polyroute.ui.data import shared_store
+from polyroute.ui.evaluate import PASTED_PLAN, STEERING_PLAN
+from store import SharedStore, Store, open_store
 from store import queries as q
 from store import writer as w
 from tests.apptest import chart, charts, open_page
+from tests.test_evaluation_tasks import _mgsm
+from tests.test_steering_page import controls
 
 LANGS = ["deu_Latn", "eng_Latn", "fra_Latn", "kan_Knda", "kaz_Cyrl", "tam_Taml", "tel_Telu", "tur_Latn", "uzn_Latn"]
 VARIANTS = {"unsteered": 0.0, "strength=0": 0.0, "strength=0.5": 0.05, "strength=1": 0.1}  # -> accuracy gain
@@ -64,6 +80,136 @@ def test_evaluate_shows_scores_the_sweep_and_the_correlation(app_db):
     assert not [c for c in charts(at) if c.title.startswith("Divergence from")]
 
 
-def test_evaluate_without_an_evaluation_says_how_to_run_one(app_db):
+# The demo model: 4 layers, all MoE, 8 experts. A 2-point sweep of a soft plan on expert 5 in the middle.
+PLAN = SteeringPlan(method="soft", band=(1, 2), experts=(LayerExperts(layer=1, experts=(5,)),
+                    LayerExperts(layer=2, experts=(5,))), strength=1.0, source="test")  # fmt: skip
+SWEEP, TOKENS = "lambda=0,4", 8
+
+
+def fill_in(at: AppTest, corpus: str, *, plan: str = PLAN.to_json(), sweep: str = SWEEP) -> AppTest:
+    """The form of a new evaluation: MGSM on `corpus`, English and German, 2 items, a pasted plan."""
+    at.selectbox(key="widget_evaluate_task").set_value("mgsm").run()
+    at.text_input(key="widget_evaluate_corpus").set_value(corpus).run()
+    at.multiselect(key=f"evaluate_langs_{corpus}_None").set_value(["eng_Latn", "deu_Latn"]).run()
+    at.number_input(key="widget_evaluate_limit").set_value(2).run()
+    at.number_input(key="widget_evaluate_tokens").set_value(TOKENS).run()
+    at.radio(key="widget_evaluate_plan").set_value(PASTED_PLAN).run()
+    at.text_area(key="widget_evaluate_plan_json").set_value(plan).run()
+    at.text_input(key="widget_evaluate_sweep").set_value(sweep).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def finish(at: AppTest) -> str:
+    """Start the evaluation, poll the page until it says the run is complete; that message."""
+    at.button(key="evaluate_start").click().run()
+    deadline = time.monotonic() + 180
+    while not at.success:
+        assert time.monotonic() < deadline, [p.proto.text for p in at.get("progress")]
+        assert not at.exception and not at.warning, [w.value for w in at.warning]
+        time.sleep(0.5)
+        at.run()
+    return str(at.success[0].value)
+
+
+def stored_scores(store: Store, run_id: int) -> list[tuple[str, str, str, float, int]]:
+    return sorted((r.lang, r.variant, r.metric, r.value, r.n) for r in q.eval_results(store, run_id))
+
+
+def cli_scores(folder: Path, corpus: str) -> list[tuple[str, str, str, float, int]]:
+    """What `polyroute eval` stores for the page's request, into a store of its own."""
+    db, plan = folder / "cli.duckdb", PLAN.save(folder / "plan.json")
+    args = ["eval", "--task", "mgsm", "--model", str(DEMO_MODEL_DIR), "--corpus", corpus, "--langs"]
+    args += ["eng_Latn,deu_Latn", "--limit", "2", "--max-new-tokens", str(TOKENS), "--plan", str(plan)]
+    assert main([*args, "--sweep", SWEEP, "--db", str(db)]) == 0
+    with open_store(db, read_only=True) as store:
+        (run,) = q.list_runs(store)
+        return stored_scores(store, run.run_id)
+
+
+def test_an_evaluation_run_on_the_page_stores_what_polyroute_eval_stores(app_db, tmp_path):
+    corpus = f"mgsm:{_mgsm(tmp_path / 'mgsm')}"
     at = open_page("pages/evaluate.py")
-    assert [info.value for info in at.info if "polyroute eval --task mgsm" in info.value]
+    assert at.expander[0].label == "Run an evaluation" and at.expander[0].proto.expanded
+    message = finish(fill_in(at, corpus))
+    assert "is complete: 2 languages, 2 items, 3 variants" in message
+    with shared_store(str(app_db)).reading() as store:  # the app's own instance holds the file
+        run = max((r for r in q.list_runs(store) if r.kind == "evaluation"), key=lambda r: r.run_id)
+        assert run.status == "complete" and run.backend == "hf" and run.params["sweep"] == SWEEP
+        scores = stored_scores(store, run.run_id)
+    assert scores == cli_scores(tmp_path, corpus)
+    assert {variant for _, variant, *_ in scores} == {"unsteered", "strength=0", "strength=4"}
+    # The page shows the new run: chosen, its bars and its sweep drawn.
+    assert at.selectbox(key="evaluate_run").value == run.run_id
+    assert len(chart(at, "accuracy per language").rows()) == 2 * 3
+    assert sorted(chart(at, "as the plan's strength changes").rows()["point"].unique()) == [0.0, 4.0]
+
+
+def test_bad_settings_are_messages_and_start_nothing(app_db, tmp_path):
+    add_evaluation(app_db)
+    corpus = f"mgsm:{_mgsm(tmp_path / 'mgsm')}"
+    at = fill_in(open_page("pages/evaluate.py"), corpus, sweep="lambda=a")
+    assert not at.expander[0].proto.expanded  # the store holds scores: the form waits, closed
+    assert any("'a' is not a number" in info.value for info in at.info) and at.button(key="evaluate_start").disabled
+    at.text_input(key="widget_evaluate_sweep").set_value("window=deep").run()
+    assert any("'deep' is not a zone" in info.value for info in at.info)
+    at.text_input(key="widget_evaluate_sweep").set_value(SWEEP).run()
+    at.text_area(key="widget_evaluate_plan_json").set_value("{not json").run()
+    assert any("not valid JSON" in info.value for info in at.info)
+    assert at.text_input(key="widget_evaluate_sweep").disabled
+    at.text_area(key="widget_evaluate_plan_json").set_value(PLAN.to_json()).run()
+    at.text_input(key="widget_evaluate_model").set_value(str(tmp_path / "nothing")).run()
+    assert any("is not a model folder" in info.value for info in at.info)
+    at.text_input(key="widget_evaluate_model").set_value(str(DEMO_MODEL_DIR)).run()
+    at.text_input(key="widget_evaluate_corpus").set_value(str(tmp_path / "none.jsonl")).run()
+    assert at.info and at.button(key="evaluate_start").disabled and not at.exception
+    # A corpus without MGSM's answers is refused when Start is pressed, before a model loads.
+    flores = tmp_path / "texts.jsonl"
+    flores.write_text('{"item_id": "1", "lang": "eng_Latn", "text": "Hello."}\n', encoding="utf-8")
+    at.text_input(key="widget_evaluate_corpus").set_value(str(flores)).run()
+    at.button(key="evaluate_start").click().run()
+    assert "no answer field, which task mgsm scores with" in at.warning[0].value and not at.exception
+    # The scores below the form stay drawn: a bad setting does not end the page.
+    assert chart(at, "accuracy per language")
+    with shared_store(str(app_db)).reading() as store:
+        assert len([r for r in q.list_runs(store) if r.kind == "evaluation"]) == 1  # the one added above
+
+
+def test_the_plan_built_on_the_steering_page_is_offered(app_db):
+    at = open_page("pages/evaluate.py")
+    at.radio(key="widget_evaluate_plan").set_value(STEERING_PLAN).run()
+    assert any("Build a plan on the **Steering** page first" in info.value for info in at.info)
+    assert at.text_input(key="widget_evaluate_sweep").disabled
+    at.switch_page("pages/steering.py").run()
+    controls(at, strength=2.0, experts=[5])
+    at.switch_page("pages/evaluate.py").run()
+    assert at.radio(key="widget_evaluate_plan").value == STEERING_PLAN and not at.exception
+    assert any("soft steering of layers 2-2, strength 2" in caption.value for caption in at.caption)
+    assert not at.text_input(key="widget_evaluate_sweep").disabled
+
+
+class Holding(Job[JobState[Any]]):
+    """A job that writes nothing and holds the store until the test lets it go."""
+
+    kind, what = "holding", "a test job"
+
+    def __init__(self, store: SharedStore) -> None:
+        super().__init__(store, JobState())
+        self.gate = threading.Event()
+
+    def work(self, store: Store) -> Outcome:
+        assert self.gate.wait(60)
+        raise PolyrouteError("let go")
+
+
+def test_starting_while_another_job_writes_the_store_is_refused(app_db, tmp_path):
+    at = fill_in(open_page("pages/evaluate.py"), f"mgsm:{_mgsm(tmp_path / 'mgsm')}")
+    held = shared_store(str(app_db))  # the app's own instance, as a job of the app would hold it
+    other = start_job(held, Holding(held))
+    try:
+        at.button(key="evaluate_start").click().run()
+        assert "a test job into" in at.warning[0].value and "is already running" in at.warning[0].value
+        assert not at.exception and not at.get("progress")
+    finally:
+        other.gate.set()
+        other.wait(10)

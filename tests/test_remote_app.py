@@ -1,5 +1,5 @@
-"""The app with a GPU server: the sidebar's 'Run models on' choice sends Collect and Steering to a
-real `polyroute serve` (the demo model, on 127.0.0.1), and the results equal running here."""
+"""The app with a GPU server: the sidebar's 'Run models on' choice sends Collect, Steering and
+Evaluate to a real `polyroute serve` (the demo model, on 127.0.0.1), and the results equal running here."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from polyroute.ui.data import shared_store
 from polyroute.ui.model_place import HERE, SERVER
 from store import queries as q
 from tests.apptest import open_page
+from tests.test_evaluate_page import cli_scores, fill_in, finish, stored_scores
+from tests.test_evaluation_tasks import _mgsm
 from tests.test_remote import Served, _free_port, serving
 from tests.test_steering_page import controls, generate
 
@@ -60,6 +62,19 @@ def test_steering_on_the_server_writes_what_it_writes_here(demo_server, demo_app
     here.radio(key="widget_model_place").set_value(HERE).run()
     here = controls(here, strength=4.0, experts=[5])
     assert generate(there) == generate(here)
+
+
+def test_evaluate_runs_on_the_server_and_stores_what_polyroute_eval_stores_here(demo_server, app_db, tmp_path):
+    corpus = f"mgsm:{_mgsm(tmp_path / 'mgsm')}"
+    at = on_server(open_page("pages/evaluate.py"), demo_server.url)
+    assert "widget_evaluate_model" not in [box.key for box in at.text_input]  # the server has its model
+    assert any(f"{demo_server.url} runs **polyroute-demo**" in m.value for m in at.markdown)
+    assert "is complete: 2 languages, 2 items, 3 variants" in finish(fill_in(at, corpus))
+    with shared_store(str(app_db)).reading() as store:
+        run = max(q.list_runs(store), key=lambda run: run.run_id)
+        assert run.kind == "evaluation" and run.backend == "remote" and run.status == "complete"
+        scores = stored_scores(store, run.run_id)
+    assert scores == cli_scores(tmp_path, corpus)  # `polyroute eval` with the model here
 
 
 def test_an_unreachable_server_is_a_message(app_db):
