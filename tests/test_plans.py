@@ -111,7 +111,9 @@ def test_task_experts_agree_with_delta_tau_against_the_generic_run(task_store):
     assert "run 2" in plan.source and "generic run 1" in plan.source and "tau 0.4" in plan.source
     _check_shape(task_store, 2, plan)
     # the generic run against the task run has no task expert: a clear error, not an empty plan
-    with pytest.raises(PolyrouteError, match=r"no expert passes tau 0\.4 in layers 3-4: lower --tau"):
+    with pytest.raises(
+        PolyrouteError, match=r"no expert passes tau 0\.4 in layers 3-4: lower the threshold tau \(--tau\)"
+    ):
         _build(task_store, plans.task_experts, 1, 2, "eng_Latn", tau=0.4)
 
 
