@@ -193,7 +193,8 @@ def _add_an_evaluation(db: Path) -> None:
 
 
 def _add_an_adaptation(db: Path) -> None:
-    """An adaptation run's rows (its trained experts and before/after losses), so that every table has some."""
+    """An adaptation run's rows (its trained experts, before/after losses and a benchmark's scores), so that
+    every table has some."""
     from moe_core.records import TaskScore
     from store import open_store
     from store import queries as q
@@ -211,8 +212,12 @@ def _add_an_adaptation(db: Path) -> None:
             mean_freq=0.3,
         )  # fmt: skip
         scores = [
-            TaskScore(task=q.ADAPTATION_TASK, lang="deu_Latn", variant=variant, metric="loss", value=value, n=20)
-            for variant, value in (("before", 3.0), ("after", 2.5))
+            TaskScore(task=task, lang="deu_Latn", variant=variant, metric=metric, value=value, n=n)
+            for task, metric, n, values in (
+                (q.ADAPTATION_TASK, "loss", 20, (3.0, 2.5)),
+                ("belebele", "accuracy", 4, (0.25, 0.5)),
+            )
+            for variant, value in zip(("before", "after"), values, strict=True)
         ]
         w.write_adaptation(store, run, [expert], scores)
         w.set_run_status(store, run, "complete")

@@ -152,6 +152,10 @@ def test_a_stored_adaptation_reopens_with_its_experts_and_scores(tiny_app_db: Pa
     assert shown_experts(at, "The 1 experts trained for deu_Latn") == [(0, 3)]
     (losses,) = frames(at, "loss before")
     assert losses[["code", "loss before", "loss after"]].values.tolist() == [["deu_Latn", 3.0, 2.5]]
+    (benchmark,) = frames(at, "metric")  # `polyroute adapt --task` scores, beside the losses
+    assert benchmark[["task", "code", "metric", "before", "after"]].values.tolist() == [
+        ["belebele", "deu_Latn", "accuracy", 0.25, 0.5]
+    ]
     # Its adapter folder was never saved: the page says nothing of merging it.
     assert not [e for e in at.expander if "Merge" in e.label]
     # The default model folder (the demo model) is not the model this store traced.

@@ -299,6 +299,17 @@ def loss_chart(frame: pd.DataFrame, *, title: str) -> alt.LayerChart:
     return alt.LayerChart(layer=[band, links, dots], title=title, height=120 + 22 * len(frame))
 
 
+def task_table(scores: list[q.AdaptationScore]) -> pd.DataFrame:
+    """A benchmark's scores before and after (`polyroute adapt --task`), one row per language and metric."""
+    rows = [
+        {"task": s.task, "code": s.lang, "metric": s.metric, "before": s.before, "after": s.after, "change": s.change,
+         "items": s.n}
+        for s in scores
+        if s.task != q.ADAPTATION_TASK
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["task", "code", "metric", "before", "after", "change", "items"])
+
+
 def loss_table(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[
         ["lang", "name", "before", "after", "change", "perplexity before", "perplexity after", "tokens"]
@@ -366,6 +377,10 @@ def show_adaptation(stored: StoredAdaptation, key: str, *, with_map: bool = True
         )  # fmt: skip
     else:
         st.info(f"Run {run.run_id} stored no scores (its status is {run.status}).", icon=":material/info:")
+    benchmark = task_table(stored.scores)
+    if not benchmark.empty:
+        st.markdown(f"**{', '.join(benchmark['task'].unique())} before and after training**")
+        st.dataframe(benchmark, hide_index=True, width="stretch", key=f"{key}_task_table")
     if with_map and stored.layout is not None and stored.experts:
         layout = stored.layout
         frame = map_frame([int(x) for x in layout.layers], layout.n_layers, layout.n_experts, stored.experts)

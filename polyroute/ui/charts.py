@@ -183,6 +183,14 @@ def sharing_graph(nodes: pd.DataFrame, edges: pd.DataFrame, *, title: str) -> al
     return alt.layer(link_marks, node_marks, labels).properties(title=title, height=620)
 
 
+def _score_axis(frame: pd.DataFrame, title: str) -> alt.Y:
+    """A score axis from 0 that stays readable when every score is 0 (a tiny model on a hard task)."""
+    top = float(frame["value"].max()) if len(frame) else 0.0
+    return alt.Y(
+        "value:Q", title=title, scale=alt.Scale(domain=[0, top if top > 0 else 1.0]), axis=alt.Axis(format="~g")
+    )
+
+
 def variant_bars(frame: pd.DataFrame, *, value_title: str, title: str) -> alt.Chart:
     """One group of bars per language, one bar per variant (unsteered, a plan, sweep points).
 
@@ -194,7 +202,7 @@ def variant_bars(frame: pd.DataFrame, *, value_title: str, title: str) -> alt.Ch
         .encode(
             x=alt.X("name:N", title="Language", axis=alt.Axis(labelAngle=-45, labelOverlap=False)),
             xOffset=alt.XOffset("variant:N"),
-            y=alt.Y("value:Q", title=value_title),
+            y=_score_axis(frame, value_title),
             color=alt.Color("variant:N", title="Variant"),
             tooltip=[
                 alt.Tooltip("name:N", title="language"),
@@ -221,8 +229,10 @@ def sweep_lines(frame: pd.DataFrame, *, setting: str, value_title: str, title: s
                 "point:Q" if numeric else "point:N",
                 title="Steering strength (lambda)" if numeric else "Layer window steered",
                 sort=None if numeric else ["early", "middle", "late"],
+                # Ticks at the swept points only: a grid line every 0.2 says nothing here.
+                axis=alt.Axis(values=sorted(float(v) for v in frame["point"].unique())) if numeric else alt.Axis(),
             ),
-            y=alt.Y("value:Q", title=value_title),
+            y=_score_axis(frame, value_title),
             color=alt.Color("name:N", title="Language"),
             tooltip=[
                 alt.Tooltip("name:N", title="language"),
