@@ -12,6 +12,7 @@ from moe_core.adapt import TrainSettings
 from moe_core.analysis.rise import DEFAULT_RATIOS
 from moe_core.demo import DEMO_MODEL_DIR
 from polyroute.adapting import AdaptOutcome, AdaptRequest
+from polyroute.jobs import busy_message, writing_job
 from polyroute.ui import adapt as a
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
 from polyroute.ui.progress import follow, started
@@ -113,11 +114,13 @@ with new_tab:
         "held-out texts in every language of the run, before and after."
     )
 
-    job = a.current_adaptation(store)
-    running = job is not None and job.snapshot().running
+    writer = writing_job(store)  # an adaptation, or another job writing this store
+    running = writer is not None
     problem = a.model_problem(folder, choice.path, run.model_id)
     if not store.writable:
         problem = f"This app opened the store read-only, so it cannot train: {store.why_read_only}"
+    elif writer is not None and writer.kind != a.Adaptation.kind:
+        problem = f"Training waits: {busy_message(writer, store)}."
     if problem:
         st.info(problem, icon=":material/info:")
     if st.button("Train", type="primary", disabled=bool(problem) or running, key="adapt_train"):
@@ -138,6 +141,7 @@ with new_tab:
             a.start_training(store, request)
         started("adapt")
     follow(lambda: a.current_adaptation(store), "adapt", running=lambda state: state.text, done=_adapted)
+    job = a.current_adaptation(store)
     if job is not None and (outcome := job.snapshot().outcome) is not None:
         trained = next((r for r in a.adaptation_runs(store) if r.run_id == outcome.run_id), None)
         if trained is not None:

@@ -10,7 +10,8 @@ import streamlit as st
 
 from moe_core.backends.options import HFOptions
 from moe_core.demo import DEMO_MODEL_DIR, default_model_id
-from polyroute.collect import CollectionState, current_collection, start_collection
+from polyroute.collect import Collection, CollectionState, current_collection, start_collection
+from polyroute.jobs import busy_message, writing_job
 from polyroute.tracing import TraceOutcome, TraceRequest
 from polyroute.ui.data import corpus_languages, new_store, shared_store
 from polyroute.ui.frame import explained, lang_name, page, store_path
@@ -55,7 +56,8 @@ def _collected(state: CollectionState, outcome: TraceOutcome) -> None:
         st.caption(f"{outcome.n_truncated} texts were longer than the model's limit and were cut.")
 
 
-running = bool(store and (found := current_collection(store)) and found.snapshot().running)
+writer = writing_job(store) if store else None  # a collection, or another job writing this store
+running = writer is not None
 follow(lambda: current_collection(store) if store else None, "collect", running=_tracing, done=_collected)
 
 st.subheader("What to trace")
@@ -121,6 +123,8 @@ elif not langs:
     problem = "Choose at least one language."
 elif store is not None and not store.writable:
     problem = f"This app opened the store read-only, so it cannot add runs: {store.why_read_only}"
+elif store is not None and writer is not None and writer.kind != Collection.kind:
+    problem = f"Collecting waits: {busy_message(writer, store)}."
 if problem:
     st.info(problem, icon=":material/info:")
 if st.button("Start collecting", type="primary", disabled=bool(problem) or running):

@@ -113,19 +113,30 @@ def current_job(store: SharedStore, kind: str) -> Job[Any] | None:
         return _jobs.get((store.path, kind))
 
 
+def writing_job(store: SharedStore) -> Job[Any] | None:
+    """The job of any kind writing `store` now, if any (pages disable their own start while it runs)."""
+    with _registry:
+        return next((job for (path, _), job in _jobs.items() if path == store.path and job.snapshot().running), None)
+
+
+def busy_message(job: Job[Any], store: SharedStore) -> str:
+    """Why another job cannot start while `job` writes `store`."""
+    state = job.snapshot()
+    run = f" (run {state.run_id})" if state.run_id is not None else ""
+    return (
+        f"{job.what} into {store.path} is already running{run}; wait for it to finish, "
+        "since one job at a time writes a store"
+    )
+
+
 def start_job(store: SharedStore, job: J) -> J:
     """Start `job` on `store`; refused when the store is read-only here or another job writes it."""
     if not store.writable:
         raise StoreError(f"this app cannot write {store.path}: {store.why_read_only}")
     with _registry:
         for (path, _), other in _jobs.items():
-            state = other.snapshot()
-            if path == store.path and state.running:
-                run = f" (run {state.run_id})" if state.run_id is not None else ""
-                raise PolyrouteError(
-                    f"{other.what} into {store.path} is already running{run}; wait for it to finish, "
-                    "since one job at a time writes a store"
-                )
+            if path == store.path and other.snapshot().running:
+                raise PolyrouteError(busy_message(other, store))
         _jobs[(store.path, job.kind)] = job
         job.start()
     return job

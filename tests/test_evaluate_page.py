@@ -202,14 +202,18 @@ class Holding(Job[JobState[Any]]):
         raise PolyrouteError("let go")
 
 
-def test_starting_while_another_job_writes_the_store_is_refused(app_db, tmp_path):
+def test_start_waits_while_another_job_writes_the_store(app_db, tmp_path):
     at = fill_in(open_page("pages/evaluate.py"), f"mgsm:{_mgsm(tmp_path / 'mgsm')}")
     held = shared_store(str(app_db))  # the app's own instance, as a job of the app would hold it
     other = start_job(held, Holding(held))
     try:
-        at.button(key="evaluate_start").click().run()
-        assert "a test job into" in at.warning[0].value and "is already running" in at.warning[0].value
+        at.run()  # the page sees the other job before anyone presses Start
+        waits = [box.value for box in at.info if box.value.startswith("The evaluation waits: a test job into")]
+        assert waits and "is already running" in waits[0] and at.button(key="evaluate_start").disabled
         assert not at.exception and not at.get("progress")
+        at.switch_page("pages/collect.py").run()  # one piece decides for every page that starts a job
+        assert any(box.value.startswith("Collecting waits: a test job into") for box in at.info)
+        assert at.button[0].disabled
     finally:
         other.gate.set()
         other.wait(10)

@@ -22,7 +22,7 @@ from moe_core.evaluation.sweeps import Sweep, parse_sweep
 from moe_core.evaluation.tasks import TASKS, get_task, read_items
 from moe_core.steering import SteeringPlan
 from polyroute.evaluation import EvalOutcome, EvalRequest, run_evaluation
-from polyroute.jobs import Job, JobState, current_job, start_job
+from polyroute.jobs import Job, JobState, busy_message, current_job, start_job, writing_job
 from polyroute.ui.data import corpus_languages
 from polyroute.ui.frame import keep, lang_name, remembered
 from polyroute.ui.model_place import ModelPlace, connected, describe
@@ -223,10 +223,12 @@ def launcher(store: SharedStore, place: ModelPlace) -> None:
             problems.append(str(error))
     if not store.writable:
         problems.append(f"This app opened the store read-only, so it cannot add runs: {store.why_read_only}")
+    writer = writing_job(store)  # an evaluation, or another job writing this store
+    running = writer is not None
+    if writer is not None and writer.kind != Evaluation.kind:
+        problems.append(f"The evaluation waits: {busy_message(writer, store)}.")
     for problem in problems:
         st.info(problem, icon=":material/info:")
-    job = current_evaluation(store)
-    running = job is not None and job.snapshot().running
     if not st.button("Start the evaluation", type="primary", disabled=bool(problems) or running, key="evaluate_start"):
         return
     try:
