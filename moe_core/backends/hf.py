@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +19,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from moe_core.adapters import find_routers, resolve_adapter
 from moe_core.backends.base import Backend, GenerationParams, Generations
+from moe_core.backends.encoding import TEMPLATES, Encoded, count_tokens, encode, generated_tokens
 from moe_core.backends.options import HFOptions
-from moe_core.backends.pieces import token_pieces as _pieces
 from moe_core.capture import CapturedRouting, RoutingCapture
 from moe_core.demo import default_model_id
 from moe_core.errors import ModelError, PolyrouteError
@@ -30,14 +29,6 @@ from moe_core.steering import SteeringPlan
 from moe_core.steering.hooks import Steering
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-TEMPLATES = ("plain", "chat")
-
-
-@dataclass(frozen=True)
-class _Encoded:
-    ids: list[int]
-    special: list[bool]
-    pieces: list[str]
 
 
 def config_hash(model_dir: Path) -> str:
@@ -113,45 +104,13 @@ class HFBackend(Backend):
 
     # encoding --------------------------------------------------------------------------------
 
-    def _render(self, text: str) -> str:
-        if self.options.template == "plain":
-            return text
-        rendered: str = self._tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
-        )
-        return rendered
-
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        rendered = [self._render(text) for text in texts]
-        add_special = self.options.template == "plain"
-        return [len(ids) for ids in self._tokenizer(rendered, add_special_tokens=add_special)["input_ids"]]
+        return count_tokens(self._tokenizer, texts, self.options.template)
 
-    def _encode(self, texts: Sequence[str]) -> list[_Encoded]:
-        rendered = [self._render(text) for text in texts]
-        encoded = self._tokenizer(
-            rendered,
-            add_special_tokens=self.options.template == "plain",
-            truncation=True,
-            max_length=self._max_tokens,
-            return_offsets_mapping=True,
-            return_special_tokens_mask=True,
-        )
-        result = []
-        for index, (text, full) in enumerate(zip(texts, rendered, strict=True)):
-            ids = encoded["input_ids"][index]
-            offsets = encoded["offset_mapping"][index]
-            special = [bool(flag) for flag in encoded["special_tokens_mask"][index]]
-            # Chat-template tokens fall outside the user's text inside the rendered prompt.
-            start = full.rfind(text)
-            end = start + len(text)
-            special = [flag or b <= start or a >= end for flag, (a, b) in zip(special, offsets, strict=True)]
-            if all(special):
-                raise PolyrouteError(f"text {index} has no token of its own: it is empty; remove it from the corpus")
-            pieces = _pieces(full, offsets, self._tokenizer.convert_ids_to_tokens(ids))
-            result.append(_Encoded(ids=ids, special=special, pieces=pieces))
-        return result
+    def _encode(self, texts: Sequence[str]) -> list[Encoded]:
+        return encode(self._tokenizer, texts, template=self.options.template, max_tokens=self._max_tokens)
 
-    def _pad(self, encoded: Sequence[_Encoded], *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def _pad(self, encoded: Sequence[Encoded], *, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(e.ids) for e in encoded)
         pad_id = self._tokenizer.pad_token_id
         pad_id = pad_id if pad_id is not None else 0
@@ -201,19 +160,13 @@ class HFBackend(Backend):
             texts.append(self._tokenizer.decode(tokens[:length], skip_special_tokens=True))
             # The last token of the whole run was produced but never fed back through the model.
             n_fed = min(length, total_new - 1)
-            fed_ids = tokens[:n_fed]
-            pieces = [
-                self._tokenizer.convert_tokens_to_string([t]) for t in self._tokenizer.convert_ids_to_tokens(fed_ids)
-            ]
-            special = [t in self._tokenizer.all_special_ids for t in fed_ids]
-            enc = encoded[row]
-            encoded[row] = _Encoded(ids=enc.ids + fed_ids, special=enc.special + special, pieces=enc.pieces + pieces)
+            encoded[row] = encoded[row] + generated_tokens(self._tokenizer, tokens[:n_fed])
             fed.append(n_fed)
         keep = [len(enc.ids) for enc in encoded]
         routing = self._batch(capture.collect(keep=keep), encoded, fed)
         return Generations(texts=texts, routing=routing)
 
-    def _batch(self, routed: CapturedRouting, encoded: Sequence[_Encoded], n_generated: Sequence[int]) -> RoutingBatch:
+    def _batch(self, routed: CapturedRouting, encoded: Sequence[Encoded], n_generated: Sequence[int]) -> RoutingBatch:
         generated = np.concatenate(
             [np.arange(len(enc.ids)) >= len(enc.ids) - n for enc, n in zip(encoded, n_generated, strict=True)]
         )

@@ -19,9 +19,9 @@ from typing import Any
 from vllm import LLM, SamplingParams
 
 from moe_core.backends.base import Backend, GenerationParams, Generations
+from moe_core.backends.encoding import Encoded, count_tokens, encode, generated_tokens
 from moe_core.backends.hf import load_tokenizer
 from moe_core.backends.vllm.describe import describe
-from moe_core.backends.vllm.encoding import Encoded, count_tokens, encode, generated_tokens
 from moe_core.backends.vllm.options import VLLMOptions
 from moe_core.backends.vllm.plan_tensors import cache_salt
 from moe_core.backends.vllm.registry import STEERABLE, steerable

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from moe_core.backends.vllm.encoding import TEMPLATES
+from moe_core.backends.encoding import TEMPLATES
 from moe_core.errors import PolyrouteError
 
 DTYPES = ("auto", "bfloat16", "float16", "float32")

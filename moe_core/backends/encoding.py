@@ -1,9 +1,9 @@
-"""Tokenizing on the host for the vLLM backend, exactly as the hf backend tokenizes.
+"""Tokenizing on the host, one way for every backend (hf, vllm): token ids, which tokens are special
+or chat-template tokens, and each token's piece of text.
 
-The backend hands vLLM token ids (never text), so the tokens a trace records (ids, pieces, which
-are special or chat-template tokens) are those the hf backend records for the same text and
-template: routing from the two engines is compared token for token. Works on any fast
-transformers tokenizer; no torch, no vLLM.
+A token's `piece` in the store then means the same thing whichever engine ran the model, and the
+routing of two engines can be compared token for token (vLLM is handed token ids, never text).
+Works on any fast transformers tokenizer; no torch, no vLLM.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from moe_core.backends.pieces import token_pieces
 from moe_core.errors import PolyrouteError
 
 TEMPLATES = ("plain", "chat")
@@ -25,6 +24,24 @@ class Encoded:
     ids: list[int]
     special: list[bool]
     pieces: list[str]
+
+    def __add__(self, more: Encoded) -> Encoded:
+        """These tokens followed by `more` (a prompt and what the model generated after it)."""
+        return Encoded(ids=self.ids + more.ids, special=self.special + more.special, pieces=self.pieces + more.pieces)
+
+
+def token_pieces(text: str, offsets: Sequence[tuple[int, int]], tokens: Sequence[str]) -> list[str]:
+    """Each token's text: the part of `text` it adds. A byte-level token that only completes a
+    character an earlier token began adds nothing (its piece is empty), so the pieces of a text's
+    own tokens concatenate to the text; a token with no span (special) keeps its own name."""
+    pieces, covered = [], 0
+    for (start, end), token in zip(offsets, tokens, strict=True):
+        if end <= start:
+            pieces.append(token)
+            continue
+        pieces.append(text[max(start, covered) : end])
+        covered = max(covered, end)
+    return pieces
 
 
 def render(tokenizer: Any, text: str, template: str) -> str:
