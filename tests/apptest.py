@@ -4,6 +4,8 @@ resolve), and read back what a page drew: chart titles and the rows behind each 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,24 @@ def open_page(page: str | None = None) -> AppTest:
     if page is not None:
         at.switch_page(page).run()
     assert not at.exception, at.exception
+    return at
+
+
+def wait_for_job(
+    at: AppTest, *, until: str = "success", timeout: float = 120, each: Callable[[AppTest], None] | None = None
+) -> AppTest:
+    """Rerun a page that follows a background job (as its 2 s poll would) until it shows an `until`
+    box: "success" when the job is done (a warning then fails), "warning" when it should fail.
+    `each(at)` sees every rerun (to record the progress bar's stages)."""
+    deadline = time.monotonic() + timeout
+    while not getattr(at, until):
+        assert time.monotonic() < deadline, [bar.proto.text for bar in at.get("progress")]
+        assert not at.exception, at.exception
+        assert until != "success" or not at.warning, at.warning[0].value
+        if each is not None:
+            each(at)
+        time.sleep(0.5)
+        at.run()
     return at
 
 

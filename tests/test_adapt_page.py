@@ -17,7 +17,7 @@ from moe_core.demo import DEMO_MODEL_DIR
 from polyroute.adapting import select
 from polyroute.ui.data import shared_store
 from store import queries as q
-from tests.apptest import Chart, chart, charts, open_page
+from tests.apptest import Chart, chart, charts, open_page, wait_for_job
 from tests.conftest import _as_the_apps_store
 from tests.helpers import store_held_by_another_process
 
@@ -93,13 +93,12 @@ def test_training_the_demo_model_shows_every_languages_loss_before_and_after(dem
     at.number_input(key="adapt_steps").set_value(10).run()
     started = time.monotonic()
     at.button(key="adapt_train").click().run()
-    stages = []
-    while not at.success:
-        assert time.monotonic() - started < 240, [p.proto.text for p in at.get("progress")]
-        assert not at.warning, at.warning[0].value
-        stages += [p.proto.text.split(":")[0].split(" · ")[0] for p in at.get("progress")]
-        time.sleep(1)
-        at.run()
+    stages: list[str] = []
+
+    def record_stage(at) -> None:
+        stages.extend(bar.proto.text.split(":")[0].split(" · ")[0] for bar in at.get("progress"))
+
+    wait_for_job(at, timeout=240, each=record_stage)
     print(f"train path: {time.monotonic() - started:.1f} s; stages seen: {list(dict.fromkeys(stages))}")
     assert not at.exception
     assert "Run 2 is complete" in at.success[0].value and "kor_Hang" in at.success[0].value

@@ -7,7 +7,6 @@ no other job writing the store."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from polyroute.ui.evaluate import PASTED_PLAN, STEERING_PLAN
 from store import SharedStore, Store, open_store
 from store import queries as q
 from store import writer as w
-from tests.apptest import chart, charts, open_page
+from tests.apptest import chart, charts, open_page, wait_for_job
 from tests.test_evaluation_tasks import _mgsm
 from tests.test_steering_page import controls
 
@@ -103,13 +102,7 @@ def fill_in(at: AppTest, corpus: str, *, plan: str = PLAN.to_json(), sweep: str 
 def finish(at: AppTest) -> str:
     """Start the evaluation, poll the page until it says the run is complete; that message."""
     at.button(key="evaluate_start").click().run()
-    deadline = time.monotonic() + 180
-    while not at.success:
-        assert time.monotonic() < deadline, [p.proto.text for p in at.get("progress")]
-        assert not at.exception and not at.warning, [w.value for w in at.warning]
-        time.sleep(0.5)
-        at.run()
-    return str(at.success[0].value)
+    return str(wait_for_job(at, timeout=180).success[0].value)
 
 
 def stored_scores(store: Store, run_id: int) -> list[tuple[str, str, str, float, int]]:

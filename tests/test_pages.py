@@ -5,13 +5,12 @@ what it shows."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from moe_core.demo import DEMO_MODEL_DIR
 from store import open_store
 from store import queries as q
-from tests.apptest import chart, charts, open_page
+from tests.apptest import chart, charts, open_page, wait_for_job
 
 LANGS = ["deu_Latn", "eng_Latn", "fra_Latn", "kan_Knda", "kaz_Cyrl", "tam_Taml", "tel_Telu", "tur_Latn", "uzn_Latn"]
 
@@ -81,13 +80,7 @@ def test_collect_traces_a_run_that_the_other_pages_then_show(app_db: Path):
     at.multiselect(key="collect_langs_builtin_all").set_value(["eng_Latn", "rus_Cyrl"]).run()
     at.number_input(key="collect_limit").set_value(5).run()
     at.button[0].click().run()
-    deadline = time.monotonic() + 120
-    while not at.success:
-        assert time.monotonic() < deadline, [p.value for p in at.get("progress")]
-        assert not at.warning, at.warning[0].value
-        time.sleep(0.5)
-        at.run()
-    assert "Run 2 is complete: 10 sentences" in at.success[0].value
+    assert "Run 2 is complete: 10 sentences" in wait_for_job(at).success[0].value
 
     at.switch_page("pages/divergence.py").run()
     at.selectbox(key="widget_model").set_value("polyroute-demo").run()
@@ -103,11 +96,7 @@ def test_collect_reports_a_failed_collection_as_a_message(app_db: Path, tmp_path
     at = open_page("pages/collect.py")
     at.text_input(key="collect_model").set_value(str(dense)).run()
     at.button[0].click().run()
-    deadline = time.monotonic() + 60
-    while not at.warning:
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
-        at.run()
+    wait_for_job(at, until="warning", timeout=60)
     assert at.warning[0].value.startswith("The collection stopped:") and "Traceback" not in at.warning[0].value
     assert not at.exception and not at.button[0].disabled  # the user can fix the folder and start again
 

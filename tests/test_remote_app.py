@@ -3,7 +3,6 @@ Evaluate to a real `polyroute serve` (the demo model, on 127.0.0.1), and the res
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from moe_core.demo import DEMO_MODEL_DIR
 from polyroute.ui.data import shared_store
 from polyroute.ui.model_place import HERE, SERVER
 from store import queries as q
-from tests.apptest import open_page
+from tests.apptest import open_page, wait_for_job
 from tests.test_evaluate_page import cli_scores, fill_in, finish, stored_scores
 from tests.test_evaluation_tasks import _mgsm
 from tests.test_remote import Served, _free_port, serving
@@ -43,13 +42,7 @@ def test_collect_runs_on_the_server_and_stores_here(demo_server, app_db: Path):
     at.multiselect(key="collect_langs_builtin_all").set_value(["eng_Latn", "rus_Cyrl"]).run()
     at.number_input(key="collect_limit").set_value(4).run()
     at.button[0].click().run()
-    deadline = time.monotonic() + 120
-    while not at.success:
-        assert time.monotonic() < deadline, [p.value for p in at.get("progress")]
-        assert not at.warning, at.warning[0].value
-        time.sleep(0.5)
-        at.run()
-    assert "complete: 8 sentences" in at.success[0].value
+    assert "complete: 8 sentences" in wait_for_job(at).success[0].value
     with shared_store(str(app_db)).reading() as store:  # the app's own instance holds the file
         run = max(q.list_runs(store), key=lambda run: run.run_id)
     assert run.backend == "remote" and run.params["servers"] == [demo_server.url] and run.n_stored == 8
