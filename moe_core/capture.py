@@ -11,9 +11,8 @@ and copied to the host once, never once per layer.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from torch.utils.hooks import RemovableHandle
 
 from moe_core.adapters import RouterSite
 from moe_core.errors import ModelError
+from moe_core.hooked import HookedBlock
 from moe_core.records import SOFT_SOFTMAX
 
 
@@ -74,7 +74,7 @@ class _Pending:
         self.logits: list[torch.Tensor | None] = [None] * n_routers
 
 
-class RoutingCapture:
+class RoutingCapture(HookedBlock):
     """Record the routing of every call of `model` made inside the `with` block.
 
     >>> with RoutingCapture(model, sites, n_experts=E, top_k=k, soft_rule="softmax") as capture:
@@ -97,36 +97,24 @@ class RoutingCapture:
     ) -> None:
         if not sites:
             raise ModelError("no router to capture: the model has no MoE layer")
+        super().__init__()
         self._model = model
         self._sites = list(sites)
         self._n_experts = n_experts
         self._top_k = top_k
         self._soft_rule = soft_rule
         self._save_logits = save_logits
-        self._handles: list[RemovableHandle] = []
         self._pending: _Pending | None = None
         self._steps: list[_Step] = []
 
-    def __enter__(self) -> RoutingCapture:
-        try:
-            self._handles.append(self._model.register_forward_pre_hook(self._on_step_start, with_kwargs=True))
-            self._handles.append(self._model.register_forward_hook(self._on_step_end))
-            for slot, site in enumerate(self._sites):
-                self._handles.append(site.module.register_forward_hook(self._router_hook(slot)))
-        except BaseException:
-            self._remove_hooks()
-            raise
-        return self
+    def _register(self) -> Iterator[RemovableHandle]:
+        yield self._model.register_forward_pre_hook(self._on_step_start, with_kwargs=True)
+        yield self._model.register_forward_hook(self._on_step_end)
+        for slot, site in enumerate(self._sites):
+            yield site.module.register_forward_hook(self._router_hook(slot))
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._remove_hooks()
+    def _exit(self) -> None:
         self._pending = None
-
-    def _remove_hooks(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
 
     # hooks -----------------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ every later hook therefore see the steered routing, in forward passes and at eve
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from torch.utils.hooks import RemovableHandle
 
 from moe_core.adapters import RouterSite, find_routers, resolve_adapter
 from moe_core.errors import ModelError
+from moe_core.hooked import HookedBlock
 from moe_core.steering.plan import ABLATE, ADAPTIVE, HARD, SOFT, SteeringPlan
 from moe_core.steering.scoring import SIGMOID_BIAS_GROUP_TOPK, SPARSEMIXER, RoutingRule, rule_for, score
 
@@ -35,7 +36,7 @@ class _Target:
     coefficients: torch.Tensor  # [m] float32
 
 
-class Steering:
+class Steering(HookedBlock):
     """Apply `plan` to every router of `model` in the plan's band while the `with` block runs.
 
     >>> with Steering(model, plan):
@@ -48,6 +49,7 @@ class Steering:
     """
 
     def __init__(self, model: nn.Module, plan: SteeringPlan) -> None:
+        super().__init__()
         config = getattr(model, "config", None)
         if config is None:
             raise ModelError(f"{type(model).__name__} has no transformers config: steer a transformers MoE model")
@@ -78,7 +80,6 @@ class Steering:
             if missing:
                 raise ModelError(f"router {missing[0]} has no e_score_correction_bias, which its routing rule needs")
         self._plan = plan
-        self._handles: list[RemovableHandle] = []
         self._noise: torch.Generator | None = None
 
     @property
@@ -86,26 +87,15 @@ class Steering:
         """The decoder layers whose routers are steered."""
         return [target.site.layer for target in self._targets]
 
-    def __enter__(self) -> Steering:
+    def _enter(self) -> None:
         self._noise = torch.Generator().manual_seed(self._plan.seed)
-        try:
-            for target in self._targets:
-                hook = self._router_hook(target)
-                self._handles.append(target.site.module.register_forward_hook(hook, prepend=True))
-        except BaseException:
-            self._remove_hooks()
-            raise
-        return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._remove_hooks()
+    def _register(self) -> Iterator[RemovableHandle]:
+        for target in self._targets:
+            yield target.site.module.register_forward_hook(self._router_hook(target), prepend=True)
+
+    def _exit(self) -> None:
         self._noise = None
-
-    def _remove_hooks(self) -> None:
-        while self._handles:
-            self._handles.pop().remove()
 
     # the hook ---------------------------------------------------------------------------------
 
