@@ -21,6 +21,7 @@ from polyroute import analyses
 from polyroute.output import print_table
 from polyroute.run_data import SOURCES, AnalysisResult, RunData, Selection
 from store import Store, open_store
+from store import queries as q
 
 ANALYSES = {
     "divergence": "per-layer divergence of each language from --ref over aligned pairs (the U-shape)",
@@ -31,7 +32,7 @@ ANALYSES = {
     "rise": "RISE scores and the budgeted subnetwork of --target",
     "similarity": "language similarity in the band, clusters vs families, the expert-sharing graph",
     "isolation": "routing isolation between high- and low-resource languages by layer",
-    "correlation": "correlation between middle-band divergence and per-language --scores",
+    "correlation": "correlation between middle-band divergence and per-language scores (--eval-run or --scores)",
 }
 
 
@@ -105,8 +106,13 @@ def _consistency(parser: argparse.ArgumentParser) -> None:
 
 
 def _correlation(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scores", type=Path, required=True, help="CSV/TSV/JSON with a lang column and a score column")
-    parser.add_argument("--score-column", help="the score column (default: the only numeric one)")
+    parser.add_argument(
+        "--eval-run", type=int, metavar="RUN_ID", help="an evaluation run of the store (`polyroute eval`)"
+    )
+    parser.add_argument("--metric", help="with --eval-run: the metric (default: the run's only one)")
+    parser.add_argument("--variant", help="with --eval-run: unsteered (default), a plan, or a sweep point")
+    parser.add_argument("--scores", type=Path, help="or a CSV/TSV/JSON file with a lang column and a score column")
+    parser.add_argument("--score-column", help="with --scores: the score column (default: the only numeric one)")
 
 
 _SPECIFIC: dict[str, Callable[[argparse.ArgumentParser], None]] = {
@@ -160,7 +166,12 @@ def _analyse(store: Store, args: argparse.Namespace, data: RunData) -> AnalysisR
         return analyses.analyze_similarity(data, measure=args.measure, clusters=args.clusters, top_n=args.top_n)
     if name == "isolation":
         return analyses.analyze_isolation(data, high=args.high, low=args.low, top_n=args.top_n)
-    scores, column = read_scores(args.scores, args.score_column)
+    if (args.eval_run is None) == (args.scores is None):
+        raise PolyrouteError("correlation needs --eval-run RUN_ID (scores in the store) or --scores FILE, one of them")
+    if args.eval_run is not None:
+        scores, column = stored_scores(store, args.eval_run, args.metric, args.variant)
+    else:
+        scores, column = read_scores(args.scores, args.score_column)
     return analyses.analyze_correlation(data, scores, score_name=column)
 
 
@@ -185,6 +196,26 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise PolyrouteError(f"--ratios takes three shares, e.g. 0.35,0.25,0.40, not {text!r}")
     return values[0], values[1], values[2]
+
+
+def stored_scores(store: Store, run_id: int, metric: str | None, variant: str | None) -> tuple[dict[str, float], str]:
+    """Per-language scores of one metric and variant of evaluation run `run_id` -> ({lang: score}, name)."""
+    results = q.eval_results(store, run_id)
+    if not results:
+        raise PolyrouteError(f"run {run_id} holds no scores: give an evaluation run (`polyroute runs` lists them)")
+    metrics = sorted({row.metric for row in results})
+    variants = sorted({row.variant for row in results})
+    if metric is None and len(metrics) > 1:
+        raise PolyrouteError(f"run {run_id} scores {', '.join(metrics)}: choose one with --metric")
+    metric = metric or metrics[0]
+    variant = variant or ("unsteered" if "unsteered" in variants else variants[0])
+    if metric not in metrics or variant not in variants:
+        raise PolyrouteError(
+            f"run {run_id} has no {metric!r} of variant {variant!r}: its metrics are {', '.join(metrics)}, "
+            f"its variants {', '.join(variants)}"
+        )
+    chosen = [row for row in results if row.metric == metric and row.variant == variant]
+    return {row.lang: row.value for row in chosen}, f"{chosen[0].task} {metric} ({variant})"
 
 
 def read_scores(path: Path, column: str | None) -> tuple[dict[str, float], str]:

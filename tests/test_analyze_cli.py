@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 
 import pytest
 
+from moe_core.records import TaskScore
 from polyroute.cli import main
+from store import open_store
+from store import queries as q
+from store import writer as w
 
 ANALYSES = {
     "divergence": [],
@@ -100,6 +105,42 @@ def test_correlation_reads_a_scores_file(planted_store, tmp_path, capsys):
     assert -1 <= payload["summary"]["pearson_r"] <= 1
 
 
+def test_correlation_reads_an_evaluation_run_as_it_reads_a_file(planted_store, tmp_path, capsys):
+    accuracy = {"deu_Latn": 0.81, "fra_Latn": 0.8, "tam_Taml": 0.42, "tel_Telu": 0.4, "kan_Knda": 0.38}
+    db = tmp_path / "scored.duckdb"
+    shutil.copyfile(planted_store, db)
+    with open_store(db) as store:
+        run = w.create_run(
+            store, kind="evaluation", model_id=q.list_runs(store)[0].model_id, corpus_id=None, backend="hf",
+            params={}, n_planned=0, weight_bound=1.0,
+        )  # fmt: skip
+        scores = [
+            TaskScore(task="belebele", lang=lang, variant=variant, metric=metric, value=value + shift, n=10)
+            for lang, value in accuracy.items()
+            for variant, shift in (("unsteered", 0.0), ("plan", 0.05))
+            for metric in ("accuracy", "language_consistency")
+        ]
+        w.write_evaluation(store, run, scores, [])
+    scores_file = tmp_path / "scores.csv"
+    scores_file.write_text("lang,accuracy\n" + "".join(f"{lang},{value}\n" for lang, value in accuracy.items()))
+    common = ["analyze", "correlation", "--run", "1", "--db", str(db), "--layers", "0-7", "--format", "json"]
+    _, from_file, _ = _run(capsys, *common, "--scores", str(scores_file))
+    code, from_store, err = _run(capsys, *common, "--eval-run", str(run), "--metric", "accuracy")
+    assert code == 0, err
+    stored, filed = json.loads(from_store), json.loads(from_file)
+    assert stored["summary"] == filed["summary"] and stored["summary"]["n"] == 5
+    assert stored["params"]["score"] == "belebele accuracy (unsteered)"
+    _, steered, _ = _run(capsys, *common, "--eval-run", str(run), "--metric", "accuracy", "--variant", "plan")
+    assert json.loads(steered)["params"]["score"] == "belebele accuracy (plan)"
+    for extra, message in (
+        ([], "choose one with --metric"),
+        (["--metric", "f1"], "its metrics are accuracy, language_consistency"),
+        (["--metric", "accuracy", "--scores", str(scores_file)], "one of them"),
+    ):
+        code, _, err = _run(capsys, *common, "--eval-run", str(run), *extra)
+        assert code == 2 and message in err, err
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -113,6 +154,8 @@ def test_correlation_reads_a_scores_file(planted_store, tmp_path, capsys):
         (["experts", "--run", "1", "--tau", "2"], "--tau must lie in"),
         (["isolation", "--run", "1", "--high", "6"], "change --high/--low"),
         (["correlation", "--run", "1", "--scores", "/nonexistent.csv"], "no scores file"),
+        (["correlation", "--run", "1"], "needs --eval-run RUN_ID"),
+        (["correlation", "--run", "1", "--eval-run", "1"], "run 1 holds no scores"),
         (["divergence", "--run", "1", "--format", "csv", "--table", "nope"], "has no table 'nope'"),
     ],
 )
