@@ -64,11 +64,14 @@ def start_trace(
         raise PolyrouteError("--batch-size must be at least 1")
     if request.limit is not None and request.limit < 1:
         raise PolyrouteError("--limit must be at least 1")
+    # Servers answer at once, so an unreachable one fails before the store is touched; a local model
+    # loads only once the store has opened (a locked store then fails before minutes of loading).
+    servers = connect(request.model, request.options, request.servers, request.token) if request.servers else None
     with nullcontext(store) if store else open_store(request.db) as store:
         corpus = load_corpus(request.corpus, request.langs, request.split)
         rows = corpus.select(request.langs, request.limit, aligned=request.require_aligned)
         missing = [] if request.require_aligned else corpus.missing(request.langs, request.limit)
-        backends = connect(request.model, request.options, request.servers, request.token)
+        backends = servers or connect(request.model, request.options)
         info = backends[0].info()
         model_id = w.ensure_model(store, info)
         record_corpus(store, corpus)
