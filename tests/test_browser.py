@@ -4,7 +4,9 @@ query, and five sessions browsing while a collection runs. Screenshots go to art
 
 from __future__ import annotations
 
+import json
 import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -21,6 +23,10 @@ from tests.stwait import CHROMIUM, CHROMIUM_ARGS, settle, shot, streamlit_server
 pytestmark = pytest.mark.browser
 
 PAGES = [link for _, links in NAVIGATION for link in links]
+UPLOADED_PLAN = {
+    "method": "ablate", "band": [2, 2], "experts": [{"layer": 2, "experts": [5]}],
+    "source": "a plan uploaded by the browser test",
+}  # fmt: skip
 
 
 def slug(path: str) -> str:
@@ -106,6 +112,14 @@ def change_a_control(page: Page, label: str) -> None:
         settle(page, main.get_by_role("heading", name="Where the routing moved"))
         main.get_by_test_id("stVegaLiteChart").locator("svg.marks, canvas").first.wait_for()
         assert main.get_by_text("With the plan", exact=True).count() == 1
+        # A plan file, uploaded as a user would (AppTest cannot drive an upload).
+        main.get_by_text("a plan file", exact=True).click()
+        settle(page, main.get_by_text("Upload a plan file or paste its JSON"))
+        with tempfile.TemporaryDirectory() as folder:
+            plan = Path(folder) / "ablate.json"
+            plan.write_text(json.dumps(UPLOADED_PLAN))
+            main.locator("input[type=file]").set_input_files(str(plan))
+            settle(page, main.get_by_text(UPLOADED_PLAN["source"]))  # the page read the file's plan
     elif label == "Adapt":
         budget = main.get_by_role("spinbutton", name="Experts to train (K)")
         budget.fill("4")
