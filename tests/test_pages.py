@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
 from moe_core.demo import DEMO_MODEL_DIR
 from store import open_store
 from store import queries as q
@@ -120,3 +122,19 @@ def test_overview_counts_the_store(app_db: Path):
     at = open_page()
     assert [m.value for m in at.metric] == ["1", "1", "9", f"{tokens:,}"]
     assert len(at.get("page_link")) >= 10  # the sidebar's navigation and the map of the pages
+
+
+def test_an_id_only_run_is_shown_from_activation_frequencies_and_says_so(app_db: Path):
+    # What the vLLM backend stores: expert ids only, no routing weights, no router probabilities.
+    con = duckdb.connect(str(app_db))
+    con.execute("DELETE FROM router_probs")
+    con.execute("UPDATE route_codes SET weight_code = NULL")
+    con.close()
+    at = open_page("pages/divergence.py")
+    assert any("activation frequencies" in box.value for box in at.info)
+    assert not chart(at, "Routing divergence from").rows().empty
+    at.switch_page("pages/token_paths.py").run()
+    assert not at.exception
+    assert any("expert ids only, without weights" in caption.value for caption in at.caption)
+    at.switch_page("pages/expert_sharing.py").run()
+    assert not at.exception and charts(at)
