@@ -2,12 +2,14 @@
 analyse a run, query the store with SQL, build the demo store.
 
 Bad input ends with one line, `polyroute: error: <problem>: <fix>`, and exit code 2; nothing
-already stored is changed by a failed command.
+already stored is changed by a failed command, and a store file the command created is removed
+again unless it holds a run to resume. `main` is the one place that turns failures into that line.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
@@ -17,27 +19,31 @@ from typing import Any
 from moe_core.errors import PolyrouteError, RemoteError
 from moe_core.languages import parse_langs
 from polyroute import DEFAULT_DB, adapt_cli, analyze_cli, default_db, demo_cli, eval_cli, plan_cli, serve_cli, steer_cli
+from polyroute.arguments import Parser, device, positive_int
 from polyroute.output import emit_rows, quiet_libraries
 from store import StoreError
+from store.connection import discard_if_unused
 
 EXIT_USAGE = 2
+EXIT_BUG = 1
+DEBUG_ENV = "POLYROUTE_DEBUG"  # set to 1 to see the traceback of an unexpected error
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="polyroute", description="Capture and explore how Mixture-of-Experts models route languages."
-    )
+    parser = Parser(prog="polyroute", description="Capture and explore how Mixture-of-Experts models route languages.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     trace = commands.add_parser("trace", help="run a model over a parallel corpus and store its routing")
     trace.add_argument("--model", type=Path, help="folder of a transformers MoE checkpoint (unless --backend URL)")
     _add_corpus(trace)
-    trace.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass (default 8)")
+    trace.add_argument("--batch-size", type=positive_int, default=8, help="sequences per forward pass (default 8)")
     trace.add_argument("--save-logits", action="store_true", help="also store every token's router logits")
-    trace.add_argument("--resume", type=int, metavar="RUN_ID", help="finish an interrupted run with its own settings")
-    trace.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    trace.add_argument(
+        "--resume", type=positive_int, metavar="RUN_ID", help="finish an interrupted run with its own settings"
+    )
+    trace.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     trace.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
-    trace.add_argument("--max-tokens", type=int, default=512, help="truncate longer texts (default 512)")
+    trace.add_argument("--max-tokens", type=positive_int, default=512, help="truncate longer texts (default 512)")
     trace.add_argument("--template", default="plain", choices=["plain", "chat"], help="wrap texts in the chat template")
     trace.add_argument("--model-id", help="name of the model in the store (default: the folder name)")
     serve_cli.add_client_args(trace, sharded=True)
@@ -51,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     show = corpus_commands.add_parser("show", help="print a corpus's aligned texts")
     show.add_argument("name", metavar="CORPUS", help=CORPUS_HELP)
     show.add_argument("--langs", help="comma-separated FLORES-200 codes (default: every language it has)")
-    show.add_argument("--limit", type=int, default=5, help="show the first N items (default 5)")
+    show.add_argument("--limit", type=positive_int, default=5, help="show the first N items (default 5)")
     _add_selection(show)
     _add_format(show)
 
@@ -75,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sql = commands.add_parser("sql", help="run one read-only SQL query on the store")
     sql.add_argument("query", help='for example "SELECT lang, count(*) FROM sequences GROUP BY lang"')
-    sql.add_argument("--max-rows", type=int, default=1000, help="show at most this many rows (default 1000)")
+    sql.add_argument("--max-rows", type=positive_int, default=1000, help="show at most this many rows (default 1000)")
     _add_db(sql)
     _add_format(sql)
     return parser
@@ -91,7 +97,7 @@ CORPUS_HELP = (
 def _add_corpus(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--corpus", help=CORPUS_HELP)
     parser.add_argument("--langs", help="comma-separated FLORES-200 codes, e.g. eng_Latn,deu_Latn")
-    parser.add_argument("--limit", type=int, help="trace only the first N items of the corpus")
+    parser.add_argument("--limit", type=positive_int, help="trace only the first N items of the corpus")
     _add_selection(parser)
 
 
@@ -111,39 +117,103 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if "db" in args:
-        args.db = args.db or default_db()
+    """Run one command; every failure ends here as one line on stderr and its exit code."""
     try:
-        if args.command == "trace":
-            return _trace(args)
-        if args.command == "runs":
-            return _runs(args)
-        if args.command == "corpus":
-            return _corpus_list(args) if args.corpus_command == "list" else _corpus_show(args)
-        if args.command == "languages":
-            return _languages(args)
-        if args.command == "analyze":
-            return analyze_cli.run(args)
-        if args.command == "demo":
-            return demo_cli.run(args)
-        if args.command == "plan":
-            return plan_cli.run(args)
-        if args.command == "steer":
-            return steer_cli.run(args)
-        if args.command == "eval":
-            return eval_cli.run(args)
-        if args.command == "adapt":
-            return adapt_cli.run(args)
-        if args.command == "serve":
-            return serve_cli.run(args)
-        return _sql(args)
+        args = build_parser().parse_args(argv)
+        if "db" in args:
+            args.db = args.db or default_db()
+        return _run_leaving_no_empty_store(args)
     except (PolyrouteError, StoreError) as error:
-        print(f"polyroute: error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return _fail(str(error))
     except BrokenPipeError:  # the reader (`head`, a closed pager) stopped early: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as error:  # a file or folder the command needed
+        return _fail(describe_os_error(error))
+    except Exception as error:
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(
+            f"polyroute: internal error: {type(error).__name__}: {_first_line(error)}. This is a bug in Polyroute, "
+            f"not in your input: please report it as a Polyroute issue with the command you ran (rerun with "
+            f"{DEBUG_ENV}=1 for the traceback); the store keeps everything written before",
+            file=sys.stderr,
+        )
+        return EXIT_BUG
+    except KeyboardInterrupt:
+        print("\npolyroute: interrupted", file=sys.stderr)
+        return 130
+
+
+def _fail(message: str) -> int:
+    print(f"polyroute: error: {' '.join(message.split())}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else "(no message)"
+
+
+# errno -> what to do about it, for the files and folders a command reads or creates.
+_OS_FIXES = {
+    errno.ENOSPC: "the disk is full: free some space, or pass --db a file on another disk",
+    errno.EDQUOT: "the disk quota is used up: free some space, or pass --db a file on another disk",
+    errno.EACCES: "permission denied: choose a file or folder you may use, or change its permissions",
+    errno.EPERM: "permission denied: choose a file or folder you may use, or change its permissions",
+    errno.EROFS: "the file system is read-only: pass --db a file on a writable disk",
+    errno.EEXIST: "a file stands where a folder is needed: choose another path",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "that is a folder, not a file: give a file",
+    errno.ENOENT: "no such file or folder: check the path",
+}
+
+
+def describe_os_error(error: OSError) -> str:
+    """`<path>: <what happened>: <fix>` for an operating-system error on a file."""
+    where = f"{error.filename}: " if error.filename else ""
+    fix = _OS_FIXES.get(error.errno or 0, "check the path, its permissions and the free space on its disk")
+    return f"{where}{error.strerror or error}; {fix}"
+
+
+def _run_leaving_no_empty_store(args: argparse.Namespace) -> int:
+    """Run the command; a store file that it created is removed again if the command fails before
+    storing a run (a run, even unfinished, stays for `--resume`)."""
+    db: Path | None = args.db if "db" in args else None
+    new_store = db is not None and not db.exists()
+    code = EXIT_BUG
+    try:
+        code = _dispatch(args)
+        return code
+    finally:
+        if new_store and code != 0 and db is not None:
+            discard_if_unused(db)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "trace":
+        return _trace(args)
+    if args.command == "runs":
+        return _runs(args)
+    if args.command == "corpus":
+        return _corpus_list(args) if args.corpus_command == "list" else _corpus_show(args)
+    if args.command == "languages":
+        return _languages(args)
+    if args.command == "analyze":
+        return analyze_cli.run(args)
+    if args.command == "demo":
+        return demo_cli.run(args)
+    if args.command == "plan":
+        return plan_cli.run(args)
+    if args.command == "steer":
+        return steer_cli.run(args)
+    if args.command == "eval":
+        return eval_cli.run(args)
+    if args.command == "adapt":
+        return adapt_cli.run(args)
+    if args.command == "serve":
+        return serve_cli.run(args)
+    return _sql(args)
 
 
 def _trace(args: argparse.Namespace) -> int:
@@ -275,8 +345,6 @@ def _corpus_list(args: argparse.Namespace) -> int:
 def _corpus_show(args: argparse.Namespace) -> int:
     from moe_core.corpora import load_corpus
 
-    if args.limit < 1:
-        raise PolyrouteError("--limit must be at least 1")
     wanted = parse_langs(args.langs) if args.langs else None
     quiet_libraries()
     _note_hub(args.name)

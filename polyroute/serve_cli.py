@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from moe_core.errors import PolyrouteError
+from polyroute.arguments import device, port, positive_float, positive_int
 
 ENGINES = ("hf", "vllm")
 TOKEN_ENV = "POLYROUTE_TOKEN"
@@ -27,20 +28,26 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     serve.add_argument("--model", type=Path, required=True, help="a local MoE checkpoint folder")
     serve.add_argument("--backend", default="hf", choices=ENGINES, help="the engine: hf (transformers) or vllm (GPU)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
-    serve.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
+    serve.add_argument("--port", type=port, default=8765, help="port to listen on (default 8765)")
     serve.add_argument(
         "--token", default=os.environ.get(TOKEN_ENV), help=f"the bearer token clients must send (${TOKEN_ENV})"
     )
-    serve.add_argument("--device", default="cpu", help="hf: cpu, cuda or cuda:N (default cpu)")
+    serve.add_argument("--device", type=device, default="cpu", help="hf: cpu, cuda or cuda:N (default cpu)")
     serve.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
-    serve.add_argument("--max-tokens", type=int, default=512, help="truncate longer texts (default 512)")
+    serve.add_argument("--max-tokens", type=positive_int, default=512, help="truncate longer texts (default 512)")
     serve.add_argument("--template", default="plain", choices=["plain", "chat"], help="wrap texts in the chat template")
     serve.add_argument("--model-id", help="name of the model in clients' stores (default: the folder name)")
-    serve.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model (default 1)")
-    serve.add_argument("--max-request-mb", type=float, default=16, help="largest request body in MiB (default 16)")
-    serve.add_argument("--max-texts", type=int, default=4096, help="most texts in one request (default 4096)")
-    serve.add_argument("--max-new-tokens", type=int, default=1024, help="most tokens one generation may ask for")
-    serve.add_argument("--max-seconds", type=float, default=600, help="time limit of one request (default 600)")
+    serve.add_argument("--tensor-parallel-size", type=positive_int, default=1, help="vllm: GPUs per model (default 1)")
+    serve.add_argument(
+        "--max-request-mb", type=positive_float, default=16, help="largest request body in MiB (default 16)"
+    )
+    serve.add_argument("--max-texts", type=positive_int, default=4096, help="most texts in one request (default 4096)")
+    serve.add_argument(
+        "--max-new-tokens", type=positive_int, default=1024, help="most tokens one generation may ask for"
+    )
+    serve.add_argument(
+        "--max-seconds", type=positive_float, default=600, help="time limit of one request (default 600)"
+    )
 
 
 def add_client_args(parser: argparse.ArgumentParser, *, sharded: bool) -> None:

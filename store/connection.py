@@ -2,14 +2,17 @@
 
 A process that opens the store for writing is its only writer (DuckDB allows one writing
 process). Opening never changes a file that is not a Polyroute store, and a failed open leaves
-the file as it was.
+the file as it was. A new store is made under a temporary name beside its path and linked into
+place once complete, so a full disk or a read-only folder leaves either a whole store or none.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -17,10 +20,13 @@ from typing import Any
 import duckdb
 
 from store import migrations
-from store.errors import StoreCorrupt, StoreError, StoreLocked, StoreMissing
+from store.errors import StoreCorrupt, StoreError, StoreFull, StoreLocked, StoreMissing
 
 _PID = re.compile(r"PID (\d+)")
 _CORRUPT_HINTS = ("not a valid duckdb database", "corrupt", "checksum", "serializ", "invalid block", "magic")
+_FULL_HINTS = ("no space left on device", "disk quota exceeded")
+_READ_ONLY_HINTS = ("permission denied", "read-only file system")
+_KEPT = "every batch committed before is kept (`polyroute trace --resume RUN_ID` finishes a run that stopped)"
 
 
 def translate(error: duckdb.Error, path: Path) -> StoreError:
@@ -33,12 +39,37 @@ def translate(error: duckdb.Error, path: Path) -> StoreError:
             f"store {path} is in use by {holder}: close the Polyroute app or command that has it open, "
             "or pass --db another file"
         )
+    if any(hint in text.lower() for hint in _FULL_HINTS):
+        return StoreFull(
+            f"the disk of store {path} is full ({text.splitlines()[0]}): free some space, or pass --db a file "
+            f"on another disk; {_KEPT}"
+        )
+    if any(hint in text.lower() for hint in _READ_ONLY_HINTS):
+        return StoreError(
+            f"store {path} cannot be written ({text.splitlines()[0]}): pass --db a file in a folder you may write"
+        )
     if any(hint in text.lower() for hint in _CORRUPT_HINTS):
         return StoreCorrupt(
             f"store {path} is damaged or not a DuckDB database ({text.splitlines()[0]}); it was left untouched: "
             "move it aside or pass --db another file"
         )
     return StoreError(f"store {path}: {text.splitlines()[0]}")
+
+
+def translate_os_error(error: OSError, path: Path) -> StoreError:
+    """The domain error for a file-system error while making the store at `path`."""
+    what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreFull(f"no room for a new store at {path} ({what}): free some space, or pass --db another disk")
+    if error.errno in (errno.EEXIST, errno.ENOTDIR):
+        return StoreError(
+            f"cannot make store {path}: a file stands where its folder should be ({what}); pass --db another path"
+        )
+    if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return StoreError(
+            f"cannot make store {path} ({what}): pass --db a file in a folder you may write, or change its permissions"
+        )
+    return StoreError(f"cannot make store {path} ({what}): pass --db another file")
 
 
 def _command(pid: str) -> str:
@@ -92,8 +123,8 @@ def open_store(path: str | Path, *, read_only: bool = False, config: dict[str, A
     file = Path(path).expanduser()
     if read_only and not file.is_file():
         raise StoreMissing(f"no store at {file}: build one with `polyroute trace ... --db {file}` or pass --db")
-    if not read_only:
-        file.parent.mkdir(parents=True, exist_ok=True)
+    if not read_only and not file.exists():
+        _create(file)
     try:
         con = duckdb.connect(str(file), read_only=read_only, config=config or {})
     except duckdb.Error as error:
@@ -107,6 +138,49 @@ def open_store(path: str | Path, *, read_only: bool = False, config: dict[str, A
         con.close()
         raise
     return Store(file, con, read_only=read_only)
+
+
+def _create(file: Path) -> None:
+    """A new, migrated and checkpointed store at `file`: complete, or (when anything fails) absent."""
+    partial = file.with_name(f".{file.name}.{os.getpid()}.new")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(partial))
+        try:
+            migrations.migrate(con)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        # A link, not a rename: a store that another process made meanwhile at `file` is kept, not replaced.
+        with suppress(FileExistsError):
+            os.link(partial, file)
+    except duckdb.Error as error:
+        raise translate(error, file) from None
+    except OSError as error:
+        raise translate_os_error(error, file) from None
+    finally:
+        for leftover in (partial, partial.with_name(partial.name + ".wal")):
+            with suppress(OSError):  # never made (its folder could not be): nothing to remove
+                leftover.unlink(missing_ok=True)
+
+
+def discard_if_unused(path: str | Path) -> None:
+    """Remove the store at `path` if it holds no run: what a command that failed before storing
+    anything leaves of a store it created. A store that is locked, damaged or holds runs is kept."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        return
+    try:
+        con = duckdb.connect(str(file), read_only=True)
+        try:
+            unused = con.execute("SELECT count(*) = 0 FROM runs").fetchone() == (True,)
+        finally:
+            con.close()
+    except duckdb.Error:
+        return
+    if unused:
+        for part in (file, file.with_name(file.name + ".wal")):
+            part.unlink(missing_ok=True)
 
 
 def _check_schema(con: duckdb.DuckDBPyConnection, file: Path, *, read_only: bool) -> None:

@@ -13,6 +13,10 @@ class StoreLocked(StoreError):
     """Another process holds the store file (DuckDB allows one writing process)."""
 
 
+class StoreFull(StoreError):
+    """The disk holding the store has no room left."""
+
+
 class StoreCorrupt(StoreError):
     """The file is not a DuckDB database, is damaged, or is a DuckDB file that is not a Polyroute store."""
 

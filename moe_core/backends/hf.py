@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from moe_core.adapters import find_routers, resolve_adapter
@@ -37,6 +38,10 @@ def config_hash(model_dir: Path) -> str:
 
 
 def load_config(model_dir: Path) -> Any:
+    if model_dir.is_file():
+        raise ModelError(
+            f"{model_dir} is a file, not a model folder: pass --model the folder with config.json and weights"
+        )
     if not model_dir.is_dir():
         raise ModelError(f"model folder {model_dir} does not exist: pass --model a folder with config.json and weights")
     if not (model_dir / "config.json").is_file():
@@ -54,6 +59,8 @@ class HFBackend(Backend):
 
     def __init__(self, model_dir: str | Path, options: HFOptions | None = None) -> None:
         self.options = options or HFOptions()
+        if self.options.max_tokens < 1:
+            raise PolyrouteError(f"max_tokens must be at least 1, not {self.options.max_tokens}")
         if self.options.template not in TEMPLATES:
             raise PolyrouteError(f"unknown template {self.options.template!r}: use one of {', '.join(TEMPLATES)}")
         path = Path(model_dir).expanduser().resolve()
@@ -201,13 +208,19 @@ def load_tokenizer(path: Path, template: str) -> Any:
 def _load_model(path: Path, options: HFOptions) -> PreTrainedModel:
     if options.dtype != "auto" and options.dtype not in DTYPES:
         raise PolyrouteError(f"unknown dtype {options.dtype!r}: use auto, {', '.join(DTYPES)}")
-    if options.device.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(options.device)
+    except RuntimeError:
+        raise PolyrouteError(f"unknown device {options.device!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise PolyrouteError(f"device {options.device} asked for, but no CUDA device is visible: use --device cpu")
     on_cpu = options.device == "cpu"
     dtype: Any = DTYPES.get(options.dtype, torch.float32 if on_cpu else "auto")
     try:
         model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
-    except OSError as error:
-        raise ModelError(f"cannot load the weights in {path}: {error}") from error
+    except (OSError, SafetensorError) as error:
+        raise ModelError(
+            f"cannot load the weights in {path} ({error}): check that the checkpoint is complete, or copy it again"
+        ) from error
     # transformers wraps `to` in a decorator that mypy reads as taking the model itself.
-    return model.to(torch.device(options.device)).eval()  # type: ignore[arg-type]
+    return model.to(device).eval()  # type: ignore[arg-type]

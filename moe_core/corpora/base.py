@@ -123,7 +123,12 @@ def build_rows(records: Sequence[Sequence[Any]], source: str) -> tuple[TextRow, 
             except LanguageError as error:
                 raise CorpusError(f"{source}, row {number}: {error}") from None
         code = codes[raw_lang]
-        if not isinstance(text, str) or not text.strip():
+        if text is not None and not isinstance(text, str):
+            raise CorpusError(
+                f"{source}, row {number} (item {item}, {code}): the text is {text!r:.40}, not a string: "
+                "write it as text (in JSON, between quotes)"
+            )
+        if not text or not text.strip():
             raise CorpusError(
                 f"{source}, row {number} (item {item}, {code}): the text is empty; fill it or drop the row"
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from moe_core.corpora.base import ParallelCorpus, build_rows
-from moe_core.corpora.tables import COMMON_PARSERS, read_jsonl
+from moe_core.corpora.tables import COMMON_PARSERS, read_jsonl, read_records
 from moe_core.errors import CorpusError
 
 COLUMNS = ("item_id", "lang", "text")
@@ -15,6 +15,11 @@ PARSERS = {**COMMON_PARSERS, ".ndjson": read_jsonl}
 def read_corpus(path: str | Path) -> ParallelCorpus:
     """Read and validate a parallel corpus file; the format follows the file's suffix."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise CorpusError(
+            f"corpus {file} is a folder: pass a corpus file (.jsonl, .csv, .tsv, .parquet), or a benchmark's "
+            f"local copy as NAME:{file}, e.g. flores_plus:{file} (`polyroute corpus list`)"
+        )
     if not file.is_file():
         raise CorpusError(
             f"corpus {file} does not exist: pass --corpus builtin, a benchmark such as flores_plus:DIR "
@@ -23,7 +28,7 @@ def read_corpus(path: str | Path) -> ParallelCorpus:
     parser = PARSERS.get(file.suffix.lower())
     if parser is None:
         raise CorpusError(f"{file}: unknown corpus format {file.suffix!r}; use one of {', '.join(PARSERS)}")
-    records = parser(file)
+    records = read_records(file, parser)
     if not records:
         raise CorpusError(f"corpus {file} has no rows: add rows with item_id, lang and text")
     found = list(dict.fromkeys(key for record in records for key in record))

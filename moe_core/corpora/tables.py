@@ -61,10 +61,31 @@ def read_unit(unit: Unit, parsers: Mapping[str, FileParser]) -> list[Record]:
     """The records of one unit; a DatasetDict gives the records of every split, each tagged `__split__`."""
     if _is_saved_dataset(unit.path):
         return _read_saved(unit.path)
+    return read_records(unit.path, parsers[_suffix(unit.path)])
+
+
+def read_records(path: Path, parser: FileParser) -> list[Record]:
+    """The records of one data file; every way a file can be unreadable ends in one CorpusError."""
     try:
-        return parsers[_suffix(unit.path)](unit.path)
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise CorpusError(f"{unit.path}: cannot read it ({error}); is it a complete, unmodified copy?") from None
+        return parser(path)
+    except UnicodeDecodeError as error:
+        raise CorpusError(
+            f"{path}: not UTF-8 text (byte {error.object[error.start : error.start + 1]!r} cannot be decoded): "
+            "save the file as UTF-8"
+        ) from None
+    except RecursionError:
+        raise CorpusError(
+            f"{path}: its JSON is nested too deeply to be records: a record is a flat object such as "
+            '{"item_id": "1", "lang": "eng_Latn", "text": "..."}'
+        ) from None
+    except json.JSONDecodeError as error:
+        raise CorpusError(f"{path}, line {error.lineno} column {error.colno}: not valid JSON ({error.msg})") from None
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CorpusError(
+            f"{path}: cannot read it as {_suffix(path).lstrip('.') or 'a data file'} ({reason}); "
+            "is it a complete, unmodified copy?"
+        ) from None
 
 
 def lang_from_path(relative: Path) -> str | None:
@@ -140,7 +161,22 @@ def read_delimited(path: Path) -> list[Record]:
         )
     except pa.ArrowInvalid as error:
         raise CorpusError(f"{path}: cannot read it as {'TSV' if delimiter == chr(9) else 'CSV'}: {error}") from None
-    return table.to_pylist()
+    records = table.to_pylist()
+    _refuse_open_quote(path, records)
+    return records
+
+
+def _refuse_open_quote(path: Path, records: Sequence[Record]) -> None:
+    """A quote that never closes makes the rest of the file one text (a later check would blame a
+    language for having no text): refuse it by name. Such a text is the last row's last value, runs
+    to the end of the file, and holds a line break, while a file whose last text is properly quoted
+    ends with its closing quote."""
+    last = list(records[-1].values())[-1] if records else None
+    if isinstance(last, str) and "\n" in last and not path.read_bytes().rstrip(b"\r\n").endswith(b'"'):
+        raise CorpusError(
+            f"{path}: the quote that opens the text {last.splitlines()[0][:40]!r}... never closes, so the rest of "
+            'the file became that one text: close the quote, or write a quote inside a quoted text as ""'
+        )
 
 
 COMMON_PARSERS: dict[str, FileParser] = {
