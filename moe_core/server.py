@@ -7,8 +7,9 @@ Endpoints (JSON in; JSON or an Arrow IPC stream out, see `moe_core.backends.wire
   POST /trace         {"batches": [[text, ...], ...], "save_logits": bool} -> one record batch per batch
   POST /generate      {"prompts": [...], "params": {...}, "plan": {...} | null} -> one record batch
 
-A bearer token, when set, guards every endpoint but /health. Bad requests get a 4xx with a message
-and the server goes on serving. One request at a time runs on the model: a request that waits for
+A bearer token, when set, guards every endpoint but /health. Every body is checked against its
+schema (`moe_core.request_schema`) before any model work: bad requests get a 4xx with a message and
+the server goes on serving; a 500 means a bug of the server, never of the client. One request at a time runs on the model: a request that waits for
 it longer than `max_seconds` is turned away (503), and a trace that runs past `max_seconds` ends
 its stream with an error after the batch in progress.
 """
@@ -17,12 +18,11 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import json
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 from starlette.applications import Starlette
@@ -32,43 +32,17 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from moe_core.backends import wire
-from moe_core.backends.base import Backend, GenerationParams
+from moe_core.backends.base import Backend
 from moe_core.errors import PolyrouteError
-from moe_core.steering.plan import SteeringPlan
+from moe_core.request_schema import BadRequest, Limits, count_body, generate_body, parse_body, trace_body
 
 log = logging.getLogger("polyroute.serve")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    """What one request may ask for."""
-
-    max_request_bytes: int = 16 << 20
-    max_texts: int = 4096
-    max_new_tokens: int = 1024
-    max_seconds: float = 600.0
-
-
-class BadRequest(Exception):
-    """A request the server refuses: `status` and a message that says what to change."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 def _error(status: int, message: str) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _texts(value: Any, name: str) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(text, str) for text in value):
-        raise BadRequest(422, f"{name} must be a list of strings")
-    if not value:
-        raise BadRequest(422, f"{name} is empty: send at least one text")
-    return value
 
 
 class Server:
@@ -122,23 +96,13 @@ class Server:
             body += chunk
             if len(body) > self.limits.max_request_bytes:
                 raise BadRequest(413, self._too_big())
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise BadRequest(400, f"the request body is not JSON: {error}") from error
-        if not isinstance(data, dict):
-            raise BadRequest(422, "the request body must be a JSON object")
-        return data
+        return parse_body(bytes(body))
 
     def _too_big(self) -> str:
         return (
             f"the request is larger than this server's limit of {self.limits.max_request_bytes:,} bytes: "
             "send fewer texts per request (or start the server with a larger --max-request-mb)"
         )
-
-    def _count_limit(self, n: int) -> None:
-        if n > self.limits.max_texts:
-            raise BadRequest(413, f"{n} texts in one request; this server takes at most {self.limits.max_texts}")
 
     def _acquire(self, deadline: float) -> None:
         if not self._model.acquire(timeout=max(0.0, deadline - time.monotonic())):
@@ -168,27 +132,22 @@ class Server:
         )
 
     async def count_tokens(self, request: Request) -> Response:
-        texts = _texts((await self._json(request)).get("texts"), "texts")
-        self._count_limit(len(texts))
+        texts = count_body(await self._json(request), self.limits)
         deadline = time.monotonic() + self.limits.max_seconds
         # Fast tokenizers refuse to be used from two threads at once, so counting waits its turn too.
         counts = await run_in_threadpool(self._run, deadline, self.backend.count_tokens, texts)
         return JSONResponse({"counts": counts})
 
     async def trace(self, request: Request) -> Response:
-        data = await self._json(request)
-        batches = data.get("batches")
-        if not isinstance(batches, list) or not batches:
-            raise BadRequest(422, "batches must be a non-empty list of lists of texts")
-        batches = [_texts(batch, f"batch {i}") for i, batch in enumerate(batches)]
-        self._count_limit(sum(map(len, batches)))
-        save_logits = data.get("save_logits", False)
-        if not isinstance(save_logits, bool):
-            raise BadRequest(422, "save_logits must be true or false")
+        body = trace_body(await self._json(request), self.limits)
         deadline = time.monotonic() + self.limits.max_seconds
         # The first batch runs before the response starts, so a bad text still gets a plain 4xx.
-        first = await run_in_threadpool(self._run, deadline, self.backend.trace, batches[0], save_logits=save_logits)
-        return StreamingResponse(self._stream(first, batches[1:], save_logits, deadline), media_type=wire.MEDIA_TYPE)
+        first = await run_in_threadpool(
+            self._run, deadline, self.backend.trace, body.batches[0], save_logits=body.save_logits
+        )
+        return StreamingResponse(
+            self._stream(first, body.batches[1:], body.save_logits, deadline), media_type=wire.MEDIA_TYPE
+        )
 
     def _stream(self, first: Any, rest: list[list[str]], save_logits: bool, deadline: float) -> Iterator[bytes]:
         encoder = wire.StreamEncoder()
@@ -212,37 +171,14 @@ class Server:
         yield encoder.finish()
 
     async def generate(self, request: Request) -> Response:
-        data = await self._json(request)
-        prompts = _texts(data.get("prompts"), "prompts")
-        self._count_limit(len(prompts))
-        params = self._params(data.get("params", {}))
-        plan = None if data.get("plan") is None else SteeringPlan.from_dict(data["plan"])
+        asked = generate_body(await self._json(request), self.limits)
         deadline = time.monotonic() + self.limits.max_seconds
-        result = await run_in_threadpool(self._run, deadline, self.backend.generate, prompts, params, plan)
+        result = await run_in_threadpool(
+            self._run, deadline, self.backend.generate, asked.prompts, asked.params, asked.plan
+        )
         encoder = wire.StreamEncoder()
-        body = encoder.batch(wire.encode(result.routing, result.texts)) + encoder.finish()
-        return Response(body, media_type=wire.MEDIA_TYPE)
-
-    def _params(self, raw: Any) -> GenerationParams:
-        if not isinstance(raw, dict):
-            raise BadRequest(422, "params must be a JSON object of generation settings")
-        fields = GenerationParams.__dataclass_fields__
-        unknown = sorted(set(raw) - set(fields))
-        if unknown:
-            raise BadRequest(422, f"unknown generation setting {unknown[0]!r}: use {', '.join(fields)}")
-        defaults = GenerationParams()
-        for name, value in raw.items():
-            # JSON numbers: an int is a fine float, but a bool is never a number here.
-            wanted = type(getattr(defaults, name))
-            ok = isinstance(value, wanted) or (wanted is float and isinstance(value, int))
-            if not ok or (wanted is not bool and isinstance(value, bool)):
-                raise BadRequest(422, f"generation setting {name} must be a {wanted.__name__}, not {value!r}")
-        params = GenerationParams(**raw)
-        if not isinstance(params.max_new_tokens, int) or not 1 <= params.max_new_tokens <= self.limits.max_new_tokens:
-            raise BadRequest(
-                422, f"max_new_tokens must be an integer from 1 to this server's limit {self.limits.max_new_tokens}"
-            )
-        return params
+        stream = encoder.batch(wire.encode(result.routing, result.texts)) + encoder.finish()
+        return Response(stream, media_type=wire.MEDIA_TYPE)
 
 
 def is_loopback(host: str) -> bool:
