@@ -87,7 +87,7 @@ def run_trace(
     batch_size: int,
     save_logits: bool = False,
     on_progress: Progress | None = None,
-    group_decisions: int = 250_000,
+    group_decisions: int = 2_000_000,
     max_delay_s: float = 0.5,
 ) -> None:
     """Trace `sequences` batch by batch while a writer thread hands finished batches to `sink`.

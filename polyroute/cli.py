@@ -18,7 +18,18 @@ from typing import Any
 
 from moe_core.errors import PolyrouteError, RemoteError
 from moe_core.languages import parse_langs
-from polyroute import DEFAULT_DB, adapt_cli, analyze_cli, default_db, demo_cli, eval_cli, plan_cli, serve_cli, steer_cli
+from polyroute import (
+    DEFAULT_DB,
+    adapt_cli,
+    analyze_cli,
+    default_db,
+    demo_cli,
+    eval_cli,
+    plan_cli,
+    serve_cli,
+    steer_cli,
+    upgrade_cli,
+)
 from polyroute.arguments import Parser, device, positive_int
 from polyroute.output import emit_rows, quiet_libraries
 from store import StoreError
@@ -78,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     eval_cli.add_parser(commands, _add_db)
     adapt_cli.add_parser(commands, _add_db)
     serve_cli.add_parser(commands, _add_db)
+    upgrade_cli.add_parser(commands, _add_db)
 
     sql = commands.add_parser("sql", help="run one read-only SQL query on the store")
     sql.add_argument("query", help='for example "SELECT lang, count(*) FROM sequences GROUP BY lang"')
@@ -213,6 +225,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return adapt_cli.run(args)
     if args.command == "serve":
         return serve_cli.run(args)
+    if args.command == "upgrade":
+        return upgrade_cli.run(args)
     return _sql(args)
 
 
@@ -391,11 +405,13 @@ def _languages(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
+    from polyroute.run_status import INTERRUPTED, interrupted_note, shown_status
     from store import open_store
     from store.queries import list_runs
 
     with open_store(args.db, read_only=True) as store:
         runs = list_runs(store)
+    statuses = {run.run_id: shown_status(run) for run in runs}
     columns = ["run_id", "kind", "model_id", "corpus_id", "langs", "status", "sequences", "tokens", "created_at"]
     rows = [
         (
@@ -404,7 +420,7 @@ def _runs(args: argparse.Namespace) -> int:
             run.model_id,
             run.corpus_id,
             ",".join(run.params.get("langs", [])),
-            run.status,
+            statuses[run.run_id],
             f"{run.n_stored}/{run.n_planned}",
             run.n_tokens,
             run.created_at.strftime("%Y-%m-%d %H:%M"),
@@ -412,6 +428,15 @@ def _runs(args: argparse.Namespace) -> int:
         for run in runs
     ]
     emit_rows(columns, rows, args.format)
+    for run in runs:
+        status = statuses[run.run_id]
+        if run.kind == "trace" and status in (INTERRUPTED, "failed"):
+            why = interrupted_note(run) if status == INTERRUPTED else "it stopped on an error"
+            print(
+                f"run {run.run_id} is {status} ({why}): finish it with `polyroute trace --resume {run.run_id} "
+                f"--db {args.db}`",
+                file=sys.stderr,
+            )
     return 0
 
 

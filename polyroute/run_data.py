@@ -14,12 +14,15 @@ from typing import Any
 import numpy as np
 
 from moe_core.analysis import rise, routing
+from moe_core.analysis import summaries as summaries_math
 from moe_core.errors import PolyrouteError
 from moe_core.languages import find_lang, language
-from store import Store
+from store import Store, summaries
 from store import queries as q
+from store.summaries import LanguageSums, PairDivergence
 
-SOURCES = ("auto", "soft", "hard")
+SOURCES = ("auto", *summaries_math.SOURCES)
+SOURCE_NAMES = {"soft": "router_probs", "weight": "routing_weights", "hard": "activation_frequencies"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,7 +56,7 @@ class AnalysisResult:
 @dataclass(frozen=True, kw_only=True)
 class Selection:
     """Which part of a run to analyse: languages (default all), layers (default all MoE layers),
-    the reference language, and the soft or hard distributions."""
+    the reference language, and the distribution (soft, weight, hard, or auto: soft where stored)."""
 
     langs: Sequence[str] | None = None
     layers: tuple[int, int] | None = None  # an inclusive range of decoder-layer indices
@@ -125,75 +128,82 @@ class RunData:
             return np.ones(len(self.layer_index), dtype=bool)
         return rise.depth_zones(np.asarray(self.layers), self.layout.n_layers) == 1
 
-    # inputs --------------------------------------------------------------------------------
+    # inputs: the run's routing summaries (store.summaries), never its per-token rows but for
+    # consistency at other than the default pairs -----------------------------------------------
 
     @cached_property
-    def source(self) -> str:
-        """`router_probs` (soft, needs router scores) or `activation_frequencies` (hard: f / k)."""
-        if self.selection.source != "hard" and q.has_router_probs(self.store, self.layout.run_id):
-            return "router_probs"
-        if self.selection.source == "soft":
+    def sums(self) -> LanguageSums:
+        """Per-language sums over every language and MoE layer of the run (selected on use)."""
+        layout = self.layout
+        return summaries.language_sums(self.store.con, layout.run_id, layout.langs, layout.layers, layout.n_experts)
+
+    @cached_property
+    def distribution(self) -> str:
+        """The distribution analysed: soft, weight or hard (`auto`: soft where the run has it)."""
+        wanted, available = self.selection.source, self.sums.sources
+        if wanted == "auto":
+            return "soft" if "soft" in available else "hard"
+        if wanted not in available:
+            missing = {"soft": "router probabilities", "weight": "routing weights"}[wanted]
             raise PolyrouteError(
-                f"run {self.layout.run_id} stored no router probabilities (an id-only trace): use --source hard"
+                f"run {self.layout.run_id} stored no {missing} (an id-only trace): choose source "
+                f"{' or '.join(available)}"
             )
-        return "activation_frequencies"
+        return wanted
+
+    @property
+    def source(self) -> str:
+        """What the distributions are, in result params: router_probs, routing_weights or activation_frequencies."""
+        return SOURCE_NAMES[self.distribution]
+
+    def _selected(self, values: np.ndarray) -> np.ndarray:
+        """[L, Y, ...] over the run -> over the selected languages and layers."""
+        return values[self.lang_index][:, self.layer_index]
+
+    @cached_property
+    def pair_divergence(self) -> PairDivergence:
+        """Divergence sums of the selected languages' pairs over their aligned items, per selected layer."""
+        layers = self.layout.layers[self.layer_index]
+        return summaries.pair_divergence(self.store.con, self.layout.run_id, self.distribution, self.langs, layers)
+
+    @cached_property
+    def n_sequences(self) -> np.ndarray:
+        """[L'] sequences of each selected language."""
+        return self.sums.n_sequences[self.lang_index, 0].astype(np.int64)
+
+    @cached_property
+    def mean_entropy(self) -> np.ndarray:
+        """[L', Y'] mean over each language's sequences of H(q) of the analysed distribution (NaN: none)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._selected(self.sums.entropy[self.distribution]) / self.n_sequences[:, None]
+
+    @cached_property
+    def mean_consistency(self) -> np.ndarray:
+        """[L', Y'] mean within-sequence consistency at the default pairs (NaN: no sequence of two tokens)."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return self._selected(self.sums.consistency_sum) / self._selected(self.sums.consistency_count)
 
     def over_sequences(
         self, compute: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray], shape: tuple[int, ...]
     ) -> np.ndarray:
         """[S, *shape] float32: `compute(experts [n, Y', k], lengths [s], sequence indices [s])` ->
         [s, *shape] over the token routes of the selected layers, streamed a batch of whole
-        sequences at a time (50M routing decisions never sit in memory at once)."""
+        sequences at a time (the routing decisions never sit in memory at once)."""
         result = np.full((len(self.layout.seq_ids), *shape), np.nan, dtype=np.float32)
-        for index, experts in q.token_expert_batches(self.store, self.layout, self.selection.layers):
+        for index, experts, _ in q.token_expert_batches(self.store, self.layout, self.selection.layers):
             result[index] = compute(experts, self.layout.seq_tokens[index], index)
         return result
 
     @cached_property
-    def distributions(self) -> np.ndarray:
-        """[L, I, Y', E] per-sequence routing distributions of the selection (NaN where absent)."""
-        layout = self.layout
-        rows = q.router_probs(self.store, layout, self.selection.layers) if self.source == "router_probs" else None
-        if rows is None:
-            frequencies = self.over_sequences(
-                lambda experts, lengths, _: routing.sequence_frequencies(experts, lengths, layout.n_experts),
-                (len(self.layer_index), layout.n_experts),
-            )
-            n_seqs = frequencies.shape[0]
-            rows = (
-                np.repeat(np.arange(n_seqs), len(self.layer_index)),
-                np.tile(self.layer_index, n_seqs),
-                frequencies.reshape(-1, layout.n_experts) / layout.top_k,
-            )
-        seq_rows, layer_rows, values = rows
-        layer_position = np.full(len(layout.layers), -1)
-        layer_position[self.layer_index] = np.arange(len(self.layer_index))
-        langs, layers = self.sequence_positions()[seq_rows], layer_position[layer_rows]
-        keep = (langs >= 0) & (layers >= 0)
-        if not keep.all():
-            langs, layers, seq_rows, values = langs[keep], layers[keep], seq_rows[keep], values[keep]
-        arranged = np.full(
-            (len(self.lang_index), len(layout.items), len(self.layer_index), layout.n_experts), np.nan, np.float32
-        )
-        arranged[langs, layout.seq_item[seq_rows], layers] = values
-        return arranged
-
-    @cached_property
-    def usage(self) -> q.ExpertUsage:
-        return q.expert_usage(self.store, self.layout, self.selection.layers)
-
-    @cached_property
     def frequencies(self) -> np.ndarray:
         """[L, Y', E] activation frequencies f_L (sum k over experts) of the selection."""
-        counts = self.usage.counts[self.lang_index][:, self.layer_index]
+        counts = self._selected(self.sums.hits)
         return routing.activation_frequencies(counts, self.layout.tokens_per_lang[self.lang_index])
 
     @cached_property
     def sequence_mean_frequencies(self) -> np.ndarray:
         """[L, Y', E] mean over each language's sequences of the per-sequence frequency (Delta-tau)."""
-        sums = self.usage.sequence_frequency_sums[self.lang_index][:, self.layer_index]
-        n_seqs = np.bincount(self.layout.seq_lang, minlength=len(self.layout.langs))[self.lang_index]
-        return sums / np.maximum(n_seqs, 1)[:, None, None]
+        return self._selected(self.sums.frequency_sum) / np.maximum(self.n_sequences, 1)[:, None, None]
 
     def narrowed(self, layers: tuple[int, int]) -> RunData:
         """The same run and languages, only the decoder layers in `layers` (read afresh, so smaller)."""

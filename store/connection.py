@@ -155,7 +155,8 @@ def _create(file: Path) -> None:
         with suppress(FileExistsError):
             os.link(partial, file)
     except duckdb.Error as error:
-        raise translate(error, file) from None
+        failed = translate(error, file)  # named by the store's path, not the temporary one
+        raise type(failed)(str(failed).replace(str(partial), str(file))) from None
     except OSError as error:
         raise translate_os_error(error, file) from None
     finally:
@@ -195,6 +196,9 @@ def _check_schema(con: duckdb.DuckDBPyConnection, file: Path, *, read_only: bool
         raise StoreError(f"store {file} was written by a newer Polyroute (schema {max(done)}); upgrade Polyroute")
     if read_only:
         if len(done) < latest:
-            raise StoreError(f"store {file} needs migrating: open it once for writing (any polyroute trace) first")
+            raise StoreError(
+                f"store {file} was written by an earlier Polyroute: upgrade it in place with "
+                f"`polyroute upgrade --db {file}`"
+            )
         return
     migrations.migrate(con)

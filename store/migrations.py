@@ -1,7 +1,9 @@
-"""Ordered schema migrations: `migrations/NNN_name.sql`, each applied once, in its own transaction."""
+"""Ordered schema migrations: `migrations/NNN_name.sql`, each applied once, in its own transaction
+together with its data step (`store.upgrades.DATA_STEPS`), if it has one."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 
 import duckdb
@@ -30,8 +32,11 @@ def user_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [row[0] for row in rows]
 
 
-def migrate(con: duckdb.DuckDBPyConnection) -> None:
-    """Apply every migration not yet in the ledger."""
+def migrate(con: duckdb.DuckDBPyConnection, progress: Callable[[int, int], None] | None = None) -> None:
+    """Apply every migration not yet in the ledger; a data step reports to `progress` (default: a
+    progress bar on stderr)."""
+    from store import upgrades  # here, not on top: upgrades reads through queries, which import the connection
+
     con.execute(
         f"CREATE TABLE IF NOT EXISTS {LEDGER} "
         "(version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP DEFAULT current_timestamp)"
@@ -42,9 +47,12 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
         con.begin()
         try:
             con.execute(sql)
+            step = upgrades.DATA_STEPS.get(version)
+            if step:
+                step(con, progress or upgrades.progress_bar(f"upgrading the store: {name}"))
             con.execute(f"INSERT INTO {LEDGER} (version, name) VALUES (?, ?)", [version, name])
             con.commit()
-        except duckdb.Error:
+        except BaseException:  # an interrupted upgrade leaves the store as it was
             con.rollback()
             raise
     if pending:

@@ -1,6 +1,6 @@
 """Typed reads of the store: each function runs one parameterised query and returns plain values,
-or, for the analyses, numpy arrays aggregated in DuckDB (per-token rows stay in the database,
-except the top-k ids that within-sequence consistency needs)."""
+or numpy arrays. The analyses read the routing summaries (`store.summaries`); per-token rows are
+streamed only for consistency at other than the default pairs, token entropy and the upgrade."""
 
 from __future__ import annotations
 
@@ -356,32 +356,31 @@ def run_layout(store: Store, run_id: int) -> RunLayout | None:
     )
 
 
-def router_probs(
-    store: Store, layout: RunLayout, layers: tuple[int, int] | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Mean router probabilities of every stored (sequence, layer) as rows: (sequence index [n]
-    into `layout.seq_ids`, layer index [n] into `layout.layers`, probs [n, E] float32), or None for
-    a run without them (id-only backends); only of the decoder layers in the inclusive range
-    `layers` when given. Rows, not a dense array, so the caller places them without a second copy."""
+def sequence_router_probs(store: Store, layout: RunLayout, seq_ids: np.ndarray) -> np.ndarray | None:
+    """[S, Y, E] float32 mean router probabilities of the sequences `seq_ids` (in that order), or
+    None when the run stored none of theirs (an id-only backend)."""
     table = store.con.execute(
-        "SELECT seq_id, layer, probs FROM router_probs WHERE run_id = ? AND layer BETWEEN ? AND ?",
-        [layout.run_id, *_layer_range(layout, layers)],
+        "SELECT seq_id, layer, probs FROM router_probs WHERE run_id = ? AND seq_id IN (SELECT unnest(?)) "
+        "ORDER BY seq_id, layer",
+        [layout.run_id, np.asarray(seq_ids).tolist()],
     ).to_arrow_table()
     if table.num_rows == 0:
         return None
-    return (
-        np.searchsorted(layout.seq_ids, table.column("seq_id").to_numpy()),
-        np.searchsorted(layout.layers, table.column("layer").to_numpy()),
-        table.column("probs").combine_chunks().flatten().to_numpy().reshape(-1, layout.n_experts),
-    )
+    shape = (len(seq_ids), len(layout.layers), layout.n_experts)
+    if table.num_rows != shape[0] * shape[1]:
+        raise StoreError(f"run {layout.run_id} has sequences without router probabilities beside ones with")
+    probs = table.column("probs").combine_chunks().flatten().to_numpy().reshape(shape)
+    found = table.column("seq_id").to_numpy()[:: shape[1]]
+    order = np.argsort(np.asarray(seq_ids), kind="stable")
+    result = np.empty_like(probs)
+    result[order] = probs  # rows came sorted by seq_id
+    if not np.array_equal(found, np.asarray(seq_ids)[order]):
+        raise StoreError(f"run {layout.run_id}: router probabilities do not match its sequences")
+    return result
 
 
 def _layer_range(layout: RunLayout, layers: tuple[int, int] | None) -> tuple[int, int]:
     return layers or (int(layout.layers.min()), int(layout.layers.max()))
-
-
-def has_router_probs(store: Store, run_id: int) -> bool:
-    return store.con.execute("SELECT 1 FROM router_probs WHERE run_id = ? LIMIT 1", [run_id]).fetchone() is not None
 
 
 class _OutOfOrder(Exception):
@@ -389,94 +388,81 @@ class _OutOfOrder(Exception):
 
 
 def token_expert_batches(
-    store: Store, layout: RunLayout, layers: tuple[int, int] | None = None, rows_per_batch: int = 1 << 22
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    store: Store,
+    layout: RunLayout,
+    layers: tuple[int, int] | None = None,
+    rows_per_batch: int = 1 << 22,
+    *,
+    with_weights: bool = False,
+    ordered: bool = False,
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """Every token's top-k experts in the MoE layers within the inclusive range `layers` (default
     all), streamed in batches of whole sequences: (sequence indices [s] into `layout.seq_ids`,
-    experts [n, Y', k] uint16, the tokens of those sequences one sequence after another).
+    experts [n, Y', k] uint16, weights [n, Y', k] float32 or None), the tokens of those sequences
+    one sequence after another. Weights come `with_weights`, when the run stored them.
 
     Rows stream in the order the writer inserted them, (seq, pos, layer, rank) per sequence, which
     is checked as they come; should the check fail, the stream starts again from a sorted read, so
-    a sequence may come twice: key results by sequence index, and the later one wins.
+    a sequence may come twice: key results by sequence index, and the later one wins. `ordered`
+    reads sorted from the start, each sequence once.
     """
     first, last = _layer_range(layout, layers)
     per_token = int(((layout.layers >= first) & (layout.layers <= last)).sum()) * layout.top_k
-    query = "SELECT seq_id, expert FROM route_codes WHERE run_id = ? AND layer BETWEEN ? AND ?"
+    weight = ", c.weight_code * r.weight_unit AS weight" if with_weights else ""
+    query = (
+        f"SELECT c.seq_id, c.expert{weight} FROM route_codes AS c JOIN runs AS r USING (run_id) "
+        "WHERE c.run_id = ? AND c.layer BETWEEN ? AND ?"
+    )
     params = [layout.run_id, first, last]
+    sorted_query = query + " ORDER BY c.seq_id, c.pos, c.layer, c.rank"
+    if ordered:
+        yield from _sequence_blocks(store, layout, sorted_query, params, per_token, rows_per_batch)
+        return
     try:
         yield from _sequence_blocks(store, layout, query, params, per_token, rows_per_batch)
     except _OutOfOrder:
-        ordered = query + " ORDER BY seq_id, pos, layer, rank"
-        yield from _sequence_blocks(store, layout, ordered, params, per_token, rows_per_batch)
+        yield from _sequence_blocks(store, layout, sorted_query, params, per_token, rows_per_batch)
 
 
 def _sequence_blocks(
     store: Store, layout: RunLayout, query: str, params: list[Any], per_token: int, rows_per_batch: int
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     seen = np.zeros(len(layout.seq_ids), dtype=bool)
-    seq_ids, experts = np.zeros(0, np.int32), np.zeros(0, np.uint16)
+    columns: dict[str, np.ndarray] = {}
     for batch in store.con.execute(query, params).to_arrow_reader(rows_per_batch):
-        seq_ids = np.concatenate([seq_ids, batch.column("seq_id").to_numpy()])
-        experts = np.concatenate([experts, batch.column("expert").to_numpy()])
+        for name in batch.schema.names:
+            values = batch.column(name)
+            if name == "weight":  # NULL weights (an id-only run) become NaN
+                values = values.fill_null(np.nan).cast("float32")
+            columns[name] = np.concatenate([columns[name], values.to_numpy()]) if name in columns else values.to_numpy()
+        seq_ids = columns["seq_id"]
         starts = np.flatnonzero(np.r_[True, seq_ids[1:] != seq_ids[:-1]])
         done = starts[-1]  # the last sequence may go on in the next batch
         if done:
-            yield _checked_block(layout, seen, seq_ids[:done], experts[:done], starts[:-1], per_token)
-        seq_ids, experts = seq_ids[done:], experts[done:]
-    if len(seq_ids):
-        yield _checked_block(layout, seen, seq_ids, experts, np.zeros(1, np.int64), per_token)
+            yield _checked_block(layout, seen, {k: v[:done] for k, v in columns.items()}, starts[:-1], per_token)
+        columns = {name: values[done:] for name, values in columns.items()}
+    if len(columns.get("seq_id", ())):
+        yield _checked_block(layout, seen, columns, np.zeros(1, np.int64), per_token)
     if not seen.all():
         raise StoreError(f"run {layout.run_id} has sequences without routing rows: the store is incomplete")
 
 
 def _checked_block(
-    layout: RunLayout, seen: np.ndarray, seq_ids: np.ndarray, experts: np.ndarray, starts: np.ndarray, per_token: int
-) -> tuple[np.ndarray, np.ndarray]:
+    layout: RunLayout, seen: np.ndarray, columns: dict[str, np.ndarray], starts: np.ndarray, per_token: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """The sequences of one block, after checking each is whole, known and met for the first time."""
+    seq_ids = columns["seq_id"]
     index = np.searchsorted(layout.seq_ids, seq_ids[starts])
     lengths = np.diff(np.append(starts, len(seq_ids)))
     in_run = bool((index < len(seen)).all()) and np.array_equal(layout.seq_ids[index], seq_ids[starts])
     if not in_run or seen[index].any() or not np.array_equal(lengths, layout.seq_tokens[index] * per_token):
         raise _OutOfOrder
     seen[index] = True
-    return index, experts.reshape(-1, per_token // layout.top_k, layout.top_k)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExpertUsage:
-    """How often each language routes to each expert. Arrays are [L, Y, E] in `RunLayout` order."""
-
-    counts: np.ndarray  # tokens whose top-k contains the expert
-    sequence_frequency_sums: np.ndarray  # sum over sequences of (count in the sequence / its tokens)
-
-
-def expert_usage(store: Store, layout: RunLayout, layers: tuple[int, int] | None = None) -> ExpertUsage:
-    """Top-k hits per language, layer and expert, aggregated in DuckDB (one row per triple); only of
-    the decoder layers in the inclusive range `layers` when given (the others stay 0)."""
-    table = store.con.execute(
-        """
-        WITH seqs AS (
-            SELECT seq_id, n_tokens, dense_rank() OVER (ORDER BY lang)::INTEGER - 1 AS lang_index
-            FROM sequences WHERE run_id = ?
-        )
-        SELECT lang_index, layer, expert, count(*) AS hits, sum(1.0 / n_tokens) AS frequency_sum
-        FROM route_codes JOIN seqs USING (seq_id)
-        WHERE run_id = ? AND layer BETWEEN ? AND ?
-        GROUP BY ALL
-        """,
-        [layout.run_id, layout.run_id, *_layer_range(layout, layers)],
-    ).fetchnumpy()
-    shape = (len(layout.langs), len(layout.layers), layout.n_experts)
-    index = (
-        np.asarray(table["lang_index"], dtype=np.int64),
-        np.searchsorted(layout.layers, np.asarray(table["layer"])),
-        np.asarray(table["expert"], dtype=np.int64),
-    )
-    counts = np.zeros(shape, dtype=np.int64)
-    sums = np.zeros(shape, dtype=np.float64)
-    counts[index] = table["hits"]
-    sums[index] = table["frequency_sum"]
-    return ExpertUsage(counts=counts, sequence_frequency_sums=sums)
+    shape = (-1, per_token // layout.top_k, layout.top_k)
+    weights = columns.get("weight")
+    if weights is not None and np.isnan(weights).all():
+        weights = None
+    return index, columns["expert"].reshape(shape), None if weights is None else weights.reshape(shape)
 
 
 def router_logit_batches(

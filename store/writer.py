@@ -1,7 +1,8 @@
 """The bulk writer: models, languages, corpora and runs, and traced batches through Arrow.
 
 Traced batches (their sequences, tokens, routing decisions, soft distributions and, on request,
-logits) go in as one transaction: after a crash the store holds whole sequences or none.
+logits) go in as one transaction with the routing summaries they add to (`store.summaries`):
+after a crash the store holds whole sequences or none, and summaries of exactly those.
 `sequences` has a primary key on (run_id, seq_id), so a sequence can never be stored twice.
 """
 
@@ -16,7 +17,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from moe_core.analysis.summaries import SequenceSummary, summarise_sequences
 from moe_core.records import GeneratedAnswer, ModelInfo, RoutingBatch, TaskScore
+from store import summaries
 from store.connection import Store, translate
 from store.errors import StoreError
 
@@ -249,10 +252,14 @@ class BatchWriter:
         self._store = store
         self._run_id = run_id
         self._con = store.con.cursor()
-        row = self._con.execute("SELECT weight_unit FROM runs WHERE run_id = ?", [run_id]).fetchone()
+        row = self._con.execute(
+            "SELECT r.weight_unit, m.n_experts FROM runs AS r JOIN models AS m USING (model_id) WHERE r.run_id = ?",
+            [run_id],
+        ).fetchone()
         if row is None:
             raise StoreError(f"run {run_id} is not in store {store.path}: list runs with `polyroute runs`")
         self._weight_unit = float(row[0])
+        self._n_experts = int(row[1])
         # While a run is written the model's forward keeps every core busy; measured on 2 cores, a
         # single-threaded writer slows it least (bench/capture.py). Restored on close. The setting is
         # global, so a shared store (the app, whose pages read meanwhile) keeps its own.
@@ -276,8 +283,11 @@ class BatchWriter:
             for name, table in self._tables(keys, batch).items():
                 parts.setdefault(name, []).append(table)
         tables = {name: pa.concat_tables(group) for name, group in parts.items()}
+        new = self._summaries(batches) if batches else None
         try:
             with self._store.transaction(self._con) as con:
+                if new is not None:  # first: it compares them with the sequences already stored
+                    summaries.add_sequences(con, self._run_id, new)
                 for name, table in tables.items():
                     con.register("batch_rows", table)
                     try:
@@ -290,6 +300,36 @@ class BatchWriter:
                     f"run {self._run_id} already holds some of these sequences; nothing was written"
                 ) from None
             raise
+
+    def _summaries(self, batches: Sequence[tuple[Sequence[SequenceKey], RoutingBatch]]) -> summaries.NewSequences:
+        """The routing summaries of every sequence of `batches`, in batch order."""
+        parts = [
+            summarise_sequences(
+                batch.expert_ids.astype(np.int64),
+                None if batch.expert_weights is None else self._stored_weights(batch.expert_weights),
+                batch.seq_lengths,
+                self._n_experts,
+                np.array([key.seq_id for key in keys], dtype=np.int64),
+            )
+            for keys, batch in batches
+        ]
+        probs = [batch.router_probs for _, batch in batches]
+        keys = [key for chunk, _ in batches for key in chunk]
+        first = batches[0][1]
+        return summaries.NewSequences(
+            seq_ids=np.array([key.seq_id for key in keys], dtype=np.int64),
+            items=[key.item_id for key in keys],
+            langs=[key.lang for key in keys],
+            lengths=np.concatenate([batch.seq_lengths for _, batch in batches]).astype(np.int64),
+            layers=np.asarray(first.layers, dtype=np.int64),
+            top_k=first.expert_ids.shape[-1],
+            summary=SequenceSummary(
+                hits=np.concatenate([part.hits for part in parts]),
+                weight=None if any(p.weight is None for p in parts) else np.concatenate([p.weight for p in parts]),
+                consistency=np.concatenate([part.consistency for part in parts]),
+            ),
+            soft=None if any(p is None for p in probs) else np.concatenate(probs),  # type: ignore[arg-type]
+        )
 
     def _tables(self, keys: Sequence[SequenceKey], batch: RoutingBatch) -> dict[str, pa.Table]:
         n_tokens, n_layers, top_k = batch.expert_ids.shape
@@ -345,6 +385,12 @@ class BatchWriter:
             )
             tables["router_logits"] = rows
         return tables
+
+    def _stored_weights(self, weights: np.ndarray) -> np.ndarray:
+        """The weights as `routes` will give them back (16-bit codes), so that the summaries equal
+        a recomputation from the stored rows."""
+        codes = np.rint(weights / self._weight_unit)  # as _weight_codes rounds them
+        return (codes.astype(np.float64) * self._weight_unit).astype(np.float32)
 
     def _weight_codes(self, weights: np.ndarray | None, count: int) -> pa.Array:
         if weights is None:

@@ -14,7 +14,7 @@ from scipy.special import softmax
 from scipy.stats import entropy as scipy_entropy
 from scipy.stats import rankdata
 
-from moe_core.analysis import correlation, divergence, experts, rise, routing, similarity
+from moe_core.analysis import correlation, divergence, experts, rise, routing, similarity, summaries
 
 RNG = np.random.default_rng(7)
 
@@ -58,10 +58,38 @@ def test_normalised_js_divides_by_the_entropy_gap_clamped():
     assert np.isfinite(divergence.normalised_js(uniform, nearly))
 
 
+def _pair_sums(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[L, I, Y, E] distributions (NaN: a language lacks the item) -> the summaries' per-pair sums
+    as [L, L] item counts and [L, L, Y] sums of JS and of D, every aligned pair compared once."""
+    n_langs, n_items = probs.shape[:2]
+    present = [
+        (lang, item) for lang in range(n_langs) for item in range(n_items) if not np.isnan(probs[lang, item, 0, 0])
+    ]
+    dist = np.stack([probs[lang, item] for lang, item in present])
+    lang = np.array([lang for lang, _ in present])
+    pairs = [(a, b) for a, b in itertools.combinations(range(len(present)), 2) if present[a][1] == present[b][1]]
+    first = np.array([a for a, _ in pairs], dtype=np.int64)
+    second = np.array([b for _, b in pairs], dtype=np.int64)
+    found = summaries.pair_sums(dist, lang, first, second)
+    n = np.zeros((n_langs, n_langs))
+    js, d = np.zeros((n_langs, n_langs, probs.shape[2])), np.zeros((n_langs, n_langs, probs.shape[2]))
+    for (a, b), count, js_sum, d_sum in zip(found.pairs, found.n, found.js, found.normalised, strict=True):
+        n[a, b] = n[b, a] = count
+        js[a, b] = js[b, a] = js_sum
+        d[a, b] = d[b, a] = d_sum
+    return n, js, d
+
+
+def _curves(probs: np.ndarray, ref: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n, js, d = _pair_sums(probs)
+    return divergence.divergence_curves(n, js, d, ref, int((~np.isnan(probs[ref, :, 0, 0])).sum()))
+
+
 def test_divergence_curves_average_pairs_not_distributions():
     probs = _distributions(3, 5, 4, 8)  # 3 languages, 5 items, 4 layers
     probs[2, 1] = np.nan  # language 2 lacks item 1
-    got, raw = divergence.divergence_curves(probs, 0)
+    got, raw, pairs = _curves(probs, 0)
+    assert pairs.tolist() == [5, 5, 4]
     for lang in range(3):
         for layer in range(4):
             items = [i for i in range(5) if not np.isnan(probs[lang, i, 0, 0])]
@@ -78,11 +106,17 @@ def test_divergence_curves_average_pairs_not_distributions():
 
 def test_a_single_language_diverges_from_itself_by_zero_and_no_shared_item_gives_nan():
     probs = _distributions(1, 4, 2, 6)
-    assert np.allclose(divergence.divergence_curves(probs, 0)[0], 0)
+    assert np.allclose(_curves(probs, 0)[0], 0)
     two = _distributions(2, 2, 2, 6)
     two[0, 0] = np.nan
     two[1, 1] = np.nan
-    assert np.isnan(divergence.divergence_curves(two, 0)[0][1]).all()
+    assert np.isnan(_curves(two, 0)[0][1]).all()
+
+
+def test_identical_routing_in_two_languages_diverges_by_exactly_zero():
+    probs = _distributions(1, 3, 2, 8).repeat(2, axis=0)
+    normalised, raw, _ = _curves(probs, 0)
+    assert (normalised == 0).all() and (raw == 0).all()
 
 
 # routing -------------------------------------------------------------------------------------
@@ -95,20 +129,29 @@ def _routes(lengths: list[int], layers: int, experts_: int, k: int) -> np.ndarra
     ).astype(np.int16)
 
 
-def test_sequence_frequencies_count_top_k_hits_per_token():
+def test_sequence_summaries_count_top_k_hits_and_average_normalised_weights_per_token():
     lengths = [3, 5, 1]
-    routes = _routes(lengths, 2, 6, 2)
-    got = routing.sequence_frequencies(routes, np.array(lengths), 6)
+    routes = _routes(lengths, 2, 6, 2).astype(np.int64)
+    weights = RNG.random(routes.shape).astype(np.float32)
+    got = summaries.summarise_sequences(routes, weights, np.array(lengths), 6, np.arange(3))
     start = 0
     for s, length in enumerate(lengths):
         for layer in range(2):
-            counts = np.zeros(6)
+            counts, shares = np.zeros(6), np.zeros(6)
             for t in range(start, start + length):
-                for e in routes[t, layer]:
+                for e, w in zip(routes[t, layer], weights[t, layer], strict=True):
                     counts[e] += 1
-            np.testing.assert_allclose(got[s, layer], counts / length)
+                    shares[e] += w / weights[t, layer].sum()
+            np.testing.assert_array_equal(got.hits[s, layer], counts)
+            np.testing.assert_allclose(got.weight[s, layer], shares / length, rtol=1e-6)
         start += length
-    np.testing.assert_allclose(got.sum(axis=-1), 2)
+    hard = summaries.hard_distribution(got.hits, np.array(lengths), 2)
+    np.testing.assert_allclose(hard.sum(axis=-1), 1, rtol=1e-6)
+    np.testing.assert_allclose(got.weight.sum(axis=-1), 1, rtol=1e-6)
+    assert np.isnan(got.consistency[2]).all()  # one token: no pair
+    expected = routing.within_sequence_consistency(routes, np.array(lengths), 6, keys=np.arange(3))
+    np.testing.assert_array_equal(got.consistency, expected)
+    assert summaries.summarise_sequences(routes, None, np.array(lengths), 6, np.arange(3)).weight is None
 
 
 def test_activation_frequencies_sum_to_k_and_an_empty_group_gives_zeros():
@@ -116,16 +159,6 @@ def test_activation_frequencies_sum_to_k_and_an_empty_group_gives_zeros():
     got = routing.activation_frequencies(counts, np.array([3, 0]))
     np.testing.assert_allclose(got[0, 0], [1, 1 / 3, 0, 2 / 3])
     assert (got[1] == 0).all()
-
-
-def test_routing_entropy_is_the_mean_over_present_sequences():
-    probs = _distributions(2, 4, 3, 8)
-    probs[1, 2] = np.nan
-    got = routing.routing_entropy(probs)
-    for lang in range(2):
-        for layer in range(3):
-            values = [scipy_entropy(probs[lang, i, layer]) for i in range(4) if not np.isnan(probs[lang, i, 0, 0])]
-            assert got[lang, layer] == pytest.approx(np.mean(values))
 
 
 def test_token_entropy_of_softmax_and_of_normalised_sigmoid():
@@ -334,7 +367,8 @@ def test_divergence_similarity_and_cosine_match_loops():
     probs = _distributions(3, 4, 5, 6)
     probs[2, 0] = np.nan
     band = np.array([0, 1, 1, 0, 0], bool)
-    got = similarity.divergence_similarity(probs, band)
+    n, _, d = _pair_sums(probs)
+    got = similarity.divergence_similarity(n, d, band)
     for a, b in itertools.combinations(range(3), 2):
         values = [
             divergence.normalised_js(probs[a, i, y], probs[b, i, y])

@@ -3,8 +3,8 @@ and every analysis finding the structure planted in a synthetic trace."""
 
 from __future__ import annotations
 
+import itertools
 import shutil
-from collections import Counter
 from pathlib import Path
 
 import duckdb
@@ -15,7 +15,7 @@ from moe_core.analysis import divergence
 from moe_core.errors import PolyrouteError
 from polyroute import analyses
 from polyroute.run_data import RunData, Selection
-from store import open_store
+from store import open_store, upgrades
 from store import queries as q
 from tests.conftest import PLANTED_EXCLUSIVE, PLANTED_FAMILIES
 
@@ -33,50 +33,88 @@ def _data(db: Path, **selection) -> RunData:
     return RunData(store, 1, Selection(**selection))
 
 
-# the inputs ----------------------------------------------------------------------------------
+# the inputs: the routing summaries against brute force over the stored rows --------------------
 
 
-def test_layout_and_router_probs_match_the_stored_rows(planted_store):
+def _per_sequence(db: Path) -> dict[int, dict[str, object]]:
+    """Every sequence's language, item, tokens and, per layer, its three distributions, computed
+    from the raw `routes` and `router_probs` rows in Python loops."""
+    sequences = {
+        seq: {"lang": lang, "item": item, "n": n, "hits": {}, "weight": {}, "soft": {}}
+        for seq, lang, item, n in _rows(db, "SELECT seq_id, lang, item_id, n_tokens FROM sequences WHERE run_id = 1")
+    }
+    tokens: dict[tuple[int, int, int], list[tuple[int, float]]] = {}
+    for seq, pos, layer, expert, weight in _rows(
+        db, "SELECT seq_id, pos, layer, expert, weight FROM routes WHERE run_id = 1"
+    ):
+        tokens.setdefault((seq, pos, layer), []).append((expert, weight))
+    for (seq, _, layer), chosen in tokens.items():
+        hits = sequences[seq]["hits"].setdefault(layer, np.zeros(16))
+        weight = sequences[seq]["weight"].setdefault(layer, np.zeros(16))
+        total = sum(w for _, w in chosen)
+        for expert, w in chosen:
+            hits[expert] += 1
+            weight[expert] += w / total / sequences[seq]["n"]
+    for seq, layer, probs in _rows(db, "SELECT seq_id, layer, probs FROM router_probs WHERE run_id = 1"):
+        sequences[seq]["soft"][layer] = np.asarray(probs, dtype=np.float64)
+    for seq in sequences.values():
+        seq["hard"] = {layer: hits / (seq["n"] * 2) for layer, hits in seq["hits"].items()}
+    return sequences
+
+
+def test_language_sums_equal_counting_every_stored_routing_decision(planted_store):
+    sequences = _per_sequence(planted_store)
+    data = _data(planted_store)
+    sums = data.sums
+    assert data.sums.sources == ("soft", "weight", "hard")
+    for i, lang in enumerate(data.layout.langs):
+        mine = [seq for seq in sequences.values() if seq["lang"] == lang]
+        assert sums.n_sequences[i, 0] == len(mine)
+        assert sums.n_tokens[i, 0] == sum(seq["n"] for seq in mine)
+        for y in range(8):
+            np.testing.assert_array_equal(sums.hits[i, y], sum(seq["hits"][y] for seq in mine))
+            np.testing.assert_allclose(sums.frequency_sum[i, y], sum(seq["hits"][y] / seq["n"] for seq in mine))
+            np.testing.assert_allclose(sums.weight_sum[i, y], sum(seq["weight"][y] for seq in mine), rtol=1e-5)
+            np.testing.assert_allclose(sums.soft_sum[i, y], sum(seq["soft"][y] for seq in mine), rtol=1e-5)
+            for source in ("soft", "weight", "hard"):
+                expected = sum(divergence.entropy(seq[source][y]) for seq in mine)
+                assert sums.entropy[source][i, y] == pytest.approx(expected, rel=1e-5)
+    frequencies = data.frequencies
+    assert frequencies.shape == (9, 8, 16)
+    np.testing.assert_allclose(frequencies.sum(axis=-1), 2)
+
+
+def test_pair_divergence_equals_comparing_every_aligned_pair_of_sequences(planted_store):
+    sequences = _per_sequence(planted_store)
+    for source in ("soft", "weight", "hard"):
+        data = _data(planted_store, langs=["eng_Latn", "tam_Taml", "kaz_Cyrl"], layers=(2, 5), source=source)
+        sums = data.pair_divergence
+        for a, b in itertools.combinations(range(3), 2):
+            pairs = [
+                (p, q)
+                for p in sequences.values()
+                for q in sequences.values()
+                if (p["lang"], q["lang"]) == (data.langs[a], data.langs[b]) and p["item"] == q["item"]
+            ]
+            assert sums.n[a, b] == sums.n[b, a] == len(pairs) == 12
+            for y, layer in enumerate(range(2, 6)):
+                values = [divergence.normalised_js(p[source][layer], q[source][layer]) for p, q in pairs]
+                js = [divergence.js_divergence(p[source][layer], q[source][layer]) for p, q in pairs]
+                assert sums.normalised[a, b, y] == pytest.approx(sum(values), rel=1e-5)
+                assert sums.js[b, a, y] == pytest.approx(sum(js), rel=1e-5)
+
+
+def test_sequence_router_probs_come_in_the_order_asked(planted_store):
     with open_store(planted_store, read_only=True) as store:
         layout = q.run_layout(store, 1)
-        assert layout is not None
-        rows = q.router_probs(store, layout)
-    assert rows is not None
-    found = {(int(s), int(y)): p for s, y, p in zip(*rows, strict=True)}
-    stored = _rows(
-        planted_store,
-        "SELECT s.seq_id, s.lang, s.item_id, p.layer, p.probs "
-        "FROM router_probs p JOIN sequences s USING (run_id, seq_id)",
-    )
-    assert len(found) == len(stored) == 9 * 12 * 8
-    for seq_id, lang, item, layer, values in stored:
-        s = int(np.searchsorted(layout.seq_ids, seq_id))
-        assert (layout.langs[layout.seq_lang[s]], layout.items[layout.seq_item[s]]) == (lang, item)
-        np.testing.assert_array_equal(found[(s, layer)], np.asarray(values, dtype=np.float32))
-    data = _data(planted_store, langs=["tam_Taml", "eng_Latn"], layers=(2, 3))
-    probs = data.distributions
-    s = next(i for i, code in enumerate(layout.seq_lang) if layout.langs[code] == "tam_Taml")
-    np.testing.assert_array_equal(probs[0, layout.seq_item[s], 1], found[(s, 3)])
-    assert probs.shape == (2, 12, 2, 16) and not np.isnan(probs).any()
-
-
-def test_expert_usage_matches_counting_every_routing_decision(planted_store):
-    with open_store(planted_store, read_only=True) as store:
-        layout = q.run_layout(store, 1)
-        usage = q.expert_usage(store, layout)
-    decisions = _rows(
-        planted_store,
-        "SELECT s.lang, s.n_tokens, c.layer, c.expert FROM route_codes c JOIN sequences s USING (run_id, seq_id)",
-    )
-    hits = Counter((lang, layer, expert) for lang, _, layer, expert in decisions)
-    sums = Counter()
-    for lang, n_tokens, layer, expert in decisions:
-        sums[(lang, layer, expert)] += 1 / n_tokens
-    for (lang, layer, expert), count in hits.items():
-        index = (layout.langs.index(lang), layer, expert)
-        assert usage.counts[index] == count
-        assert usage.sequence_frequency_sums[index] == pytest.approx(sums[(lang, layer, expert)])
-    assert usage.counts.sum() == len(decisions)
+        probs = q.sequence_router_probs(store, layout, np.array([7, 2, 5]))
+    stored = {
+        (seq, layer): values
+        for seq, layer, values in _rows(planted_store, "SELECT seq_id, layer, probs FROM router_probs")
+    }
+    for i, seq in enumerate((7, 2, 5)):
+        for y in range(8):
+            np.testing.assert_array_equal(probs[i, y], np.asarray(stored[(seq, y)], dtype=np.float32))
 
 
 def _sorted_experts(db: Path, layout) -> np.ndarray:
@@ -84,11 +122,11 @@ def _sorted_experts(db: Path, layout) -> np.ndarray:
     return np.array([row[0] for row in rows]).reshape(-1, len(layout.layers), layout.top_k)
 
 
-def _streamed(db: Path, layout, layers=None, rows_per_batch=1 << 22) -> np.ndarray:
+def _streamed(db: Path, layout, layers=None, rows_per_batch=1 << 22, **options) -> np.ndarray:
     """Every token's experts from `token_expert_batches`, put back in seq_id order."""
     by_sequence = {}
     with open_store(db, read_only=True) as store:
-        for index, experts in q.token_expert_batches(store, layout, layers, rows_per_batch):
+        for index, experts, _ in q.token_expert_batches(store, layout, layers, rows_per_batch, **options):
             offsets = np.concatenate([[0], np.cumsum(layout.seq_tokens[index])])
             for i, s in enumerate(index):
                 by_sequence[int(s)] = experts[offsets[i] : offsets[i + 1]]
@@ -112,6 +150,7 @@ def test_token_experts_stream_whole_sequences_in_order_even_when_rows_are_shuffl
     con.execute("INSERT INTO route_codes SELECT * FROM rows")
     con.close()
     np.testing.assert_array_equal(_streamed(shuffled, layout, rows_per_batch=1000), expected)
+    np.testing.assert_array_equal(_streamed(shuffled, layout, rows_per_batch=1000, ordered=True), expected)
 
 
 def test_an_id_only_run_is_analysed_from_activation_frequencies(planted_store, tmp_path):
@@ -121,32 +160,25 @@ def test_an_id_only_run_is_analysed_from_activation_frequencies(planted_store, t
     con.execute("DELETE FROM router_probs")
     con.execute("UPDATE route_codes SET weight_code = NULL")
     con.close()
+    with open_store(id_only) as store:
+        upgrades.rebuild_summaries(store, 1)  # the rows were edited by hand
     result = analyses.analyze_divergence(_data(id_only))
     assert result.params["source"] == "activation_frequencies"
     assert "activation frequencies" in result.notes[0]
-    with open_store(id_only, read_only=True) as store:
-        layout = q.run_layout(store, 1)
-    routes = _streamed(id_only, layout)
-    # Brute force: per-sequence hit counts / (tokens * k), English vs German on item0001, layer 3.
-    hard = {}
-    for lang in ("eng_Latn", "deu_Latn"):
-        s = next(
-            i
-            for i in range(len(layout.seq_ids))
-            if layout.langs[layout.seq_lang[i]] == lang and layout.items[layout.seq_item[i]] == "item00001"
-        )
-        start = int(layout.seq_tokens[:s].sum())
-        counts = Counter(routes[start : start + layout.seq_tokens[s], 3].ravel().tolist())
-        hard[lang] = np.array([counts[e] for e in range(16)]) / (layout.seq_tokens[s] * 2)
-    data = _data(id_only)
-    probs = data.distributions
-    i, j, item = data.langs.index("eng_Latn"), data.langs.index("deu_Latn"), data.layout.items.index("item00001")
-    np.testing.assert_allclose(probs[i, item, 3], hard["eng_Latn"], rtol=1e-6)
-    np.testing.assert_allclose(probs[j, item, 3], hard["deu_Latn"], rtol=1e-6)
-    narrow = _data(id_only, layers=(3, 4)).distributions  # layer 3 is now the first selected layer
-    np.testing.assert_allclose(narrow[i, item, 0], hard["eng_Latn"], rtol=1e-6)
-    with pytest.raises(PolyrouteError, match="--source hard"):
-        _ = _data(id_only, source="soft").source
+    assert _data(id_only).sums.sources == ("hard",)
+    sequences = _per_sequence(planted_store)
+    eng = [seq for seq in sequences.values() if seq["lang"] == "eng_Latn"]
+    deu = {seq["item"]: seq for seq in sequences.values() if seq["lang"] == "deu_Latn"}
+    expected = np.mean([divergence.normalised_js(seq["hard"][3], deu[seq["item"]]["hard"][3]) for seq in eng])
+    curve = {(lang, layer): value for lang, layer, value, *_ in result.table("by_layer").rows}
+    assert curve[("deu_Latn", 3)] == pytest.approx(expected, abs=1e-6)
+    narrow = analyses.analyze_divergence(_data(id_only, layers=(3, 4)))
+    assert {(lang, layer): value for lang, layer, value, *_ in narrow.table("by_layer").rows}[("deu_Latn", 3)] == curve[
+        ("deu_Latn", 3)
+    ]
+    for source in ("soft", "weight"):
+        with pytest.raises(PolyrouteError, match="choose source hard"):
+            _ = _data(id_only, source=source).source
 
 
 # the planted structure -----------------------------------------------------------------------
@@ -163,12 +195,10 @@ def test_divergence_is_u_shaped_and_equals_the_pairwise_formula(planted_store):
     others = [lang for lang in curve if lang != "eng_Latn"]
     mean = {layer: np.mean([curve[lang][layer] for lang in others]) for layer in range(8)}
     assert mean[0] > 2 * mean[4] and mean[7] > 2 * mean[3]
-    data = _data(planted_store)
-    probs = data.distributions
-    deu = data.langs.index("deu_Latn")
-    expected = np.mean(
-        [divergence.normalised_js(probs[data.ref_position(), i, 2], probs[deu, i, 2]) for i in range(12)]
-    )
+    sequences = _per_sequence(planted_store)
+    eng = {seq["item"]: seq for seq in sequences.values() if seq["lang"] == "eng_Latn"}
+    deu = [seq for seq in sequences.values() if seq["lang"] == "deu_Latn"]
+    expected = np.mean([divergence.normalised_js(eng[seq["item"]]["soft"][2], seq["soft"][2]) for seq in deu])
     assert curve["deu_Latn"][2] == pytest.approx(expected, abs=1e-6)
 
 

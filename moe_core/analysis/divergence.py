@@ -45,29 +45,23 @@ def normalised_js(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return js_divergence(p, q) / np.maximum(gap, MIN_DENOMINATOR)
 
 
-def divergence_curves(probs: np.ndarray, ref_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-layer mean divergence of every language from the reference, over the items both have.
+def divergence_curves(
+    n_items: np.ndarray, js_sums: np.ndarray, d_sums: np.ndarray, ref_index: int, ref_items: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-layer mean divergence of every language from the reference over the items both have,
+    from per-pair sums (`moe_core.analysis.summaries.pair_sums`: computed pair by pair, never on
+    averaged distributions).
 
-    probs: [L, I, Y, E] per-sequence routing distributions (NaN where a language lacks an item).
-    Returns (normalised D, raw JS), each [L, Y]: the mean over aligned items i of
-    D(q_i^ref, q_i^L) and of JS; NaN for a language that shares no item with the reference.
-    Computed pair by pair, never on averaged distributions.
+    n_items: [L, L] aligned items of each language pair; js_sums, d_sums: [L, L, Y] sums of JS and of
+    the normalised D over those items; ref_items: the reference's own items. Returns (normalised D
+    [L, Y], raw JS [L, Y], pairs [L]): the means of D(q_i^ref, q_i^L) and JS over aligned items i,
+    NaN for a language that shares no item with the reference; the reference itself gets 0.
     """
-    # float64 throughout: JS is a difference of entropies, and identical rows must give exactly 0.
-    reference = probs[ref_index].astype(np.float64)
-    ref_present = ~np.isnan(reference[:, 0, 0])
-    ref_entropy = entropy(np.nan_to_num(reference))
-    n_experts = probs.shape[-1]
-    shape = probs.shape[:1] + probs.shape[2:3]
-    normalised, raw = np.full(shape, np.nan), np.full(shape, np.nan)
-    for lang in range(probs.shape[0]):  # one language at a time keeps memory at [I, Y, E]
-        both = ref_present & ~np.isnan(probs[lang, :, 0, 0])
-        if not both.any():
-            continue
-        p, q = reference[both], probs[lang, both].astype(np.float64)
-        mean_entropy = (ref_entropy[both] + entropy(q)) / 2
-        # JS = H(m) - (H(p) + H(q)) / 2: the same value as the two KL terms, with a third of the logs.
-        js = np.maximum(entropy((p + q) / 2) - mean_entropy, 0)
-        raw[lang] = js.mean(axis=0)
-        normalised[lang] = (js / np.maximum(np.log(n_experts) - mean_entropy, MIN_DENOMINATOR)).mean(axis=0)
-    return normalised, raw
+    pairs = n_items[ref_index].astype(np.int64)
+    pairs[ref_index] = ref_items
+    with np.errstate(invalid="ignore", divide="ignore"):
+        normalised = np.where(pairs[:, None] > 0, d_sums[ref_index] / pairs[:, None], np.nan)
+        raw = np.where(pairs[:, None] > 0, js_sums[ref_index] / pairs[:, None], np.nan)
+    normalised[ref_index] = np.where(ref_items > 0, 0.0, np.nan)
+    raw[ref_index] = normalised[ref_index]
+    return normalised, raw, pairs

@@ -24,31 +24,6 @@ def activation_frequencies(counts: np.ndarray, tokens: np.ndarray) -> np.ndarray
     return np.asarray(counts, dtype=np.float64) / np.maximum(tokens, 1)[:, None, None]
 
 
-def sequence_frequencies(experts: np.ndarray, lengths: np.ndarray, n_experts: int) -> np.ndarray:
-    """Per-sequence activation frequencies from token routes.
-
-    experts: [N, Y, k] top-k expert ids, sequence after sequence; lengths: [S] tokens per sequence.
-    Returns [S, Y, E] float32 (each [Y] row sums to k): the hard distribution is this / k.
-    """
-    n_layers = experts.shape[1]
-    seq_of_token = np.repeat(np.arange(len(lengths)), lengths)
-    # One flat bin per (sequence, layer, expert): a single bincount instead of a loop.
-    bins = (seq_of_token[:, None, None] * n_layers + np.arange(n_layers)[None, :, None]) * n_experts + experts
-    counts = np.bincount(bins.reshape(-1), minlength=len(lengths) * n_layers * n_experts)
-    shaped = counts.reshape(len(lengths), n_layers, n_experts).astype(np.float32)
-    return shaped / np.maximum(np.asarray(lengths), 1)[:, None, None].astype(np.float32)
-
-
-def routing_entropy(probs: np.ndarray) -> np.ndarray:
-    """Mean over sequences of H(q_i^(l)). probs: [L, I, Y, E] (NaN = absent) -> [L, Y] nats."""
-    result = np.full(probs.shape[:1] + probs.shape[2:3], np.nan)
-    for lang, rows in enumerate(probs):  # one language at a time keeps the temporaries small
-        present = ~np.isnan(rows[:, 0, 0])
-        if present.any():
-            result[lang] = entropy(rows[present]).mean(axis=0)
-    return result
-
-
 def token_entropy(scores: np.ndarray, *, sigmoid: bool = False) -> np.ndarray:
     """H of each token's soft distribution from router logits: softmax, or sigmoid scores normalised
     to sum 1 (DeepSeek-V3 style routers). scores: [..., E] -> [...] nats."""

@@ -13,32 +13,21 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import squareform
 from scipy.special import comb
 
-from moe_core.analysis.divergence import MIN_DENOMINATOR, entropy
 from moe_core.analysis.rise import top_n_sets
 
 
-def divergence_similarity(probs: np.ndarray, band: np.ndarray) -> np.ndarray:
-    """1 - mean D(q_i^a, q_i^b) over the items both languages have and the band's layers.
+def divergence_similarity(n_items: np.ndarray, d_sums: np.ndarray, band: np.ndarray) -> np.ndarray:
+    """1 - mean D(q_i^a, q_i^b) over the items both languages have and the band's layers, from
+    per-pair sums (`moe_core.analysis.summaries.pair_sums`).
 
-    probs: [L, I, Y, E] (NaN = absent); band: [Y] bool. Returns [L, L] symmetric, 1 on the
-    diagonal; NaN for two languages without a common item.
+    n_items: [L, L] aligned items of each pair; d_sums: [L, L, Y] sums of D over them; band: [Y]
+    bool. Returns [L, L] symmetric, 1 on the diagonal; NaN for two languages without a common item.
     """
-    sub = probs[:, :, np.asarray(band, dtype=bool)].astype(np.float64)  # see divergence_curves
-    present = ~np.isnan(sub[:, :, 0, 0])
-    entropies = entropy(np.nan_to_num(sub))  # [L, I, Y']: each language's once, not once per pair
-    log_experts = np.log(sub.shape[-1])
-    n_langs = sub.shape[0]
-    result = np.eye(n_langs)
-    for a in range(n_langs):
-        for b in range(a + 1, n_langs):
-            both = present[a] & present[b]
-            if not both.any():
-                result[a, b] = result[b, a] = np.nan
-                continue
-            mean_entropy = (entropies[a, both] + entropies[b, both]) / 2
-            js = np.maximum(entropy((sub[a, both] + sub[b, both]) / 2) - mean_entropy, 0)
-            distance = js / np.maximum(log_experts - mean_entropy, MIN_DENOMINATOR)
-            result[a, b] = result[b, a] = 1 - distance.mean()
+    band = np.asarray(band, dtype=bool)
+    cells = n_items * band.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        result = np.where(cells > 0, 1 - d_sums[:, :, band].sum(axis=-1) / cells, np.nan)
+    np.fill_diagonal(result, 1.0)
     return result
 
 

@@ -7,16 +7,16 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from moe_core.analysis import correlation, divergence, routing, similarity
+from moe_core.analysis import correlation, divergence, routing, similarity, summaries
 from moe_core.errors import PolyrouteError
 from polyroute.run_data import AnalysisResult, RunData, Table, lang_facts, mean_by_group, rounded
 from store import queries as q
 
 
 def _source_notes(data: RunData) -> list[str]:
-    if data.source == "activation_frequencies":
+    if data.distribution == "hard":
         return [
-            "no router probabilities are stored for this run (an id-only trace) or --source hard was chosen: "
+            "no router probabilities are stored for this run (an id-only trace) or the hard source was chosen: "
             "distributions are activation frequencies / k"
         ]
     return []
@@ -24,11 +24,11 @@ def _source_notes(data: RunData) -> list[str]:
 
 def analyze_divergence(data: RunData) -> AnalysisResult:
     """Per-layer divergence of each language from the reference over aligned pairs (and raw JS)."""
-    probs = data.distributions
     ref = data.ref_position()
-    normalised, raw = divergence.divergence_curves(probs, ref)
-    present = ~np.isnan(probs[:, :, 0, 0])
-    pairs = (present & present[ref]).sum(axis=1)
+    sums = data.pair_divergence
+    normalised, raw, pairs = divergence.divergence_curves(
+        sums.n, sums.js, sums.normalised, ref, int(data.n_sequences[ref])
+    )
     band = data.middle_band()
     rows = [
         (lang, layer, rounded(normalised[i, y]), rounded(raw[i, y]), int(pairs[i]))
@@ -61,7 +61,7 @@ def _band(data: RunData) -> str:
 
 def analyze_entropy(data: RunData, *, token_level: bool = False) -> AnalysisResult:
     """Routing entropy per layer: of each sequence's mean distribution, and per token from logits."""
-    sequence_level = routing.routing_entropy(data.distributions)
+    sequence_level = data.mean_entropy
     columns = ["lang", "layer", "entropy", "normalised"]
     token_level_entropy = _token_entropy(data) if token_level else None
     if token_level_entropy is not None:
@@ -113,15 +113,17 @@ def analyze_consistency(data: RunData, *, max_pairs: int = 128, seed: int = 0) -
     if max_pairs < 1:
         raise PolyrouteError("--max-pairs must be at least 1")
     layout = data.layout
-    per_sequence = data.over_sequences(
-        lambda experts, lengths, index: routing.within_sequence_consistency(
-            experts, lengths, layout.n_experts, max_pairs=max_pairs, seed=seed, keys=layout.seq_ids[index]
-        ),
-        (len(data.layers),),
-    )
-    position = data.sequence_positions()
-    means = mean_by_group(per_sequence, position, len(data.langs))
-    n_seqs = np.bincount(position[position >= 0], minlength=len(data.langs))
+    if (max_pairs, seed) == (summaries.CONSISTENCY_PAIRS, summaries.CONSISTENCY_SEED):
+        means = data.mean_consistency  # kept by the writer
+    else:  # other pairs: sampled afresh from every token's route, streamed
+        per_sequence = data.over_sequences(
+            lambda experts, lengths, index: routing.within_sequence_consistency(
+                experts, lengths, layout.n_experts, max_pairs=max_pairs, seed=seed, keys=layout.seq_ids[index]
+            ),
+            (len(data.layers),),
+        )
+        means = mean_by_group(per_sequence, data.sequence_positions(), len(data.langs))
+    n_seqs = data.n_sequences
     rows = [
         (lang, layer, rounded(means[i, y]), int(n_seqs[i]))
         for i, lang in enumerate(data.langs)
@@ -149,7 +151,8 @@ def analyze_similarity(
     in_band = data if data.selection.layers else data.narrowed((band_layers[0], band_layers[-1]))
     band = np.ones(len(in_band.layers), dtype=bool)
     if measure == "divergence":
-        matrix = similarity.divergence_similarity(in_band.distributions, band)
+        sums = in_band.pair_divergence
+        matrix = similarity.divergence_similarity(sums.n, sums.normalised, band)
     else:
         matrix = similarity.cosine_similarity(in_band.frequencies, band)
     families = [lang_facts(lang)["family"] or lang for lang in data.langs]

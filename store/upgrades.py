@@ -1,0 +1,112 @@
+"""Data steps of migrations: what a schema change must compute from rows already stored.
+
+`migrations.migrate` runs a version's step in the transaction of its SQL, so an interrupted
+upgrade leaves the store as it was (and usable by the release that wrote it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import duckdb
+import numpy as np
+from tqdm import tqdm
+
+from moe_core.analysis.summaries import summarise_sequences
+from store import queries as q
+from store import summaries
+from store.connection import Store
+
+Progress = Callable[[int, int], None]  # (sequences done, sequences in all)
+SEQUENCES_PER_STEP = 256
+
+
+def build_summaries(con: duckdb.DuckDBPyConnection, progress: Progress | None = None) -> None:
+    """Migration 005: the routing summaries of every stored sequence, from its routes and router
+    probabilities, exactly as the writer would have added them."""
+    store = Store(Path(), con, read_only=False)
+    runs = [row[0] for row in con.execute("SELECT DISTINCT run_id FROM sequences ORDER BY run_id").fetchall()]
+    total = con.execute("SELECT count(*) FROM sequences").fetchone()[0]  # type: ignore[index]
+    done = 0
+    for run_id in runs:
+        done = _rebuild(store, run_id, progress, done, total)
+
+
+def rebuild_summaries(store: Store, run_id: int) -> None:
+    """Rebuild run `run_id`'s summaries from its stored rows, all or nothing (after its rows were
+    edited by hand)."""
+    with store.transaction() as con:
+        _rebuild(Store(store.path, con, read_only=False), run_id, None, 0, 0)
+
+
+def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, total: int) -> int:
+    """Replace run `run_id`'s summaries by ones built from its rows; returns `done` plus the
+    sequences summarised."""
+    con = store.con
+    for table in summaries.TABLES:
+        con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
+    layout = q.run_layout(store, run_id)
+    assert layout is not None
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
+
+    def flush() -> None:
+        index = np.concatenate([block[0] for block in pending])
+        experts = np.concatenate([block[1] for block in pending]).astype(np.int64)
+        weights = None if pending[0][2] is None else np.concatenate([block[2] for block in pending])
+        lengths = layout.seq_tokens[index]
+        seq_ids = layout.seq_ids[index]
+        soft = q.sequence_router_probs(store, layout, seq_ids)
+        summaries.add_sequences(
+            con,
+            run_id,
+            summaries.NewSequences(
+                seq_ids=seq_ids,
+                items=[layout.items[i] for i in layout.seq_item[index]],
+                langs=[layout.langs[i] for i in layout.seq_lang[index]],
+                lengths=lengths,
+                layers=layout.layers,
+                top_k=layout.top_k,
+                summary=summarise_sequences(experts, weights, lengths, layout.n_experts, seq_ids),
+                soft=soft,
+            ),
+        )
+        pending.clear()
+
+    # The rows stream on a cursor of their own: a query on `con` would end the stream. Sorted: the
+    # unsorted fast path may start over, and a sequence must count once.
+    reader = Store(store.path, con.cursor(), read_only=True)
+    try:
+        for block in q.token_expert_batches(reader, layout, with_weights=True, ordered=True):
+            pending.append(block)
+            if sum(len(block[0]) for block in pending) >= SEQUENCES_PER_STEP:
+                done += sum(len(block[0]) for block in pending)
+                flush()
+                if progress:
+                    progress(done, total)
+    finally:
+        reader.close()
+    if pending:
+        done += sum(len(block[0]) for block in pending)
+        flush()
+        if progress:
+            progress(done, total)
+    return done
+
+
+def progress_bar(description: str) -> Progress:
+    """A tqdm bar on stderr, created on the first call (so a store with nothing to upgrade shows none)."""
+    bar: list[tqdm] = []
+
+    def update(done: int, total: int) -> None:
+        if not bar:
+            bar.append(tqdm(total=total, desc=description, unit="seq", leave=False))
+        bar[0].update(done - bar[0].n)
+        if done >= total:
+            bar[0].close()
+
+    return update
+
+
+# Version -> the data step that runs after that version's SQL.
+DATA_STEPS: dict[int, Callable[[duckdb.DuckDBPyConnection, Progress | None], None]] = {5: build_summaries}
