@@ -61,8 +61,9 @@ code = main(sys.argv[2:])
 done = time.perf_counter()
 with open('/proc/self/status') as status:
     peak = int(status.read().split('VmHWM:')[1].split()[0]) / 1024
+figures = {'code': code, 'imports_s': imported - started, 'open_to_result_s': done - imported, 'peak_rss_mb': peak}
 with open(sys.argv[1], 'w') as out:
-    json.dump({'code': code, 'imports_s': imported - started, 'open_to_result_s': done - imported, 'peak_rss_mb': peak}, out)
+    json.dump(figures, out)
 """
 
 
@@ -202,7 +203,7 @@ def run_analysis(name: str, db: Path, scores: Path, figures: Path) -> dict[str, 
     )
     process_s = time.perf_counter() - started
     if done.returncode != 0:
-        return {"error": (done.stderr.strip().splitlines() or ["exit code %d" % done.returncode])[-1]}
+        return {"error": (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]}
     child = json.loads(figures.read_text())
     return {
         "open_to_result_s": round(child["open_to_result_s"], 3),
@@ -262,9 +263,8 @@ def measure_pages(db: Path, repeats: int, timeout_s: float) -> dict[str, Any]:
         finally:
             browser.close()
     for page in found["pages"].values():
-        page["met"] = not page["errors"] and all(
-            page[kind]["max"] is not None and page[kind]["max"] <= GOALS[kind] for kind in ("navigate_s", "first_visit_s")
-        )
+        worst = {kind: page[kind]["max"] for kind in ("navigate_s", "first_visit_s")}
+        page["met"] = not page["errors"] and all(value is not None and value <= GOALS[k] for k, value in worst.items())
     return {"server_start_s": server_start_s, **found}
 
 

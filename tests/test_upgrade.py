@@ -130,5 +130,5 @@ def test_a_store_from_a_newer_polyroute_is_refused_with_the_fix(tmp_path: Path):
     with duckdb.connect(str(db)) as con:
         con.execute(f"INSERT INTO {migrations.LEDGER} (version, name) VALUES (999, 'future')")
     for read_only in (True, False):
-        with pytest.raises(StoreError, match="newer Polyroute .*upgrade Polyroute"):
+        with pytest.raises(StoreError, match=r"newer Polyroute .*upgrade Polyroute"):
             open_store(db, read_only=read_only)
