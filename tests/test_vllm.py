@@ -1,17 +1,18 @@
-"""The vLLM backend: everything that runs without a GPU, and the GPU checks that skip cleanly here.
+"""The vLLM backend's parts that run without vLLM (a real engine: tests/test_vllm_engine.py).
 
-Without vLLM: importing the package loads no vLLM; a plan becomes the buffers' arrays; the
-steering hook re-scores router logits exactly as the hf backend's Steering does (for every
-steerable family and mode, with the experts then chosen by the family's own rule, as vLLM's router
-would choose them); the hook changes nothing without a plan; vLLM's routed-experts arrays decode
-into a RoutingBatch; the plugin registers one steerable class per architecture; options are checked.
-With vLLM and CUDA (marked gpu): a real engine on a tiny model traces as the hf backend does and
-steers generation.
+Importing the package loads no vLLM; a plan becomes the buffers' arrays; the steering hook
+re-scores router logits exactly as the hf backend's Steering does (for every steerable family and
+mode, with the experts then chosen by the family's own rule, as vLLM's router would choose them);
+the hook changes nothing without a plan; a gate's recorder records what the hf router returns,
+and the worker's ledger files each step's rows under their requests and positions; the captured
+routing and vLLM's routed-experts arrays decode into a RoutingBatch; the plugin registers one
+steerable class per architecture; options are checked.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import importlib.util
 import subprocess
@@ -25,22 +26,21 @@ import torch
 from torch import nn
 
 from moe_core.adapters import find_routers, resolve_adapter
-from moe_core.backends.base import GenerationParams
 from moe_core.backends.hf import HFBackend
 from moe_core.backends.options import HFOptions
 from moe_core.backends.vllm import VLLMOptions, load_vllm_backend
+from moe_core.backends.vllm.capture import GateRecorder, RequestRouting, RoutingLedger, StepLayout
 from moe_core.backends.vllm.describe import describe
-from moe_core.backends.vllm.plan_tensors import MODE_CODES, MODE_OFF, cache_salt, plan_arrays
+from moe_core.backends.vllm.plan_tensors import MODE_CODES, MODE_OFF, plan_arrays
 from moe_core.backends.vllm.registry import MODELS_MODULE, STEERABLE, register_steerable, steerable
-from moe_core.backends.vllm.routes import SequenceRouting, routing_batch
+from moe_core.backends.vllm.routes import SequenceRouting, id_agreement, routed_expert_ids, routing_batch
 from moe_core.backends.vllm.steer import apply_arrays, find_states, install_steering, steer_logits, steered_bias
-from moe_core.backends.vllm.worker import EXTENSION
+from moe_core.backends.vllm.worker import EXTENSION, internal_id
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import ModelInfo
 from moe_core.steering import LayerExperts, PlanError, SteeringPlan
 from moe_core.steering.hooks import Steering
-from moe_core.steering.scoring import SIGMOID_BIAS_GROUP_TOPK, rule_for, score
-from tests.conftest import PARALLEL
+from moe_core.steering.scoring import SIGMOID_BIAS_GROUP_TOPK, RoutingRule, rule_for, score
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "moe_core" / "backends" / "vllm"
@@ -125,15 +125,6 @@ def test_no_plan_steers_nothing_and_eps_follows_the_seed():
     reseeded = SteeringPlan(method="hard", band=(1, 1), experts=(LayerExperts(layer=1, experts=(0, 1)),), seed=4)
     changed = plan_arrays(reseeded, n_layers=3, moe_layers=[1], n_experts=4, top_k=2)
     assert not np.array_equal(first.layers[1].eps, changed.layers[1].eps)
-
-
-def test_each_plan_has_its_own_prefix_cache_and_unsteered_requests_share_one():
-    assert cache_salt(None) is None
-    plan = _plan("soft", 1, strength=0.5)
-    assert cache_salt(plan) == cache_salt(SteeringPlan.from_json(plan.to_json()))
-    others = [_plan("soft", 1, strength=0.6), _plan("soft", 2, strength=0.5), _plan("hard", 1), _plan("ablate", 1)]
-    salts = {cache_salt(p) for p in [plan, *others]}
-    assert len(salts) == 5 and all(salt.startswith("polyroute-plan-") for salt in salts)
 
 
 def test_a_plan_the_model_cannot_carry_is_refused():
@@ -307,7 +298,7 @@ def test_a_model_without_the_named_gates_or_buffers_is_refused():
         apply_arrays(_ToyModel(), arrays)
 
 
-# routed experts -> RoutingBatch ------------------------------------------------------------------
+# captured routing -> RoutingBatch -----------------------------------------------------------------
 
 
 def _info(n_layers: int = 4, moe_layers: tuple[int, ...] = (1, 3), top_k: int = 2) -> ModelInfo:
@@ -318,17 +309,23 @@ def _info(n_layers: int = 4, moe_layers: tuple[int, ...] = (1, 3), top_k: int = 
     )  # fmt: skip
 
 
-def _routed(rows: int, n_layers: int = 4, top_k: int = 2, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 8, size=(rows, n_layers, top_k)).astype(np.uint8)
+def _captured(rows: int, layers: int = 2, top_k: int = 2, seed: int = 0, logits: bool = False) -> RequestRouting:
+    rng = np.random.default_rng(seed)
+    return RequestRouting(
+        expert_ids=rng.integers(0, 8, size=(rows, layers, top_k)).astype(np.int16),
+        expert_weights=rng.random((rows, layers, top_k), dtype=np.float32),
+        prob_sum=rng.random((layers, 8)) * rows,
+        router_logits=rng.random((rows, layers, 8), dtype=np.float32) if logits else None,
+    )
 
 
-def test_routed_experts_decode_into_a_routing_batch_of_the_moe_layers():
-    prompt, generated = _routed(3, seed=1), _routed(5, seed=2)
+def test_captured_routing_becomes_a_routing_batch_like_the_hf_backends():
+    prompt, generated = _captured(3, seed=1, logits=True), _captured(5, seed=2, logits=True)
     sequences = [
         SequenceRouting(token_ids=[1, 7, 9], pieces=["<s>", "a", "b"], special=[True, False, False], n_generated=0,
-                        routed=prompt),
+                        routing=RequestRouting.unpack(prompt.pack())),
         SequenceRouting(token_ids=[1, 4, 5, 6, 2], pieces=["<s>", "c", " d", "e", "</s>"],
-                        special=[True, False, False, False, True], n_generated=2, routed=generated),
+                        special=[True, False, False, False, True], n_generated=2, routing=generated),
     ]  # fmt: skip
     batch = routing_batch(sequences, _info())
     np.testing.assert_array_equal(batch.layers, [1, 3])
@@ -339,26 +336,140 @@ def test_routed_experts_decode_into_a_routing_batch_of_the_moe_layers():
     np.testing.assert_array_equal(batch.special, [1, 0, 0, 1, 0, 0, 0, 1])
     np.testing.assert_array_equal(batch.generated, [0, 0, 0, 0, 0, 0, 1, 1])
     assert batch.expert_ids.shape == (8, 2, 2) and batch.expert_ids.dtype == np.int16
-    np.testing.assert_array_equal(batch.expert_ids[:3], prompt[:, [1, 3]])
-    np.testing.assert_array_equal(batch.expert_ids[3:], generated[:, [1, 3]])
-    assert batch.expert_weights is None and batch.router_probs is None and batch.router_logits is None
+    np.testing.assert_array_equal(batch.expert_ids[:3], prompt.expert_ids)
+    np.testing.assert_array_equal(batch.expert_weights[3:], generated.expert_weights)
+    np.testing.assert_allclose(batch.router_probs[1], generated.prob_sum / 5, rtol=1e-6)
+    np.testing.assert_array_equal(batch.router_logits[:3], prompt.router_logits)
+    without_logits = routing_batch([dataclasses.replace(sequences[0], routing=_captured(3))], _info())
+    assert without_logits.router_logits is None
 
 
 @pytest.mark.parametrize(
-    ("routed", "message"),
+    ("routing", "message"),
     [
-        (_routed(4), "routing for 4 tokens of sequence 0, which read 3"),
-        (_routed(3, n_layers=2), "expected \\[tokens, 4 layers, top-k 2\\]"),
-        (_routed(3, top_k=3), "expected \\[tokens, 4 layers, top-k 2\\]"),
+        (_captured(4), "routing for 4 tokens of sequence 0, which read 3"),
+        (_captured(3, layers=3), "expected \\[tokens, 2 MoE layers, top-k 2\\]"),
+        (_captured(3, top_k=3), "expected \\[tokens, 2 MoE layers, top-k 2\\]"),
     ],
     ids=["rows", "layers", "top-k"],
 )
-def test_routed_experts_of_the_wrong_shape_are_refused(routed, message):
+def test_captured_routing_of_the_wrong_shape_is_refused(routing, message):
     seq = SequenceRouting(
-        token_ids=[1, 2, 3], pieces=["a", "b", "c"], special=[False] * 3, n_generated=0, routed=routed
+        token_ids=[1, 2, 3], pieces=["a", "b", "c"], special=[False] * 3, n_generated=0, routing=routing
     )
     with pytest.raises(ModelError, match=message):
         routing_batch([seq], _info())
+
+
+def test_vllms_routed_experts_are_read_at_the_moe_layers_and_compared_with_the_capture():
+    routed = np.random.default_rng(0).integers(0, 8, size=(3, 4, 2)).astype(np.uint8)
+    ids = routed_expert_ids(routed, _info(), 3)
+    np.testing.assert_array_equal(ids, routed[:, [1, 3]])
+    assert id_agreement(ids[..., ::-1], ids) == 1.0
+    flipped = ids.copy()
+    flipped[0, 0] = (flipped[0, 0] + 1) % 8
+    assert id_agreement(flipped, ids) == pytest.approx(5 / 6)
+    with pytest.raises(ModelError, match="lays them out differently"):
+        routed_expert_ids(routed, _info(), 4)
+
+
+# the capture in the gates and the ledger on the worker -------------------------------------------
+
+
+def _recorded_model(family: str, tiny_model, capacity: int = 64):
+    """The hf model of `family` with a GateRecorder fed by each router's own input (vLLM's gate role)."""
+    model = HFBackend(tiny_model(family)).model
+    config = model.config
+    adapter = resolve_adapter(config)
+    rule = rule_for(adapter, config)
+    recorders = []
+    for site in find_routers(model):
+        bias = getattr(site.module, "e_score_correction_bias", None)
+        recorders.append(GateRecorder(site.layer, rule, adapter.n_experts(config), capacity, bias))
+    return model, recorders, adapter
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_a_gate_recorder_records_the_ids_and_weights_the_hf_router_returns(family, tiny_model):
+    model, recorders, _ = _recorded_model(family, tiny_model)
+    outputs = {}
+    handles = [
+        site.module.register_forward_hook(lambda m, a, o, slot=slot: outputs.setdefault(slot, o))
+        for slot, site in enumerate(find_routers(model))
+    ]
+    try:
+        with torch.inference_mode():
+            model(torch.tensor([list(range(3, 40))]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    for slot, recorder in enumerate(recorders):
+        logits, weights, ids = (t.reshape(37, -1) for t in outputs[slot][:3])
+        recorder(logits)
+        assert torch.equal(recorder.ids[:37], ids.long())
+        torch.testing.assert_close(recorder.weights[:37], weights.float(), rtol=0, atol=1e-6)
+        assert torch.equal(recorder.logits[:37], logits.float())
+
+
+def test_a_batch_larger_than_the_recorders_buffers_is_refused():
+    rule = RoutingRule(name="softmax->topk", top_k=2, renorm=True)
+    with pytest.raises(ModelError, match="max_num_batched_tokens"):
+        GateRecorder(0, rule, 4, 8, None)(torch.randn(9, 4))
+
+
+def _ledger_step(ledger, recorders, layout, logits):
+    for recorder, layer_logits in zip(recorders, logits, strict=True):
+        recorder(layer_logits)
+    ledger.add_step(recorders, layout)
+
+
+def test_the_ledger_files_each_step_under_its_requests_and_positions():
+    torch.manual_seed(0)
+    rule = RoutingRule(name="softmax->topk", top_k=2, renorm=True)
+    recorders = [GateRecorder(layer, rule, 6, 16, None) for layer in (1, 3)]
+    ledger = RoutingLedger(soft_rule="softmax", save_logits=True)
+    a, b = torch.randn(2, 7, 6), torch.randn(2, 3, 6)  # [layers, tokens, experts] of requests a and b
+    # Step 1: a's first 4 tokens and b's 3; step 2: a's next 2 tokens; step 3: a's last token.
+    _ledger_step(
+        ledger, recorders, StepLayout(req_ids=["a", "b"], counts=[4, 3], starts=[0, 0]), torch.cat([a[:, :4], b], dim=1)
+    )
+    _ledger_step(ledger, recorders, StepLayout(req_ids=["a"], counts=[2], starts=[4]), a[:, 4:6])
+    _ledger_step(ledger, recorders, StepLayout(req_ids=["a"], counts=[1], starts=[6]), a[:, 6:])  # fmt: skip
+    assert sorted(ledger.pending()) == ["a", "b"]
+    for name, logits in (("a", a), ("b", b)):
+        got = ledger.take(name)
+        weights, ids = score(rule, logits.reshape(-1, 6))
+        np.testing.assert_array_equal(got.expert_ids, ids.reshape(2, -1, 2).transpose(0, 1).numpy())
+        np.testing.assert_allclose(got.expert_weights, weights.reshape(2, -1, 2).transpose(0, 1).numpy())
+        np.testing.assert_allclose(got.prob_sum, logits.softmax(-1).sum(dim=1).double().numpy(), rtol=1e-6)
+        np.testing.assert_array_equal(got.router_logits, logits.transpose(0, 1).numpy())
+    assert ledger.pending() == []
+
+
+def test_a_request_recomputed_after_preemption_keeps_its_last_routing():
+    rule = RoutingRule(name="softmax->topk", top_k=1)
+    recorders = [GateRecorder(0, rule, 4, 8, None)]
+    ledger = RoutingLedger(soft_rule="softmax")
+    first, again = torch.randn(1, 3, 4), torch.randn(1, 3, 4)
+    _ledger_step(ledger, recorders, StepLayout(req_ids=["r"], counts=[3], starts=[0]), first)
+    _ledger_step(ledger, recorders, StepLayout(req_ids=["r"], counts=[3], starts=[0]), again)
+    np.testing.assert_array_equal(ledger.take("r").expert_ids[:, 0, 0], again[0].argmax(-1).numpy())
+
+
+def test_routing_that_misses_a_requests_first_tokens_is_refused():
+    recorders = [GateRecorder(0, RoutingRule(name="softmax->topk", top_k=1), 4, 8, None)]
+    ledger = RoutingLedger(soft_rule="softmax")
+    _ledger_step(ledger, recorders, StepLayout(req_ids=["r"], counts=[2], starts=[16]), torch.randn(1, 2, 4))
+    with pytest.raises(ModelError, match="prefix-cache hit"):
+        ledger.take("r")
+    with pytest.raises(ModelError, match="no routing was captured for request r"):
+        ledger.take("r")
+
+
+def test_the_engines_request_ids_are_found_from_the_ones_the_caller_knows():
+    held = ["7-0a1b2c3d", "17-ffffffff", "1-12345678"]
+    assert internal_id("1", held) == "1-12345678" and internal_id("17", held) == "17-ffffffff"
+    assert internal_id("9", ["9"]) == "9"
 
 
 # the plugin's registration -----------------------------------------------------------------------
@@ -445,6 +556,7 @@ def test_the_worker_extension_is_named_as_vllm_resolves_it():
         ({"max_tokens": 0}, "max_tokens must be at least 1"),
         ({"max_model_len": 256}, "leaves no room to generate"),
         ({"template": "alpaca"}, "unknown template 'alpaca'"),
+        ({"kv_cache_memory_bytes": 4096}, "a size in bytes, at least 1 MiB"),
     ],
 )
 def test_bad_options_are_refused_with_the_fix(change, message):
@@ -456,9 +568,14 @@ def test_options_become_engine_arguments():
     args = VLLMOptions(tensor_parallel_size=2, dtype="bfloat16", max_model_len=4096).engine_args()
     assert args == {
         "tensor_parallel_size": 2, "dtype": "bfloat16", "gpu_memory_utilization": 0.9, "enforce_eager": False,
-        "seed": 0, "max_model_len": 4096,
+        "seed": 0, "max_model_len": 4096, "enable_prefix_caching": False, "enable_return_routed_experts": False,
+        "additional_config": {"polyroute_capture": True},
     }  # fmt: skip
     assert "max_model_len" not in VLLMOptions().engine_args()
+    assert VLLMOptions(kv_cache_memory_bytes=64 << 20).engine_args()["kv_cache_memory_bytes"] == 64 << 20
+    checked = VLLMOptions(check_routed_experts=True).engine_args()
+    assert checked["enable_prefix_caching"] and checked["enable_return_routed_experts"]
+    assert VLLMOptions().engine_args(capture=False)["additional_config"] == {"polyroute_capture": False}
 
 
 def test_a_bad_setting_is_refused_before_vllm_is_imported():
@@ -480,7 +597,7 @@ def test_a_bad_setting_is_refused_before_vllm_is_imported():
 
 @pytest.mark.skipif(HAS_VLLM, reason="vLLM is installed here")
 def test_without_vllm_the_backend_says_how_to_get_it(tiny_model):
-    with pytest.raises(PolyrouteError, match=r"requirements-gpu\.txt"):
+    with pytest.raises(PolyrouteError, match=r"requirements-gpu\.txt.*make vllm-venv"):
         load_vllm_backend(tiny_model("qwen3_moe"))
 
 
@@ -489,67 +606,3 @@ def test_the_model_is_described_as_the_hf_backend_describes_it(family, tiny_mode
     config, info = describe(tiny_model(family), model_id="tiny")
     assert config.architectures == [FAMILIES[family]]
     assert info == HFBackend(tiny_model(family), HFOptions(model_id="tiny")).info()
-
-
-# on a GPU, with vLLM -----------------------------------------------------------------------------
-
-gpu = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not HAS_VLLM, reason="needs vLLM (pip install -r requirements-gpu.txt); not installed here"),
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is visible here"),
-]
-GPU_TEXTS = [text for texts in PARALLEL.values() for text in texts]
-GPU_PROMPTS = [PARALLEL["eng_Latn"][1], PARALLEL["deu_Latn"][4], PARALLEL["rus_Cyrl"][0]]
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model):
-    return load_vllm_backend(tiny_model("qwen3_moe"), dtype="float32", gpu_memory_utilization=0.3)
-
-
-def _usage(batch, slot: int, n_experts: int) -> np.ndarray:
-    return np.bincount(batch.expert_ids[:, slot].ravel(), minlength=n_experts)
-
-
-class TestOnGPU:
-    """A real vLLM engine on a tiny Qwen3-MoE (the plugin must be installed: pip install -e .)."""
-
-    pytestmark = gpu
-
-    def test_a_trace_routes_the_hf_backends_tokens_to_the_same_experts(self, engine, tiny_model):
-        ours = engine.trace(GPU_TEXTS)
-        theirs = HFBackend(tiny_model("qwen3_moe")).trace(GPU_TEXTS)
-        assert engine.info().moe_layers == tuple(theirs.layers)
-        np.testing.assert_array_equal(ours.token_ids, theirs.token_ids)
-        np.testing.assert_array_equal(ours.seq_lengths, theirs.seq_lengths)
-        assert ours.pieces == theirs.pieces
-        assert ours.expert_weights is None and ours.router_probs is None
-        same = (np.sort(ours.expert_ids, axis=-1) == np.sort(theirs.expert_ids, axis=-1)).all(axis=-1)
-        assert same.mean() > 0.9, "different kernels may flip near-ties, never most choices"
-
-    def test_steering_moves_the_routing_to_the_promoted_experts(self, engine):
-        info = engine.info()
-        params = GenerationParams(max_new_tokens=16)
-        plain = engine.generate(GPU_PROMPTS, params)
-        slot = len(info.moe_layers) // 2
-        rare = tuple(int(e) for e in np.argsort(_usage(plain.routing, slot, info.n_experts))[:2])
-        plan = _plan("soft", info.moe_layers[slot], rare, strength=8.0)
-        steered = engine.generate(GPU_PROMPTS, params, plan)
-        before = _usage(plain.routing, slot, info.n_experts)[list(rare)].sum() / plain.routing.n_tokens
-        after = _usage(steered.routing, slot, info.n_experts)[list(rare)].sum() / steered.routing.n_tokens
-        assert after > before + 0.5, (before, after)
-        assert steered.texts != plain.texts or not np.array_equal(steered.routing.expert_ids, plain.routing.expert_ids)
-
-    def test_unsteered_generation_after_a_steered_one_equals_the_plain_one(self, engine):
-        info = engine.info()
-        params = GenerationParams(max_new_tokens=16)
-        plain = engine.generate(GPU_PROMPTS, params)
-        engine.generate(GPU_PROMPTS, params, _plan("ablate", info.moe_layers[-1], (0, 1)))
-        again = engine.generate(GPU_PROMPTS, params)
-        assert again.texts == plain.texts
-        np.testing.assert_array_equal(again.routing.expert_ids, plain.routing.expert_ids)
-        # Each sequence is its prompt, then the generated tokens the model read (flagged as generated).
-        n_fed = again.routing.seq_lengths - np.asarray(engine.count_tokens(GPU_PROMPTS))
-        np.testing.assert_array_equal(
-            n_fed, [int(g.sum()) for g in np.split(again.routing.generated, again.routing.offsets[1:-1])]
-        )

@@ -2,7 +2,7 @@
 
 Importing this package never imports vLLM (or torch): options, plan arrays, routing decoding and
 the plugin's registration table are plain Python and numpy, usable where vLLM is not installed.
-`load_vllm_backend` imports vLLM when it is called, on the GPU machine.
+`load_vllm_backend` imports vLLM when it is called.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __all__ = ["VLLMOptions", "load_vllm_backend"]
 
 
 def load_vllm_backend(model_dir: str | Path, options: VLLMOptions | None = None, /, **settings: Any) -> VLLMBackend:
-    """Start a vLLM engine on `model_dir` (needs vLLM and a GPU).
+    """Start a vLLM engine on `model_dir` (needs vLLM: on GPUs, or vLLM's CPU backend).
 
     `settings` are `VLLMOptions` fields (`tensor_parallel_size=2, dtype="bfloat16"`) applied over
     `options`. An unknown setting or a bad value raises PolyrouteError before vLLM is imported; a
@@ -38,7 +38,7 @@ def load_vllm_backend(model_dir: str | Path, options: VLLMOptions | None = None,
         if error.name is None or error.name.split(".")[0] != "vllm":
             raise
         raise PolyrouteError(
-            "the vLLM backend needs vLLM, which is not installed here: on a GPU machine, "
-            "pip install -r requirements-gpu.txt (or use --backend hf)"
+            "the vLLM backend needs vLLM, which is not installed here: pip install -r requirements-gpu.txt on a GPU "
+            "machine, or `make vllm-venv` for vLLM's CPU backend in .venv-vllm (or use --backend hf)"
         ) from error
     return VLLMBackend(model_dir, chosen)

@@ -1,17 +1,22 @@
-"""The vLLM backend: a MoE checkpoint served by a vLLM engine on one or more GPUs.
+"""The vLLM backend: a MoE checkpoint served by a vLLM engine (GPUs, or vLLM's CPU backend).
 
 The model is described on the host as the hf backend describes it (describe.py), so both backends
 give the store the same `ModelInfo`. Texts are tokenized on the host (encoding.py) and handed to
-vLLM as token ids; routing comes back through vLLM's own routed-experts output (ids only,
-routes.py). Steering loads
-the plan into the steerable models' buffers on every worker (worker.py) before the requests run,
-and unloads it when a request without a plan follows: one engine serves both, without reloading.
-Steered prompts carry their plan's prefix-cache salt, so no request reuses keys, values or
-routing computed under another plan (vLLM's routed-experts output requires prefix caching).
+vLLM as token ids. Routing is captured in the workers by the plugin's router gates (capture.py,
+worker.py): ids, weights, the soft distribution and, on request, logits, exactly what the hf
+backend records. Steering loads the plan into the gates' buffers on every worker before the
+requests run, and unloads it when a request without a plan follows: one engine serves both,
+without reloading.
+
+With `check_routed_experts` (a GPU with Model Runner V2), vLLM's own routed-experts ids come
+back too and the capture is checked against them; vLLM needs prefix caching on for them, so each
+request then carries a cache salt of its own and no prefix is reused (the capture must see every
+token).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -21,19 +26,23 @@ from vllm import LLM, SamplingParams
 from moe_core.backends.base import Backend, GenerationParams, Generations
 from moe_core.backends.encoding import Encoded, count_tokens, encode, generated_tokens
 from moe_core.backends.hf import load_tokenizer
+from moe_core.backends.vllm.capture import RequestRouting
 from moe_core.backends.vllm.describe import describe
 from moe_core.backends.vllm.options import VLLMOptions
-from moe_core.backends.vllm.plan_tensors import cache_salt
 from moe_core.backends.vllm.registry import STEERABLE, steerable
-from moe_core.backends.vllm.routes import SequenceRouting, routing_batch
+from moe_core.backends.vllm.routes import SequenceRouting, id_agreement, routed_expert_ids, routing_batch
 from moe_core.backends.vllm.worker import EXTENSION
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.steering.plan import SteeringPlan
 
+# Which capture filled a run's routing (`VLLMBackend.capture`).
+GATE_CAPTURE = "router-gate"
+CHECKED_CAPTURE = "router-gate, checked against vLLM routed experts"
+
 
 class VLLMBackend(Backend):
-    """A vLLM engine with routed-experts capture and, for the steerable families, steering."""
+    """A vLLM engine whose router gates capture routing and, for the steerable families, steer."""
 
     name = "vllm"
 
@@ -41,25 +50,35 @@ class VLLMBackend(Backend):
         self.options = options or VLLMOptions()
         path = Path(model_dir).expanduser().resolve()
         config, self._info = describe(path, model_id=self.options.model_id)
+        steerable(self._info.arch)  # refuses, by name, the families the plugin does not build
         self._tokenizer = load_tokenizer(path, self.options.template)
         self._max_tokens = min(self.options.max_tokens, getattr(config, "max_position_embeddings", 1 << 30))
-        self._llm = LLM(
-            model=str(path),
-            enable_return_routed_experts=True,
-            enable_prefix_caching=True,  # vLLM's routed-experts output refuses to run without it
-            worker_extension_cls=EXTENSION,
-            **self.options.engine_args(),
-        )
-        self._steerable_layers: list[int] = self._llm.collective_rpc("polyroute_steerable_layers")[0]
-        if self._steerable_layers and tuple(self._steerable_layers) != self._info.moe_layers:
+        self._llm = _start_engine(path, self.options)
+        gates: list[int] = self._llm.collective_rpc("polyroute_steerable_layers")[0]
+        if not gates:
+            raise PolyrouteError(
+                f"vLLM built {self._info.arch} without Polyroute's router gates: the plugin is not loaded. "
+                "Install Polyroute into vLLM's environment (pip install --no-deps -e .) so that vLLM finds its "
+                f"'vllm.general_plugins' entry point (steerable: {', '.join(STEERABLE)})"
+            )
+        if tuple(gates) != self._info.moe_layers:
             raise ModelError(
-                f"vLLM's {self._info.arch} has router gates in layers {self._steerable_layers}, transformers' in "
+                f"vLLM's {self._info.arch} has router gates in layers {gates}, transformers' in "
                 f"{list(self._info.moe_layers)}: the two implementations disagree; use --backend hf"
             )
+        captured = self._llm.collective_rpc("polyroute_capture_start", args=(self._info.soft_rule,))[0]
+        if tuple(captured) != self._info.moe_layers:
+            raise ModelError(f"vLLM's {self._info.arch} captures routing in layers {captured}, not in every MoE layer")
+        self.capture = CHECKED_CAPTURE if self.options.check_routed_experts else GATE_CAPTURE
+        self.routed_experts_agreement: list[float] = []  # per call, with check_routed_experts
         self._plan: SteeringPlan | None = None
 
     def info(self) -> ModelInfo:
         return self._info
+
+    def close(self) -> None:
+        """Stop the engine's processes now (otherwise they stop when this process exits)."""
+        self._llm.llm_engine.engine_core.shutdown()
 
     @property
     def max_tokens(self) -> int:
@@ -76,53 +95,57 @@ class VLLMBackend(Backend):
             return
         info = self._info
         if plan is not None:
-            steerable(info.arch)  # refuses the families the plugin does not cover, by name
-            if not self._steerable_layers:
-                raise PolyrouteError(
-                    f"vLLM built {info.arch} without Polyroute's steering buffers: the plugin is not loaded. "
-                    "Install Polyroute into vLLM's environment (pip install --no-deps -e .) so that vLLM finds its "
-                    f"'vllm.general_plugins' entry point (steerable: {', '.join(STEERABLE)})"
-                )
             plan.check_against(
                 n_layers=info.n_layers, moe_layers=info.moe_layers, n_experts=info.n_experts, top_k=info.top_k
             )
-        if self._steerable_layers:
-            self._llm.collective_rpc(
-                "polyroute_steer",
-                args=(plan.to_json() if plan is not None else None, info.n_layers, info.n_experts, info.top_k),
-            )
+        self._llm.collective_rpc(
+            "polyroute_steer",
+            args=(plan.to_json() if plan is not None else None, info.n_layers, info.n_experts, info.top_k),
+        )
         self._plan = plan
 
     # work ------------------------------------------------------------------------------------
 
-    def _run(self, encoded: Sequence[Encoded], params: SamplingParams) -> list[Any]:
-        salt = cache_salt(self._plan)
-        prompts: list[Any] = [
-            {"prompt_token_ids": enc.ids} | ({"cache_salt": salt} if salt is not None else {}) for enc in encoded
-        ]
-        outputs: list[Any] = self._llm.generate(prompts, params, use_tqdm=False)
-        missing = [i for i, out in enumerate(outputs) if out.outputs[0].routed_experts is None]
-        if missing:
-            raise ModelError(f"vLLM returned no routed experts for requests {missing}: is this an MoE model?")
-        return outputs
+    def _run(self, encoded: Sequence[Encoded], params: SamplingParams, *, save_logits: bool = False) -> list[Any]:
+        """Run the requests; returns vLLM's outputs, each with `.polyroute` set to its captured routing."""
+        prompts: list[Any] = [{"prompt_token_ids": enc.ids} for enc in encoded]
+        if self.options.check_routed_experts:
+            run = uuid.uuid4().hex
+            prompts = [prompt | {"cache_salt": f"polyroute-{run}-{i}"} for i, prompt in enumerate(prompts)]
+        if save_logits:
+            self._llm.collective_rpc("polyroute_capture_logits", args=(True,))
+        try:
+            outputs: list[Any] = self._llm.generate(prompts, params, use_tqdm=False)
+        finally:
+            if save_logits:
+                self._llm.collective_rpc("polyroute_capture_logits", args=(False,))
+        packed: list[bytes] = self._llm.collective_rpc(
+            "polyroute_capture_take", args=([out.request_id for out in outputs],)
+        )[0]
+        return list(zip(outputs, map(RequestRouting.unpack, packed), strict=True))
+
+    def _checked_ids(self, output: Any, routing: RequestRouting) -> None:
+        """With check_routed_experts: note how often vLLM's own ids agree with the capture's."""
+        if self.options.check_routed_experts:
+            routed = output.outputs[0].routed_experts
+            if routed is None:
+                raise ModelError("vLLM returned no routed experts: check_routed_experts needs a GPU (Model Runner V2)")
+            theirs = routed_expert_ids(routed, self._info, routing.n_tokens)
+            self.routed_experts_agreement.append(id_agreement(routing.expert_ids, theirs))
 
     def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
-        if save_logits:
-            raise PolyrouteError("the vLLM backend returns expert ids only; to save router logits use --backend hf")
         self._steer(None)
         encoded = encode(self._tokenizer, texts, template=self.options.template, max_tokens=self._max_tokens)
         # One generated token, never fed back: the routing covers exactly the prompt's tokens.
-        outputs = self._run(encoded, SamplingParams(max_tokens=1, temperature=0.0, detokenize=False))
-        sequences = [
-            SequenceRouting(
-                token_ids=enc.ids,
-                pieces=enc.pieces,
-                special=enc.special,
-                n_generated=0,
-                routed=out.outputs[0].routed_experts,
+        params = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
+        sequences = []
+        for enc, (output, routing) in zip(encoded, self._run(encoded, params, save_logits=save_logits), strict=True):
+            self._checked_ids(output, routing)
+            sequences.append(
+                SequenceRouting(
+                    token_ids=enc.ids, pieces=enc.pieces, special=enc.special, n_generated=0, routing=routing
+                )
             )
-            for enc, out in zip(encoded, outputs, strict=True)
-        ]
         return routing_batch(sequences, self._info)
 
     def generate(
@@ -137,9 +160,9 @@ class VLLMBackend(Backend):
             seed=params.seed,
         )
         texts, sequences = [], []
-        for enc, out in zip(encoded, self._run(encoded, sampling), strict=True):
-            completion = out.outputs[0]
-            new_ids = list(completion.token_ids)
+        for enc, (output, routing) in zip(encoded, self._run(encoded, sampling), strict=True):
+            self._checked_ids(output, routing)
+            new_ids = list(output.outputs[0].token_ids)
             texts.append(self._tokenizer.decode(new_ids, skip_special_tokens=True))
             # The last generated token was produced but never read: it has no routing.
             fed = generated_tokens(self._tokenizer, new_ids[: max(len(new_ids) - 1, 0)])
@@ -149,7 +172,28 @@ class VLLMBackend(Backend):
                     pieces=enc.pieces + fed.pieces,
                     special=enc.special + fed.special,
                     n_generated=len(fed.ids),
-                    routed=completion.routed_experts,
+                    routing=routing,
                 )
             )
         return Generations(texts=texts, routing=routing_batch(sequences, self._info))
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")
+
+
+def _start_engine(path: Path, options: VLLMOptions) -> LLM:
+    """A vLLM engine on the checkpoint in `path`; ModelError in one line when vLLM cannot start one.
+
+    vLLM reports a failed start from its engine process as "Engine core initialization failed. See
+    root cause above": the cause is in its log, so the message points there and names the folder.
+    """
+    if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
+        raise ModelError(f"{path} has no weights ({', '.join(WEIGHT_FILES)}): pass --model a folder with its weights")
+    try:
+        return LLM(model=str(path), worker_extension_cls=EXTENSION, **options.engine_args())
+    except Exception as error:
+        cause = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ModelError(
+            f"vLLM could not start an engine on {path} ({cause}); vLLM's log above names the cause, "
+            "or use --backend hf"
+        ) from error

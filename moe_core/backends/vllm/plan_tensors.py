@@ -5,12 +5,10 @@ layer carries fixed-shape buffers (which experts, which coefficients, which tie-
 mode code, and a plan is applied by overwriting them in place. This module builds those arrays
 from a plan with numpy only (no torch, no vLLM): the worker copies them into its buffers
 (worker.py), and tests check them without a GPU. An absent plan gives arrays that steer nothing.
-It also names the plan's prefix-cache partition (`cache_salt`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,15 +85,3 @@ def plan_arrays(
         arrays.eps[experts] = (HARD_EPS_STD + draws).astype(np.float32)
         layers[entry.layer] = arrays
     return SteeringArrays(mode=MODE_CODES[plan.method], strength=float(plan.strength), layers=layers)
-
-
-def cache_salt(plan: SteeringPlan | None) -> str | None:
-    """The prefix-cache salt of requests run under `plan` (None for unsteered requests).
-
-    vLLM's routed-experts output needs prefix caching on, and a cached prefix carries the keys,
-    values and routing of the plan it was computed under: salting steered prompts by their plan
-    keeps each plan's cache (and the unsteered one) apart, while requests of one plan share theirs.
-    """
-    if plan is None:
-        return None
-    return "polyroute-plan-" + hashlib.sha256(plan.to_json().encode("utf-8")).hexdigest()[:32]

@@ -5,7 +5,8 @@ logits) a `SteeringState`: fixed-shape buffers and a forward hook that replaces 
 logits by METHODS.md's z' before vLLM's own softmax/sigmoid, top-k and renormalisation run. The
 hook has no Python branch on the plan, so a CUDA graph captured once serves every plan; a plan is
 applied by overwriting the buffers in place (`apply_arrays`, on the workers). With mode 0 or an
-empty mask the hook returns the router's logits bit for bit.
+empty mask the hook returns the router's logits bit for bit. The same hook hands the logits it
+returns to the gate's routing capture (capture.py), when the model was built with one.
 
 For routers whose choice adds `e_score_correction_bias` (DeepSeek-V3), raising a logit cannot by
 itself force or forbid an expert: hard and ablate also shift that layer's bias (`steered_bias`),
@@ -16,11 +17,13 @@ tests run it on the CPU.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
+from moe_core.backends.vllm.capture import GateRecorder
 from moe_core.backends.vllm.plan_tensors import MODE_CODES, SteeringArrays
 from moe_core.errors import ModelError
 from moe_core.steering.plan import ABLATE, ADAPTIVE, HARD, SOFT
@@ -88,9 +91,13 @@ class SteeringState(nn.Module):
     coefficients: torch.Tensor
     eps: torch.Tensor
 
-    def __init__(self, layer: int, n_experts: int, bias: torch.Tensor | None) -> None:
+    def __init__(
+        self, layer: int, n_experts: int, bias: torch.Tensor | None, recorder: GateRecorder | None = None
+    ) -> None:
         super().__init__()
         self.layer = layer
+        # Records the routing of the logits this gate hands on (capture.py); None: no capture.
+        self.recorder = recorder
         # Non-persistent: they are not weights, and checkpoints never carry them.
         self.register_buffer("mode", torch.zeros((), dtype=torch.int64), persistent=False)
         self.register_buffer("strength", torch.zeros((), dtype=torch.float32), persistent=False)
@@ -109,9 +116,10 @@ class SteeringState(nn.Module):
 
     def hook(self, module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
         # vLLM's GateLinear returns (logits, bias) or the logits alone, depending on return_bias.
-        if isinstance(output, tuple):
-            return (self(output[0]), *output[1:])
-        return self(output)
+        logits = self(output[0] if isinstance(output, tuple) else output)
+        if self.recorder is not None:  # fixed when the model is built: not a branch on the data
+            self.recorder(logits)
+        return (logits, *output[1:]) if isinstance(output, tuple) else logits
 
     def load(self, mode: int, strength: float, mask: Any, coefficients: Any, eps: Any) -> None:
         """Overwrite the buffers in place (the CUDA graphs keep pointing at them)."""
@@ -127,11 +135,15 @@ class SteeringState(nn.Module):
             bias.data.copy_(steered_bias(self._bias_base, mode=mode, mask=self.mask.to(bias.device)))
 
 
-def install_steering(model: nn.Module, gate_suffix: str) -> dict[int, SteeringState]:
+def install_steering(
+    model: nn.Module, gate_suffix: str, recorder: Callable[[int, int, torch.Tensor | None], GateRecorder] | None = None
+) -> dict[int, SteeringState]:
     """Give every gate of `model` named `...layers.<i>.<gate_suffix>` a SteeringState and its hook.
 
-    Returns the states by decoder-layer index. Raises ModelError when no gate matches (the vLLM
-    model class no longer names its router as this version of Polyroute expects).
+    `recorder(layer, n_experts, bias)`, when given, builds each gate's routing capture, which
+    records the logits after steering. Returns the states by decoder-layer index. Raises
+    ModelError when no gate matches (the vLLM model class no longer names its router as this
+    version of Polyroute expects).
     """
     states: dict[int, SteeringState] = {}
     for name, module in list(model.named_modules()):
@@ -144,7 +156,8 @@ def install_steering(model: nn.Module, gate_suffix: str) -> dict[int, SteeringSt
         layer = int(match[-1])
         bias = getattr(module, "e_score_correction_bias", None)
         # Built under vLLM's default-device context, so the buffers land on the weights' device.
-        state = SteeringState(layer, int(weight.shape[0]), bias)
+        n_experts = int(weight.shape[0])
+        state = SteeringState(layer, n_experts, bias, recorder(layer, n_experts, bias) if recorder else None)
         module.add_module("polyroute_steering", state)
         module.register_forward_hook(state.hook)
         states[layer] = state
@@ -159,6 +172,11 @@ def install_steering(model: nn.Module, gate_suffix: str) -> dict[int, SteeringSt
 def find_states(model: nn.Module) -> dict[int, SteeringState]:
     """The SteeringStates `install_steering` gave `model`, by decoder-layer index."""
     return {m.layer: m for m in model.modules() if isinstance(m, SteeringState)}
+
+
+def find_recorders(model: nn.Module) -> list[GateRecorder]:
+    """The routing captures of `model`'s gates, in decoder-layer order (empty: built without capture)."""
+    return [state.recorder for _, state in sorted(find_states(model).items()) if state.recorder is not None]
 
 
 def apply_arrays(model: nn.Module, arrays: SteeringArrays) -> None:

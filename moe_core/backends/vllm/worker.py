@@ -1,25 +1,62 @@
-"""The worker side of steering: methods vLLM mixes into each GPU worker (`worker_extension_cls`).
+"""The worker side of steering and capture: methods vLLM mixes into each worker (`worker_extension_cls`).
 
 The backend calls them with `LLM.collective_rpc(name, args=...)`, so every worker (one per GPU
-under tensor parallelism) loads the same plan into its own copy of the steering buffers. Only
-strings and numbers cross the process boundary: the plan travels as its JSON and each worker
-builds the arrays itself (plan_tensors.py). No vLLM import: vLLM imports this module itself.
+under tensor parallelism) loads the same plan into its own copy of the steering buffers and
+files its own gates' routing. Only strings, numbers and bytes cross the process boundary (vLLM's
+messages turn numpy arrays into lists): the plan travels as its JSON and each worker builds the
+arrays itself (plan_tensors.py); the routing comes back packed (capture.py).
+No vLLM import: vLLM imports this module itself.
+
+Capture: `polyroute_capture_start` wraps this worker's model runner's `execute_model` (on the
+instance; no vLLM file changes) so that after every forward pass the gates' buffers are filed
+under the requests of that batch, at their token positions (capture.py). The layout is read
+from the runner's persistent batch: the request order of the batch and the tokens each had
+computed before it, with the scheduler's count of tokens per request.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import nn
 
+from moe_core.backends.vllm.capture import RoutingLedger, StepLayout
 from moe_core.backends.vllm.plan_tensors import plan_arrays
-from moe_core.backends.vllm.steer import apply_arrays, find_states
+from moe_core.backends.vllm.steer import apply_arrays, find_recorders, find_states
+from moe_core.errors import ModelError
 from moe_core.steering.plan import SteeringPlan
 
 # vLLM resolves `worker_extension_cls` as a dotted name ("package.module.Class"), not "module:Class".
 EXTENSION = "moe_core.backends.vllm.worker.SteeringWorkerExtension"
+# vLLM's engine appends "-" and 8 random characters to the id a request was given (InputProcessor).
+_INTERNAL_SUFFIX = 9
+
+
+def step_layout(runner: Any, scheduler_output: Any) -> StepLayout:
+    """The token layout of the forward pass `runner` just ran for `scheduler_output`."""
+    batch = runner.input_batch
+    req_ids = list(batch.req_ids[: batch.num_reqs])
+    return StepLayout(
+        req_ids=req_ids,
+        counts=[int(scheduler_output.num_scheduled_tokens[req_id]) for req_id in req_ids],
+        starts=[int(start) for start in batch.num_computed_tokens_cpu[: batch.num_reqs]],
+    )
+
+
+def internal_id(request_id: str, held: list[str]) -> str:
+    """The engine's id of the request the caller knows as `request_id` among the `held` ones."""
+    for candidate in held:
+        if candidate == request_id or (
+            len(candidate) == len(request_id) + _INTERNAL_SUFFIX and candidate.startswith(f"{request_id}-")
+        ):
+            return candidate
+    return request_id
 
 
 class SteeringWorkerExtension:
-    """Mixed into vLLM's worker class; `self` is the worker, which owns the model."""
+    """Mixed into vLLM's worker class; `self` is the worker, which owns the model and its runner."""
+
+    _polyroute_ledger: RoutingLedger | None = None
 
     def _polyroute_model(self) -> nn.Module:
         model: nn.Module = self.get_model()  # type: ignore[attr-defined]  # a method of the worker it joins
@@ -38,3 +75,37 @@ class SteeringWorkerExtension:
         )
         apply_arrays(model, arrays)
         return arrays.steered_layers
+
+    def polyroute_capture_start(self, soft_rule: str) -> list[int]:
+        """File every forward pass's routing by request from now on (once); returns the captured layers."""
+        recorders = find_recorders(self._polyroute_model())
+        if recorders and self._polyroute_ledger is None:
+            ledger = self._polyroute_ledger = RoutingLedger(soft_rule=soft_rule)
+            runner = self.model_runner  # type: ignore[attr-defined]  # the worker's
+            run_step = runner.execute_model
+
+            def execute_model(scheduler_output: Any, *args: Any, **kwargs: Any) -> Any:
+                output = run_step(scheduler_output, *args, **kwargs)
+                ledger.add_step(recorders, step_layout(runner, scheduler_output))
+                return output
+
+            runner.execute_model = execute_model
+        return [recorder.layer for recorder in recorders]
+
+    def polyroute_capture_logits(self, save: bool) -> None:
+        """Keep each token's router logits too (`--save-logits`) until told otherwise."""
+        self._polyroute_capture().save_logits = save
+
+    def polyroute_capture_take(self, request_ids: list[str]) -> list[bytes]:
+        """The routing of finished requests, by the ids `LLM.generate` gave them, packed
+        (`RequestRouting.unpack`); forgotten here after."""
+        ledger = self._polyroute_capture()
+        held = ledger.pending()
+        routing = [ledger.take(internal_id(request_id, held)).pack() for request_id in request_ids]
+        ledger.clear()  # requests the caller gave up on (an error mid-batch) leave nothing behind
+        return routing
+
+    def _polyroute_capture(self) -> RoutingLedger:
+        if self._polyroute_ledger is None:
+            raise ModelError("routing capture was not started on this worker: call polyroute_capture_start first")
+        return self._polyroute_ledger

@@ -1,0 +1,193 @@
+"""Routing capture inside a vLLM model: what each router gate chose, kept per request on the worker.
+
+A `GateRecorder` sits on every MoE layer's router gate next to its steering state (steer.py). The
+gate's hook hands it the logits the model routes on (steered, when a plan is loaded); it runs the
+family's own rule on them (moe_core.steering.scoring, the rule the hf backend re-runs: top-k ids
+and the weights the model applies) and writes logits, ids and weights into fixed-size buffers,
+row t for the batch's token t. Fixed shapes and no Python branch on the data: a CUDA graph
+captured once replays the same writes for every batch.
+
+After each forward pass the worker reads the buffers' first rows (`read_step`) and files them
+under the requests the scheduler laid out in that batch, at their token positions
+(`RoutingLedger`). The backend takes a finished request's routing with `take`: ids and weights
+of every token it read, the sum of its soft distribution (the hf backend's `router_probs` is its
+mean), and the logits when asked for. Torch and numpy only, no vLLM import: tests run it on the CPU.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import nn
+
+from moe_core.capture import soft_distribution
+from moe_core.errors import ModelError
+from moe_core.steering.scoring import RoutingRule, score
+
+
+class GateRecorder(nn.Module):
+    """Buffers of one router gate: the last batch's logits [cap, E], top-k ids and weights [cap, k]."""
+
+    ids: torch.Tensor
+    weights: torch.Tensor
+    logits: torch.Tensor
+
+    def __init__(self, layer: int, rule: RoutingRule, n_experts: int, capacity: int, bias: torch.Tensor | None) -> None:
+        super().__init__()
+        self.layer = layer
+        self.rule = rule
+        self.capacity = capacity
+        # Non-persistent: not weights; a checkpoint never carries them.
+        self.register_buffer("ids", torch.zeros(capacity, rule.top_k, dtype=torch.int64), persistent=False)
+        self.register_buffer("weights", torch.zeros(capacity, rule.top_k, dtype=torch.float32), persistent=False)
+        self.register_buffer("logits", torch.zeros(capacity, n_experts, dtype=torch.float32), persistent=False)
+        # The live correction bias (shifted in place by hard and ablate plans, steer.py), as vLLM's
+        # router reads it; in a tuple so that nn.Module does not adopt the checkpoint's Parameter.
+        self._bias = (bias,) if bias is not None else ()
+
+    def forward(self, logits: torch.Tensor) -> None:
+        rows = logits.shape[0]
+        if rows > self.capacity:  # a shape, fixed per captured graph: not a branch on the data
+            raise ModelError(
+                f"a batch of {rows} tokens reached router layer {self.layer}, whose capture holds {self.capacity}: "
+                "the engine's max_num_batched_tokens changed after the model was built"
+            )
+        z = logits.float()
+        bias = self._bias[0].float() if self._bias else None
+        weights, ids = score(self.rule, z, bias=bias)
+        self.logits[:rows].copy_(z)
+        self.ids[:rows].copy_(ids)
+        self.weights[:rows].copy_(weights)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepLayout:
+    """Where one forward pass's token rows belong: request i owns the next `counts[i]` rows, which
+    are its tokens `starts[i]`, `starts[i] + 1`, ... (vLLM lays a batch out request by request)."""
+
+    req_ids: Sequence[str]
+    counts: Sequence[int]
+    starts: Sequence[int]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(sum(self.counts))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RequestRouting:
+    """The routing of one request's tokens, in order (L = MoE layers).
+
+    expert_ids [n, L, k] int16, expert_weights [n, L, k] float32, prob_sum [L, E] float64 (the sum
+    of the soft distribution over the n tokens), router_logits [n, L, E] float32 or None.
+    """
+
+    expert_ids: np.ndarray
+    expert_weights: np.ndarray
+    prob_sum: np.ndarray
+    router_logits: np.ndarray | None
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.expert_ids.shape[0])
+
+    def pack(self) -> bytes:
+        """The arrays as one .npz (no pickle): what crosses from the worker to the backend."""
+        buffer = io.BytesIO()
+        arrays = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def unpack(cls, packed: bytes) -> RequestRouting:
+        with np.load(io.BytesIO(packed), allow_pickle=False) as arrays:
+            logits = arrays.get("router_logits")
+            return cls(
+                expert_ids=arrays["expert_ids"],
+                expert_weights=arrays["expert_weights"],
+                prob_sum=arrays["prob_sum"],
+                router_logits=logits,
+            )
+
+
+@dataclass
+class _Chunk:
+    start: int
+    ids: np.ndarray
+    weights: np.ndarray
+    prob_sum: np.ndarray
+    logits: np.ndarray | None
+
+
+@dataclass
+class RoutingLedger:
+    """Every request's routing so far, filed chunk by chunk as the steps run (on one worker)."""
+
+    soft_rule: str
+    save_logits: bool = False
+    _chunks: dict[str, list[_Chunk]] = field(default_factory=dict)
+
+    def add_step(self, recorders: Sequence[GateRecorder], layout: StepLayout) -> None:
+        """File the rows of the forward pass that just ran (`layout` says whose they are)."""
+        rows = layout.n_tokens
+        if rows == 0:
+            return
+        with torch.inference_mode():
+            ids = torch.stack([r.ids[:rows] for r in recorders], dim=1).to(torch.int16).cpu().numpy()
+            weights = torch.stack([r.weights[:rows] for r in recorders], dim=1).cpu().numpy()
+            logits = torch.stack([r.logits[:rows] for r in recorders], dim=1)
+            owner = torch.repeat_interleave(
+                torch.arange(len(layout.counts), device=logits.device),
+                torch.as_tensor(list(layout.counts), device=logits.device),
+            )
+            probs = soft_distribution(logits, self.soft_rule).double()
+            zeros = torch.zeros((len(layout.counts), *probs.shape[1:]), dtype=torch.float64, device=probs.device)
+            sums = zeros.index_add_(0, owner, probs).cpu().numpy()
+            host_logits = logits.cpu().numpy() if self.save_logits else None
+        offset = 0
+        for index, (req_id, count, start) in enumerate(zip(layout.req_ids, layout.counts, layout.starts, strict=True)):
+            span = slice(offset, offset + count)
+            chunk = _Chunk(
+                start=int(start),
+                ids=ids[span],
+                weights=weights[span],
+                prob_sum=sums[index],
+                logits=host_logits[span] if host_logits is not None else None,
+            )
+            chunks = self._chunks.setdefault(req_id, [])
+            # A request preempted and recomputed from an earlier token replaces what it had past it.
+            chunks[:] = [c for c in chunks if c.start < chunk.start]
+            chunks.append(chunk)
+            offset += count
+
+    def take(self, req_id: str) -> RequestRouting:
+        """The routing of `req_id`'s tokens from its first, forgotten here once taken."""
+        chunks = self._chunks.pop(req_id, None)
+        if not chunks:
+            raise ModelError(f"no routing was captured for request {req_id}: did it run on this engine?")
+        position = 0
+        for chunk in chunks:
+            if chunk.start != position:
+                raise ModelError(
+                    f"request {req_id}: routing captured from token {chunk.start}, expected {position}; "
+                    "its tokens before were not computed (a prefix-cache hit): start vLLM without prefix caching"
+                )
+            position += len(chunk.ids)
+        logits = [c.logits for c in chunks if c.logits is not None]
+        return RequestRouting(
+            expert_ids=np.concatenate([c.ids for c in chunks]),
+            expert_weights=np.concatenate([c.weights for c in chunks]),
+            prob_sum=np.sum([c.prob_sum for c in chunks], axis=0),
+            router_logits=np.concatenate(logits) if len(logits) == len(chunks) else None,
+        )
+
+    def pending(self) -> list[str]:
+        """Requests whose routing is held here."""
+        return list(self._chunks)
+
+    def clear(self) -> None:
+        self._chunks.clear()
