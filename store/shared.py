@@ -12,6 +12,7 @@ locked, which is what lets the SQL console run users' queries on it (`store.sand
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,6 +26,14 @@ LOCKED_DOWN = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
 }
+# One query must not take the machine: past this DuckDB spills to a folder beside the store (its
+# default `<store>.tmp`), and refuses what cannot spill. POLYROUTE_MEMORY_LIMIT overrides it.
+MEMORY_LIMIT = "2GB"
+
+
+def bounded(file: Path) -> dict[str, str]:
+    """DuckDB settings that bound the app's memory and keep its spilled data beside the store."""
+    return {"memory_limit": os.environ.get("POLYROUTE_MEMORY_LIMIT", MEMORY_LIMIT), "temp_directory": f"{file}.tmp"}
 
 
 class SharedStore:
@@ -35,11 +44,11 @@ class SharedStore:
         if not file.is_file():  # a mistyped path must not become a new, empty store
             raise StoreMissing(f"no store at {file}: build one with `polyroute demo --db {file}`, or choose another")
         try:
-            self._store = open_store(file, config=LOCKED_DOWN)
+            self._store = open_store(file, config={**LOCKED_DOWN, **bounded(file)})
             self.why_read_only = ""
         except StoreLocked as locked:
             # Another process reads the file: we may read too, but not write while it has it open.
-            self._store = open_store(file, read_only=True, config=LOCKED_DOWN)
+            self._store = open_store(file, read_only=True, config={**LOCKED_DOWN, **bounded(file)})
             self.why_read_only = str(locked)
         self._store.con.execute("SET lock_configuration = true")
         self.path = self._store.path

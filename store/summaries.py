@@ -9,6 +9,7 @@ So a running, killed or resumed run always has summaries that equal a recomputat
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,15 +41,19 @@ class NewSequences:
     soft: np.ndarray | None
 
 
-def add_sequences(con: duckdb.DuckDBPyConnection, run_id: int, new: NewSequences) -> None:
-    """Add `new` to run `run_id`'s summaries (call inside the transaction that stores them)."""
+def add_sequences(
+    con: duckdb.DuckDBPyConnection, run_id: int, new: NewSequences, partners: Partners | None = None
+) -> None:
+    """Add `new` to run `run_id`'s summaries (call inside the transaction that stores them).
+    `partners` keeps what was read or computed for the run's next calls (a writer's)."""
     dists = {"hard": s.hard_distribution(new.summary.hits, new.lengths, new.top_k)}
     if new.summary.weight is not None:
         dists["weight"] = new.summary.weight
     if new.soft is not None:
         dists["soft"] = new.soft.astype(np.float32, copy=False)
     entropies = {source: s.sequence_entropy(dist) for source, dist in dists.items()}
-    _add_to_pairs(con, run_id, new, dists, entropies)  # first: "stored" sequences are those with summaries
+    # First: the stored sequences it compares with are those with summaries.
+    _add_to_pairs(con, run_id, new, dists, entropies, partners or Partners())
     _add_to_languages(con, run_id, new, dists, entropies)
     _insert(con, "sequence_routing", _sequence_rows(run_id, new))
 
@@ -157,50 +162,112 @@ def _add_to_languages(
 
 # Per language pair -----------------------------------------------------------------------------
 
+# The run's sequences that already have summaries and hold one of the items.
 _PARTNERS = """
-SELECT s.seq_id, s.item_id, s.lang, s.n_tokens, r.layer, r.hits, r.weight
+SELECT seq_id, item_id, lang FROM sequences
+WHERE run_id = ? AND list_contains(?, item_id)
+  AND seq_id IN (SELECT seq_id FROM sequence_routing WHERE run_id = ?)
+ORDER BY seq_id
+"""
+_PARTNER_ROWS = """
+SELECT s.seq_id, s.n_tokens, r.hits, r.weight
 FROM sequences AS s JOIN sequence_routing AS r USING (run_id, seq_id)
-WHERE s.run_id = ? AND list_contains(?, s.item_id)
-ORDER BY s.seq_id, r.layer
+WHERE s.run_id = ? AND s.seq_id IN (SELECT unnest(?)) ORDER BY s.seq_id, r.layer
 """
 _PARTNER_PROBS = """
-SELECT p.seq_id, p.layer, p.probs FROM router_probs AS p
-WHERE p.run_id = ? AND p.seq_id IN (SELECT unnest(?)) ORDER BY p.seq_id, p.layer
+SELECT seq_id, probs FROM router_probs WHERE run_id = ? AND seq_id IN (SELECT unnest(?)) ORDER BY seq_id, layer
 """
 
+Entry = dict[str, tuple[np.ndarray, np.ndarray]]  # source -> (distribution [Y, E] float32, entropy [Y])
 
-def _add_to_pairs(con: duckdb.DuckDBPyConnection, run_id: int, new: NewSequences, dists: dict, entropies: dict) -> None:
+
+class Partners:
+    """The distributions and entropies of a run's summarised sequences, kept for the sequences of
+    the same items that come later (most recently used first, within `max_bytes`), so each is
+    read back from the store at most once while it is kept."""
+
+    def __init__(self, max_bytes: int = 1 << 30) -> None:
+        self._kept: OrderedDict[int, Entry] = OrderedDict()
+        self._bytes = 0
+        self.max_bytes = max_bytes
+
+    def get(self, seq_id: int) -> Entry | None:
+        entry = self._kept.get(seq_id)
+        if entry is not None:
+            self._kept.move_to_end(seq_id)
+        return entry
+
+    def put(self, seq_id: int, entry: Entry) -> None:
+        if seq_id in self._kept:
+            return
+        self._kept[seq_id] = entry
+        self._bytes += _size(entry)
+        while self._bytes > self.max_bytes and self._kept:
+            _, dropped = self._kept.popitem(last=False)
+            self._bytes -= _size(dropped)
+
+
+def _size(entry: Entry) -> int:
+    return sum(dist.nbytes + entropy.nbytes for dist, entropy in entry.values())
+
+
+def _read_partners(
+    con: duckdb.DuckDBPyConnection, run_id: int, seq_ids: list[int], shape: tuple[int, int], new: NewSequences
+) -> dict[int, Entry]:
+    """The entries of stored sequences `seq_ids` (ascending), from their summaries and router probabilities."""
+    n_layers, width = shape
+    rows = con.execute(_PARTNER_ROWS, [run_id, seq_ids]).to_arrow_table()
+    lengths = rows.column("n_tokens").to_numpy()[::n_layers]
+    hits = _unlist(rows.column("hits"), width, np.int64).reshape(-1, n_layers, width)
+    dists = {"hard": s.hard_distribution(hits, lengths, new.top_k)}
+    if new.summary.weight is not None:
+        if rows.column("weight").null_count:
+            raise StoreError(f"run {run_id} mixes sequences with and without routing weights: trace a new run")
+        dists["weight"] = _unlist(rows.column("weight"), width, np.float32).reshape(-1, n_layers, width)
+    if new.soft is not None:
+        probs = con.execute(_PARTNER_PROBS, [run_id, seq_ids]).to_arrow_table()
+        if probs.num_rows != len(seq_ids) * n_layers:
+            raise StoreError(f"run {run_id} mixes sequences with and without router probabilities: trace a new run")
+        dists["soft"] = _unlist(probs.column("probs"), width, np.float32).reshape(-1, n_layers, width)
+    entropies = {source: s.sequence_entropy(dist) for source, dist in dists.items()}
+    return {
+        seq_id: {source: (dists[source][i].copy(), entropies[source][i].copy()) for source in dists}
+        for i, seq_id in enumerate(seq_ids)
+    }
+
+
+def _add_to_pairs(
+    con: duckdb.DuckDBPyConnection,
+    run_id: int,
+    new: NewSequences,
+    dists: dict,
+    entropies: dict,
+    partners: Partners,
+) -> None:
     """Compare each new sequence with every other-language sequence of its item (stored, or new
     and earlier in this call), and add the divergences to their language pair's sums."""
-    n_layers, width = dists["hard"].shape[1:]
-    stored = con.execute(_PARTNERS, [run_id, sorted(set(new.items))]).to_arrow_table()
-    n_stored = stored.num_rows // n_layers
-    seq_rows = slice(0, stored.num_rows, n_layers)  # one row per sequence: its first layer's
-    items = list(new.items) + stored.column("item_id").to_pylist()[seq_rows]
-    langs = list(new.langs) + stored.column("lang").to_pylist()[seq_rows]
+    found = con.execute(_PARTNERS, [run_id, sorted(set(new.items)), run_id]).fetchall()
+    items = list(new.items) + [row[1] for row in found]
+    langs = list(new.langs) + [row[2] for row in found]
     first, second = _pairs(items, langs, len(new.items))
+    stored_ids = [int(row[0]) for row in found]
+    entries = {seq_id: entry for seq_id in stored_ids if (entry := partners.get(seq_id)) is not None}
+    missing = [seq_id for seq_id in stored_ids if seq_id not in entries]
+    if missing and len(first):
+        entries.update(_read_partners(con, run_id, missing, dists["hard"].shape[1:], new))
+    for i, seq_id in enumerate(new.seq_ids.tolist()):
+        # Copies: a view would keep the whole call's arrays alive for as long as one entry is kept.
+        partners.put(seq_id, {source: (dists[source][i].copy(), entropies[source][i].copy()) for source in dists})
     if not len(first):
         return
-    pool = {}
-    lengths = stored.column("n_tokens").to_numpy()[seq_rows]
-    hits = _unlist(stored.column("hits"), width, np.int64).reshape(n_stored, n_layers, width)
-    pool["hard"] = np.concatenate([dists["hard"], s.hard_distribution(hits, lengths, new.top_k)])
-    if "weight" in dists:
-        if stored.column("weight").null_count:
-            raise StoreError(f"run {run_id} mixes sequences with and without routing weights: trace a new run")
-        weight = _unlist(stored.column("weight"), width, np.float32).reshape(n_stored, n_layers, width)
-        pool["weight"] = np.concatenate([dists["weight"], weight])
-    if "soft" in dists:
-        seq_ids = stored.column("seq_id").to_numpy()[seq_rows]
-        probs = con.execute(_PARTNER_PROBS, [run_id, seq_ids.tolist()]).to_arrow_table()
-        if not np.array_equal(probs.column("seq_id").to_numpy()[::n_layers], seq_ids):
-            raise StoreError(f"run {run_id} mixes sequences with and without router probabilities: trace a new run")
-        soft = _unlist(probs.column("probs"), width, np.float32).reshape(n_stored, n_layers, width)
-        pool["soft"] = np.concatenate([dists["soft"], soft])
     lang_names, lang_index = np.unique(np.asarray(langs, dtype=str), return_inverse=True)
-    for source, dist in pool.items():
-        stored_entropy = s.sequence_entropy(dist[len(new.items) :])
-        sums = s.pair_sums(dist, lang_index, first, second, np.concatenate([entropies[source], stored_entropy]))
+    for source, dist in dists.items():
+        stored = [entries[seq_id][source] for seq_id in stored_ids]
+        pool = np.concatenate([dist, np.stack([d for d, _ in stored])]) if stored else dist
+        pool_entropy = (
+            np.concatenate([entropies[source], np.stack([h for _, h in stored])]) if stored else entropies[source]
+        )
+        sums = s.pair_sums(pool, lang_index, first, second, pool_entropy)
         _insert(con, "language_pair_divergence", _pair_rows(run_id, source, lang_names, new.layers, sums), _ADD)
 
 

@@ -48,6 +48,7 @@ def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, to
         con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     layout = q.run_layout(store, run_id)
     assert layout is not None
+    partners = summaries.Partners()
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
 
     def flush() -> None:
@@ -70,6 +71,7 @@ def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, to
                 summary=summarise_sequences(experts, weights, lengths, layout.n_experts, seq_ids),
                 soft=soft,
             ),
+            partners,
         )
         pending.clear()
 

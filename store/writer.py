@@ -260,6 +260,7 @@ class BatchWriter:
             raise StoreError(f"run {run_id} is not in store {store.path}: list runs with `polyroute runs`")
         self._weight_unit = float(row[0])
         self._n_experts = int(row[1])
+        self._partners = summaries.Partners()  # this run's sequences, for the same items' later ones
         # While a run is written the model's forward keeps every core busy; measured on 2 cores, a
         # single-threaded writer slows it least (bench/capture.py). Restored on close. The setting is
         # global, so a shared store (the app, whose pages read meanwhile) keeps its own.
@@ -287,7 +288,7 @@ class BatchWriter:
         try:
             with self._store.transaction(self._con) as con:
                 if new is not None:  # first: it compares them with the sequences already stored
-                    summaries.add_sequences(con, self._run_id, new)
+                    summaries.add_sequences(con, self._run_id, new, self._partners)
                 for name, table in tables.items():
                     con.register("batch_rows", table)
                     try:
