@@ -6,14 +6,24 @@ shared store in the app), so it can neither write, nor read files, nor loosen th
 Before it runs, its parse tree is checked: only a single SELECT-like statement is accepted, and
 table functions outside a short list of generators and catalog views are refused, because some
 that parse as SELECT change the database (checkpoint, enable_logging, which can even abort the
-process) or run SQL text the check cannot see (query). Results stop at a row cap and a timer
-interrupts queries that run too long.
+process) or run SQL text the check cannot see (query). What reveals the machine's paths (the
+store's and temporary folder's, through settings or the database list) is refused as well.
+
+Results stop at a row cap. A timer interrupts queries that run too long; since DuckDB checks for
+an interrupt only between chunks, one scalar call (`repeat('x', 2000000000)`) can outrun it, so a
+store file (the CLI) is queried in a child process that is killed at the time cap and cannot grow
+past a memory cap. The app's shared store is queried in its own process, under its interrupt.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import re
+import resource
+import subprocess
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,8 +58,8 @@ ALLOWED_TABLE_FUNCTIONS = frozenset(
     {
         *("range", "generate_series", "unnest", "repeat", "repeat_row", "json_each", "json_tree"),
         *("duckdb_tables", "duckdb_views", "duckdb_columns", "duckdb_constraints", "duckdb_indexes"),
-        *("duckdb_sequences", "duckdb_schemas", "duckdb_databases", "duckdb_types", "duckdb_functions"),
-        *("duckdb_keywords", "duckdb_settings", "pragma_table_info", "pragma_storage_info"),
+        *("duckdb_sequences", "duckdb_schemas", "duckdb_types", "duckdb_functions"),
+        *("duckdb_keywords", "pragma_table_info", "pragma_storage_info"),
         *("pragma_database_size", "pragma_version"),
     }
 )
@@ -57,6 +67,15 @@ _FILE_READER = re.compile(r"^(read_|parquet_|glob$|sniff_csv$)|_scan$")
 _FILE_PATH = re.compile(r"[/\\.:]")  # a table name with these is a file DuckDB would read
 _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 _EXPLAIN = re.compile(r"\s*EXPLAIN\s+(ANALY[SZ]E\s+)?", re.IGNORECASE)
+# What reads settings, among them the store's and the temporary folder's paths.
+_SETTING_READERS = frozenset({"current_setting", "pg_settings"})
+# Table functions and the system views named like them, for `FROM duckdb_settings` without parentheses.
+_SYSTEM_RELATIONS = """
+    SELECT lower(function_name) FROM duckdb_functions() WHERE function_type = 'table'
+    UNION SELECT lower(view_name) FROM duckdb_views() WHERE internal AND schema_name = 'main'"""
+_CHILD_GRACE_S = 2.0  # past the time cap, for the child's own interrupt to answer before it is killed
+CHILD_MEMORY_BYTES = 4 << 30  # the address space a console query's process may use
+_CHILD_DUCKDB_MEMORY = "1GiB"  # what DuckDB's buffer manager may hold of that
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -102,6 +121,7 @@ def _check_tree(con: duckdb.DuckDBPyConnection, query: str) -> None:
     tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0])  # type: ignore[index]
     if tree.get("error"):
         raise SqlRefused(f"the query cannot be checked, so it does not run: {tree.get('error_message')}")
+    system = {row[0] for row in con.execute(_SYSTEM_RELATIONS).fetchall()}
     stack: list[Any] = [tree]
     while stack:
         node = stack.pop()
@@ -111,10 +131,32 @@ def _check_tree(con: duckdb.DuckDBPyConnection, query: str) -> None:
             stack.extend(node.values())
             if node.get("type") == "TABLE_FUNCTION":
                 _check_table_function(str(node["function"].get("function_name")).lower())
-            elif node.get("class") == "FUNCTION" and str(node.get("function_name")).lower() == "nextval":
-                raise SqlRefused("nextval() would change the store (it advances a sequence); the console only reads")
-            elif node.get("type") == "BASE_TABLE" and _FILE_PATH.search(str(node.get("table_name"))):
-                raise SqlRefused(f"reading files is not allowed here ('{node['table_name']}'); {_HINT}")
+            elif node.get("class") == "FUNCTION":
+                _check_scalar_function(str(node.get("function_name")).lower())
+            elif node.get("type") == "BASE_TABLE":
+                _check_table_name(str(node.get("table_name")), system)
+
+
+def _check_scalar_function(name: str) -> None:
+    if name == "nextval":
+        raise SqlRefused("nextval() would change the store (it advances a sequence); the console only reads")
+    if name in _SETTING_READERS:
+        _refuse_settings(name)
+
+
+def _refuse_settings(name: str) -> None:
+    raise SqlRefused(f"{name} is not available in the console: settings hold this machine's paths; {_HINT}")
+
+
+def _check_table_name(name: str, system: set[str]) -> None:
+    """A name in FROM is a file to DuckDB when it looks like a path, and a table function or system
+    view (`FROM duckdb_settings`) when it is named like one: both are checked as such."""
+    if _FILE_PATH.search(name):
+        raise SqlRefused(f"reading files is not allowed here ('{name}'); {_HINT}")
+    if name.lower() in _SETTING_READERS:
+        _refuse_settings(name)
+    if name.lower() in system and name.lower() not in TABLES:
+        _check_table_function(name.lower())
 
 
 def _check_table_function(name: str) -> None:
@@ -136,12 +178,57 @@ def run_sql(source: str | Path | SharedStore, sql: str, *, max_rows: int = 1000,
     if isinstance(source, SharedStore):
         with source.reading(snapshot=False) as store:
             return _run(store, sql, max_rows, timeout_s)
-    store = open_store(source, read_only=True, config=LOCKED_DOWN)
+    return _run_in_child(Path(source), sql, max_rows, timeout_s)
+
+
+def _run_in_child(path: Path, sql: str, max_rows: int, timeout_s: float) -> SqlResult:
+    """`_run` on the file in a process of its own (a fresh interpreter: the caller may hold threads,
+    and its main module need not be importable), killed when it outlives the time cap."""
+    package_root = str(Path(__file__).resolve().parent.parent)  # the child imports this very code
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    child = subprocess.Popen(
+        [sys.executable, "-c", "from store.sandbox import child_main; child_main()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
-        store.con.execute("SET lock_configuration = true")
-        return _run(store, sql, max_rows, timeout_s)
-    finally:
-        store.close()
+        out, err = child.communicate(pickle.dumps((path, sql, max_rows, timeout_s)), timeout=timeout_s + _CHILD_GRACE_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.communicate()
+        raise SqlRefused(f"the query ran longer than {timeout_s:g} s and was stopped; narrow it down") from None
+    if child.returncode != 0 or not out:
+        last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
+        raise SqlRefused(
+            f"the query stopped the process that ran it ({last[0][:200]}); queries here may use at most "
+            f"{CHILD_MEMORY_BYTES >> 30} GiB of memory: narrow it down"
+        )
+    outcome = pickle.loads(out)
+    if isinstance(outcome, Exception):
+        raise outcome
+    result: SqlResult = outcome
+    return result
+
+
+def child_main() -> None:
+    """The child's side: read the query from stdin, run it under the memory cap, and write its
+    result or its refusal to stdout (both pickled)."""
+    resource.setrlimit(resource.RLIMIT_AS, (CHILD_MEMORY_BYTES, CHILD_MEMORY_BYTES))
+    path, sql, max_rows, timeout_s = pickle.loads(sys.stdin.buffer.read())
+    outcome: SqlResult | Exception
+    try:
+        with open_store(path, read_only=True, config={**LOCKED_DOWN, "memory_limit": _CHILD_DUCKDB_MEMORY}) as store:
+            store.con.execute("SET lock_configuration = true")
+            outcome = _run(store, sql, max_rows, timeout_s)
+    except StoreError as error:
+        outcome = error
+    except MemoryError:
+        outcome = SqlRefused(
+            f"the query needed more than {CHILD_MEMORY_BYTES >> 30} GiB of memory and was stopped; narrow it down"
+        )
+    sys.stdout.buffer.write(pickle.dumps(outcome))
 
 
 def _run(store: Store, sql: str, max_rows: int, timeout_s: float) -> SqlResult:
@@ -161,6 +248,10 @@ def _run(store: Store, sql: str, max_rows: int, timeout_s: float) -> SqlResult:
             con.execute("ROLLBACK")
     except duckdb.InterruptException:
         raise SqlRefused(f"the query ran longer than {timeout_s:g} s and was stopped; narrow it down") from None
+    except duckdb.OutOfMemoryException as error:
+        raise SqlRefused(
+            f"the query needs more memory than the console has ({_reason(error)}); narrow it down"
+        ) from None
     except (duckdb.PermissionException, duckdb.TransactionException) as error:
         raise SqlRefused(f"not allowed here: {_reason(error)}") from None
     except duckdb.Error as error:
