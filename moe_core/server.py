@@ -9,9 +9,10 @@ Endpoints (JSON in; JSON or an Arrow IPC stream out, see `moe_core.backends.wire
 
 A bearer token, when set, guards every endpoint but /health. Every body is checked against its
 schema (`moe_core.request_schema`) before any model work: bad requests get a 4xx with a message and
-the server goes on serving; a 500 means a bug of the server, never of the client. One request at a time runs on the model: a request that waits for
-it longer than `max_seconds` is turned away (503), and a trace that runs past `max_seconds` ends
-its stream with an error after the batch in progress.
+the server goes on serving; a 500 means a bug of the server, never of the client. One request at
+a time runs on the model: a request that waits for it longer than `max_seconds` is turned away
+(503), and a trace that runs past `max_seconds` ends its stream with an error after the batch in
+progress.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from moe_core.analysis.rise import DEFAULT_RATIOS
 from moe_core.corpora import BUILTIN
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
+from polyroute.arguments import device, seed
 from polyroute.eval_cli import TASK_NAMES
 
 DEFAULT_SPLITS = {"train": "train", "eval": "heldout"}  # of the built-in corpus
@@ -51,9 +52,9 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     adapt.add_argument("--batch-size", type=int, default=8, help="texts per step (default 8)")
     adapt.add_argument("--max-steps", type=int, help="stop after this many steps")
     adapt.add_argument("--weight-decay", type=float, default=0.0, help="on the trained slices only (default 0)")
-    adapt.add_argument("--seed", type=int, default=0)
+    adapt.add_argument("--seed", type=seed, default=0)
     adapt.add_argument("--out", type=Path, help="adapter folder (default: adapters/ beside the store)")
-    adapt.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    adapt.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     adapt.add_argument("--dtype", default="auto", help="auto (float32 on CPU), float32, bfloat16 or float16")
     add_db(adapt)
     actions = adapt.add_subparsers(dest="adapt_command", metavar="ACTION")

@@ -18,6 +18,7 @@ from moe_core.analysis.rise import DEFAULT_RATIOS
 from moe_core.errors import PolyrouteError
 from moe_core.languages import normalise_lang, parse_langs
 from polyroute import analyses
+from polyroute.arguments import seed
 from polyroute.output import print_table
 from polyroute.run_data import SOURCES, AnalysisResult, RunData, Selection
 from store import Store, open_store
@@ -102,7 +103,7 @@ def _consistency(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-pairs", type=int, default=128, help="pairs per sequence beyond which to sample (default 128)"
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed, default=0)
 
 
 def _correlation(parser: argparse.ArgumentParser) -> None:

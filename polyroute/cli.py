@@ -34,6 +34,7 @@ from polyroute.arguments import Parser, device, positive_int
 from polyroute.output import emit_rows, quiet_libraries
 from store import StoreError
 from store.connection import discard_if_unused
+from store.errors import StoreFull
 
 EXIT_USAGE = 2
 EXIT_BUG = 1
@@ -290,6 +291,13 @@ def _trace(args: argparse.Namespace) -> int:
         hint = f": finish it with `polyroute trace --resume {started[0]} --db {args.db}`" if started else ""
         print(f"\npolyroute: interrupted{hint}", file=sys.stderr)
         return 130
+    except StoreFull as error:
+        if not started:
+            raise
+        raise StoreFull(
+            f"{error}: finish run {started[0]} with `polyroute trace --resume {started[0]} --db {args.db}` once "
+            "there is room"
+        ) from error
     except RemoteError as error:
         if not started:
             raise

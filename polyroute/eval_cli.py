@@ -15,6 +15,7 @@ from typing import Any
 
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
+from polyroute.arguments import device, positive_int
 from polyroute.serve_cli import add_client_args, model_or_server
 
 TASK_NAMES = ("belebele", "mgsm", "flores", "xquad", "polymath")  # moe_core.evaluation.tasks.TASKS, without its imports
@@ -28,12 +29,12 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     ev.add_argument("--corpus", required=True, help="the benchmark's local copy, e.g. mgsm:DIR or flores_plus:DIR")
     ev.add_argument("--langs", required=True, help="comma-separated FLORES-200 codes, e.g. eng_Latn,deu_Latn")
     ev.add_argument("--split", help="the benchmark split (default: its test split)")
-    ev.add_argument("--limit", type=int, help="score only the first N items")
+    ev.add_argument("--limit", type=positive_int, help="score only the first N items")
     ev.add_argument("--plan", type=Path, help="a steering plan (`polyroute plan ... -o plan.json`)")
     ev.add_argument("--sweep", help="run the plan at several settings: lambda=0,0.25,0.5,1 or window=early,middle,late")
-    ev.add_argument("--max-new-tokens", type=int, help="answer length (default: the task's own)")
-    ev.add_argument("--batch-size", type=int, default=8, help="prompts per generation batch (default 8)")
-    ev.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    ev.add_argument("--max-new-tokens", type=positive_int, help="answer length (default: the task's own)")
+    ev.add_argument("--batch-size", type=positive_int, default=8, help="prompts per generation batch (default 8)")
+    ev.add_argument("--device", type=device, default="cpu", help="cpu or cuda (default cpu)")
     ev.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
     add_client_args(ev, sharded=False)
     add_db(ev)
@@ -49,8 +50,6 @@ def run(args: argparse.Namespace) -> int:
     from polyroute.output import print_table, quiet_libraries
 
     get_task(args.task)  # an unknown task fails before the store or a model is touched
-    if args.batch_size < 1:
-        raise PolyrouteError("--batch-size must be at least 1")
     if args.plan is not None and not args.plan.is_file():
         raise PolyrouteError(f"no plan at {args.plan}: make one with `polyroute plan ... -o {args.plan}`")
     quiet_libraries()

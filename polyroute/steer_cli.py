@@ -17,6 +17,7 @@ from moe_core.analysis.flow import mass_on_experts
 from moe_core.errors import PolyrouteError
 from moe_core.records import RoutingBatch
 from moe_core.steering import SteeringPlan
+from polyroute.arguments import device, positive_int
 from polyroute.output import print_table
 from polyroute.serve_cli import add_client_args, model_or_server
 
@@ -30,8 +31,8 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     steer.add_argument("--model", type=Path, help="a local MoE checkpoint folder (unless --backend URL)")
     steer.add_argument("--plan", type=Path, required=True, help="a plan from `polyroute plan ... -o plan.json`")
     steer.add_argument("--prompt", required=True, help="the text to continue")
-    steer.add_argument("--max-new-tokens", type=int, default=32, help="tokens to generate (default 32)")
-    steer.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    steer.add_argument("--max-new-tokens", type=positive_int, default=32, help="tokens to generate (default 32)")
+    steer.add_argument("--device", type=device, default="cpu", help="cpu or cuda (default cpu)")
     steer.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
     add_client_args(steer, sharded=False)
 
@@ -44,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.prompt.strip():
         raise PolyrouteError("--prompt is empty: give the text to continue")
-    if args.max_new_tokens < 1:
-        raise PolyrouteError("--max-new-tokens must be at least 1")
     if not args.plan.is_file():
         raise PolyrouteError(f"no plan at {args.plan}: make one with `polyroute plan ... -o {args.plan}`")
     plan = SteeringPlan.load(args.plan)

@@ -19,6 +19,7 @@ from moe_core.corpora import ParallelCorpus, TextRow, load_corpus
 from moe_core.errors import PolyrouteError
 from moe_core.languages import languages
 from moe_core.pipeline import PlannedSequence, Progress, TracedBatch, plan_trace, run_trace
+from polyroute.run_status import writer_record
 from store import Store, StoreError, open_store
 from store import queries as q
 from store import writer as w
@@ -87,6 +88,7 @@ def start_trace(
             "save_logits": request.save_logits,
             "model_source": info.source,
             "servers": list(request.servers),
+            "writer": writer_record(),  # a run left `running` by a dead writer shows as interrupted
             # A server loads its model with its own settings; local runs record how this one was loaded.
             **{
                 f"hf_{key}": value

@@ -26,7 +26,6 @@ _PID = re.compile(r"PID (\d+)")
 _CORRUPT_HINTS = ("not a valid duckdb database", "corrupt", "checksum", "serializ", "invalid block", "magic")
 _FULL_HINTS = ("no space left on device", "disk quota exceeded")
 _READ_ONLY_HINTS = ("permission denied", "read-only file system")
-_KEPT = "every batch committed before is kept (`polyroute trace --resume RUN_ID` finishes a run that stopped)"
 
 
 def translate(error: duckdb.Error, path: Path) -> StoreError:
@@ -42,7 +41,7 @@ def translate(error: duckdb.Error, path: Path) -> StoreError:
     if any(hint in text.lower() for hint in _FULL_HINTS):
         return StoreFull(
             f"the disk of store {path} is full ({text.splitlines()[0]}): free some space, or pass --db a file "
-            f"on another disk; {_KEPT}"
+            "on another disk; every batch committed before is kept"
         )
     if any(hint in text.lower() for hint in _READ_ONLY_HINTS):
         return StoreError(
