@@ -55,7 +55,11 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ref", default="eng_Latn", help="reference language (default eng_Latn)")
     parser.add_argument(
-        "--source", default="auto", choices=SOURCES, help="soft router probabilities or hard activation frequencies"
+        "--source",
+        default="auto",
+        choices=SOURCES,
+        help="the routing distribution: soft (router probabilities), weight (applied top-k weights), hard "
+        "(activation frequencies); auto: soft where stored, else hard",
     )
     parser.add_argument("--format", default="table", choices=["table", "csv", "json"], help="output format")
     parser.add_argument("--table", help="with --format csv: which table to print (default the first)")
