@@ -1,4 +1,5 @@
-"""Small helpers shared by tests: store snapshots, a process that holds a store's lock."""
+"""Small helpers shared by tests: store snapshots, a process that holds a store's lock, the
+routing summaries checked against a rebuild from the stored rows."""
 
 from __future__ import annotations
 
@@ -25,6 +26,38 @@ def snapshot(db: Path) -> dict[str, object]:
         return digest
     finally:
         con.close()
+
+
+SUMMARY_ORDER = {
+    "sequence_routing": "seq_id, layer",
+    "language_routing": "lang, layer",
+    "language_expert_routing": "lang, layer, expert",
+    "language_pair_divergence": "source, lang_a, lang_b, layer",
+}
+
+
+def assert_summaries_match_a_rebuild(db: Path, run_id: int, scratch: Path) -> None:
+    """The summaries the writer kept for run `run_id` equal those rebuilt from its stored rows (on a
+    copy in `scratch`), sums to rounding."""
+    import shutil
+
+    import pytest
+
+    from store import open_store, upgrades
+
+    rebuilt = scratch / f"rebuilt-{db.name}"
+    shutil.copy(db, rebuilt)
+    with open_store(rebuilt) as store:
+        upgrades.rebuild_summaries(store, run_id)
+    for table, order in SUMMARY_ORDER.items():
+        query = f"SELECT * FROM {table} WHERE run_id = {run_id} ORDER BY {order}"
+        with duckdb.connect(str(db), read_only=True) as kept, duckdb.connect(str(rebuilt), read_only=True) as again:
+            written, expected = kept.execute(query).fetchall(), again.execute(query).fetchall()
+        assert len(written) == len(expected) > 0, table
+        for row, want in zip(written, expected, strict=True):
+            for value, wanted in zip(row, want, strict=True):  # sums in another order: equal to rounding
+                assert value == (pytest.approx(wanted, rel=1e-9, abs=1e-12) if isinstance(wanted, float) else wanted)
+    rebuilt.unlink()
 
 
 def file_digest(path: Path) -> str:

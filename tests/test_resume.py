@@ -16,6 +16,7 @@ import pytest
 from moe_core.tiny import build_tiny_model
 from polyroute.cli import main
 from tests.conftest import PARALLEL, write_jsonl
+from tests.helpers import assert_summaries_match_a_rebuild
 
 PROGRESS = re.compile(rb"(\d+)/(\d+) \[")
 ROUTES_BY_TEXT = """
@@ -80,6 +81,7 @@ def test_sigkill_then_resume_stores_every_sequence_once(tmp_path):
     assert 0 < stored < 360
     assert con.execute("SELECT status FROM runs WHERE run_id = 1").fetchone()[0] == "running"
     con.close()
+    assert_summaries_match_a_rebuild(db, 1, tmp_path)  # the killed run's summaries are of what it stored
 
     assert main(["trace", "--resume", "1", "--db", str(db)]) == 0
     con = duckdb.connect(str(db), read_only=True)
@@ -89,6 +91,7 @@ def test_sigkill_then_resume_stores_every_sequence_once(tmp_path):
     assert con.execute("SELECT status FROM runs WHERE run_id = 1").fetchone()[0] == "complete"
     resumed = con.execute(ROUTES_BY_TEXT).fetchall()
     con.close()
+    assert_summaries_match_a_rebuild(db, 1, tmp_path)
 
     # The same run uninterrupted stores exactly the same routing.
     fresh = tmp_path / "fresh.duckdb"

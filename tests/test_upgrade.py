@@ -15,7 +15,8 @@ import pytest
 
 from polyroute import analyses
 from polyroute.run_data import RunData, Selection
-from store import StoreError, migrations, open_store, summaries, upgrades
+from store import StoreError, migrations, open_store, summaries
+from tests.helpers import assert_summaries_match_a_rebuild
 
 DATA = Path(__file__).parent / "data"
 ANALYSES = {
@@ -71,24 +72,43 @@ def test_an_old_store_is_upgraded_in_place_and_every_analysis_gives_what_it_gave
 
 def test_the_writer_and_the_upgrade_build_the_same_summaries(planted_store: Path, tmp_path: Path):
     """What the writer kept batch by batch equals a rebuild from the stored rows."""
-    rebuilt = tmp_path / "rebuilt.duckdb"
-    shutil.copy(planted_store, rebuilt)
-    with open_store(rebuilt) as store:
-        upgrades.rebuild_summaries(store, 1)
-    for table in summaries.TABLES:
-        order = {
-            "sequence_routing": "seq_id, layer",
-            "language_routing": "lang, layer",
-            "language_expert_routing": "lang, layer, expert",
-            "language_pair_divergence": "source, lang_a, lang_b, layer",
-        }[table]
-        query = f"SELECT * FROM {table} ORDER BY {order}"
-        with duckdb.connect(str(planted_store), read_only=True) as a, duckdb.connect(str(rebuilt), read_only=True) as b:
-            written, again = a.execute(query).fetchall(), b.execute(query).fetchall()
-        assert len(written) == len(again) > 0, table
-        for row_a, row_b in zip(written, again, strict=True):
-            for a, b in zip(row_a, row_b, strict=True):  # sums in another order: equal to rounding
-                assert a == (pytest.approx(b, rel=1e-9, abs=1e-12) if isinstance(b, float) else b), (table, row_b)
+    assert_summaries_match_a_rebuild(planted_store, 1, tmp_path)
+
+
+@pytest.mark.parametrize("kept_bytes", [0, 1 << 30])
+def test_summaries_written_one_batch_a_commit_equal_a_rebuild(tmp_path: Path, monkeypatch, kept_bytes: int):
+    """Batches stored one at a time compare each new sequence with ones read back from the store
+    (nothing kept in memory) or kept by the writer: both equal a rebuild."""
+    from moe_core.pipeline import batches, plan_trace
+    from moe_core.synthetic import SyntheticBackend, synthetic_corpus
+    from store import writer as w
+    from tests.conftest import planted_routing
+
+    monkeypatch.setattr(summaries, "Partners", _partners_of(kept_bytes))
+    backend = SyntheticBackend(planted_routing(n_items=5))
+    db = tmp_path / "batched.duckdb"
+    with open_store(db) as store:
+        model = w.ensure_model(store, backend.info())
+        plan = plan_trace(backend, synthetic_corpus(backend.plan))
+        run = w.create_run(
+            store, kind="trace", model_id=model, corpus_id=None, backend="synthetic", params={},
+            n_planned=len(plan.sequences), weight_bound=1.0,
+        )  # fmt: skip
+        writer = w.BatchWriter(store, run)
+        for chunk in batches(plan.sequences, 4):
+            keys = [w.SequenceKey(seq.seq_id, seq.item_id, seq.lang) for seq in chunk]
+            writer.write([(keys, backend.trace([seq.text for seq in chunk]))])
+        writer.close()
+    assert_summaries_match_a_rebuild(db, 1, tmp_path)
+
+
+def _partners_of(max_bytes: int) -> object:
+    original = summaries.Partners
+
+    def make() -> summaries.Partners:
+        return original(max_bytes=max_bytes)
+
+    return make
 
 
 KILL_AFTER_FIRST_STEP = """
