@@ -27,7 +27,7 @@ from moe_core.records import SOFT_SOFTMAX
 
 
 def soft_distribution(logits: torch.Tensor, rule: str) -> torch.Tensor:
-    """Per-token router probabilities from logits `[..., E]` (METHODS.md, "Routing distributions")."""
+    """Per-token router probabilities from logits `[..., E]` (docs/methods.md, "Routing distributions")."""
     scores = logits.float()
     if rule == SOFT_SOFTMAX:
         return scores.softmax(dim=-1)

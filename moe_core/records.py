@@ -21,7 +21,7 @@ class ModelInfo:
 
     `moe_layers` are the model's own decoder-layer indices that have a router; `soft_rule` says
     how router scores became the soft distribution (`softmax`, or per-token sigmoid scores
-    normalised to sum 1 for sigmoid routers, METHODS.md); `weight_bound` is an upper bound of the
+    normalised to sum 1 for sigmoid routers, docs/methods.md); `weight_bound` is an upper bound of the
     routing weights the model uses (its routed scaling factor, else 1).
     """
 

@@ -1,4 +1,4 @@
-"""Steering plans built from stored runs (METHODS.md, "Expert identification" and "Steering and
+"""Steering plans built from stored runs (docs/methods.md, "Expert identification" and "Steering and
 interventions"): task experts and language experts (Delta-tau, soft), experts a pool of languages
 shares with the source-language shares as coefficients (adaptive), and a language's exclusive
 experts over an early, middle or late window (ablate).

@@ -35,7 +35,7 @@ from store.connection import Store, open_store, translate
 from store.errors import SqlRefused, StoreError
 from store.shared import LOCKED_DOWN, SharedStore
 
-# The public tables of the store (DESIGN.md), for the console's help and its error messages.
+# The public tables of the store (docs/design.md), for the console's help and its error messages.
 TABLES = {
     "models": "one row per model: its layers, MoE layers, experts and top-k",
     "languages": "every FLORES-200 language: name, script, family, resource class 0-5",

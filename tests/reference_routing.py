@@ -102,7 +102,7 @@ def reference_route(family: str, z: np.ndarray, config: dict[str, Any], bias: np
 
 
 def reference_soft(family: str, z: np.ndarray) -> np.ndarray:
-    """Per-token soft distribution [T, E]: softmax, or sigmoid scores normalised to sum 1 (METHODS.md)."""
+    """Per-token soft distribution [T, E]: softmax, or sigmoid scores normalised to sum 1 (docs/methods.md)."""
     if family in ("deepseek_v3", "glm4_moe", "dots1"):
         s = sigmoid(z)
         return s / s.sum(axis=-1, keepdims=True)

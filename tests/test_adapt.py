@@ -233,7 +233,7 @@ def test_adapting_the_demo_model_lowers_the_target_loss_most(built_demo_store, t
 
 
 def _brute_force_selection(db: Path, target: str, budget: int, ratios: tuple[float, float, float]):
-    """RISE from the raw routing rows, written out again from METHODS.md: [(layer, expert, score)]."""
+    """RISE from the raw routing rows, written out again from docs/methods.md: [(layer, expert, score)]."""
     con = duckdb.connect(str(db), read_only=True)
     try:
         lang, layer, expert = (

@@ -1,4 +1,4 @@
-"""The house rules of DESIGN.md, checked on the source: who may import what, and where SQL lives."""
+"""The house rules of docs/design.md, checked on the source: who may import what, and where SQL lives."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""RISE subnetwork training (METHODS.md, "RISE"): train only a selected set of experts with the
+"""RISE subnetwork training (docs/methods.md, "RISE"): train only a selected set of experts with the
 causal-LM loss on target-language text, everything else frozen; measure held-out loss per
 language (and, given a task corpus, a benchmark task's scores) before and after; save the trained
 slices as a small adapter and merge it into a full checkpoint.

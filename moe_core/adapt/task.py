@@ -1,4 +1,4 @@
-"""A benchmark task scored before and after an adaptation (METHODS.md, "Evaluation"): its items, read
+"""A benchmark task scored before and after an adaptation (docs/methods.md, "Evaluation"): its items, read
 and checked as `polyroute eval` reads them, and the scores and answers of the model as it is now,
 through the evaluation runner and the backend that holds the model being trained.
 

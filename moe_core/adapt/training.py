@@ -1,5 +1,5 @@
 """Training a selected expert subnetwork with the causal-LM loss on target-language text, and the
-held-out loss per language that judges it (METHODS.md, "RISE").
+held-out loss per language that judges it (docs/methods.md, "RISE").
 
 Texts are fed as the demo model was trained (`moe_core.demo.lm`: `<s> text </s>`, the loss summed in
 float32 over real tokens), so the numbers compare with its `training.json`. Seeded: the same

@@ -32,7 +32,7 @@ class MoEAdapter:
     """How a family's routers score and select experts, and where its config keeps the numbers.
 
     `scoring(config)` is a readable formula of the family's routing rule (recorded in the store);
-    `soft_rule` says how router logits become the soft distribution of METHODS.md.
+    `soft_rule` says how router logits become the soft distribution of docs/methods.md.
     """
 
     family: str

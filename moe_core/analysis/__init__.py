@@ -1,4 +1,4 @@
-"""Pure numpy analyses of stored routing (METHODS.md): each function takes arrays and returns arrays.
+"""Pure numpy analyses of stored routing (docs/methods.md): each function takes arrays and returns arrays.
 
 - `divergence`: entropy and (entropy-normalised) Jensen-Shannon divergence from a reference language
 - `routing`: activation frequencies, routing entropy and within-sequence consistency

@@ -1,5 +1,5 @@
 """Does routing predict performance? Pearson and Spearman correlation between each language's
-middle-band divergence from the reference and its task score (METHODS.md, "Language structure")."""
+middle-band divergence from the reference and its task score (docs/methods.md, "Language structure")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Entropy and Jensen-Shannon divergence of routing distributions, and per-layer divergence curves
-from a reference language over aligned pairs (METHODS.md, "Divergence from a reference language").
+from a reference language over aligned pairs (docs/methods.md, "Divergence from a reference language").
 """
 
 from __future__ import annotations

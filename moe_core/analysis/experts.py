@@ -1,4 +1,4 @@
-"""Which experts serve what (METHODS.md, "Expert identification"): Delta-tau specialised experts
+"""Which experts serve what (docs/methods.md, "Expert identification"): Delta-tau specialised experts
 (Bandarkar et al.), shared and exclusive experts over a language pool (2601.14050), and how much
 of each language's routing lands on them.
 """

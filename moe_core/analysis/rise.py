@@ -1,5 +1,5 @@
 """RISE (2604.03592): specificity and overlap scores, depth zones, the budgeted expert subnetwork,
-and routing isolation between high- and low-resource languages (METHODS.md, "RISE").
+and routing isolation between high- and low-resource languages (docs/methods.md, "RISE").
 """
 
 from __future__ import annotations

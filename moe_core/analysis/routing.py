@@ -1,4 +1,4 @@
-"""Activation frequencies, routing entropy and within-sequence consistency (METHODS.md, "Routing
+"""Activation frequencies, routing entropy and within-sequence consistency (docs/methods.md, "Routing
 distributions" and "Entropy and consistency").
 """
 

@@ -1,4 +1,4 @@
-"""Language structure (METHODS.md, "Language structure"): similarity of languages' routing in a
+"""Language structure (docs/methods.md, "Language structure"): similarity of languages' routing in a
 layer band, hierarchical clustering and its agreement with language families, and the
 expert-sharing graph with its communities.
 """

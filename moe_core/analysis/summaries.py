@@ -1,5 +1,5 @@
 """Routing summaries: what a store keeps per sequence, language and language pair so that the
-analyses read aggregates instead of every routing decision (METHODS.md, "Routing distributions").
+analyses read aggregates instead of every routing decision (docs/methods.md, "Routing summaries").
 
 The writer builds them from each traced batch and the upgrade from stored routes, with these
 functions, so both give the same numbers. Three per-sequence distributions over the E experts of a

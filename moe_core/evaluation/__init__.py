@@ -1,4 +1,4 @@
-"""Evaluation: how good a model's outputs are (METHODS.md, "Evaluation").
+"""Evaluation: how good a model's outputs are (docs/methods.md, "Evaluation").
 
 - `metrics`, `answers`, `language_id`: pure functions on strings and numbers: chrF++ (FLORES+),
   SQuAD exact match and token F1 (XQuAD), the final number of a solution (MGSM, PolyMath), the

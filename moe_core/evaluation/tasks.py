@@ -1,5 +1,5 @@
 """The evaluation tasks as declarative specs: how a benchmark row becomes a prompt, how many tokens
-an answer may take, and how a language's outputs are scored (METHODS.md, "Evaluation").
+an answer may take, and how a language's outputs are scored (docs/methods.md, "Evaluation").
 
 Pure functions on rows and strings: no model, no store. Metric names are those of `eval_results`:
 accuracy, chrf++, language_consistency, exact_match, f1.
@@ -18,7 +18,7 @@ from moe_core.evaluation.language_id import check_language
 from moe_core.evaluation.metrics import chrf_corpus, exact_match, token_f1
 from moe_core.languages import language
 
-FLORES_SOURCE = "eng_Latn"  # FLORES+ is scored as translation out of English (METHODS.md)
+FLORES_SOURCE = "eng_Latn"  # FLORES+ is scored as translation out of English (docs/methods.md)
 
 Scorer = Callable[[Sequence[str], Sequence[TextRow]], dict[str, float]]
 

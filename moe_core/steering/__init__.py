@@ -1,4 +1,4 @@
-"""Steering and interventions on MoE routers (METHODS.md, "Steering and interventions").
+"""Steering and interventions on MoE routers (docs/methods.md, "Steering and interventions").
 
 `SteeringPlan` (plan.py) says what to steer and is stored as JSON; `Steering` (hooks.py) applies
 it to a model's routers in a `with` block; scoring.py re-runs each family's own routing rule on

@@ -2,7 +2,7 @@
 
 For each steered layer a forward hook on the router (registered with `prepend=True`, ahead of
 transformers' own `output_router_logits` recorder and of any `RoutingCapture`) takes the router's
-logits, changes those of the plan's experts (METHODS.md, "Steering and interventions"), and
+logits, changes those of the plan's experts (docs/methods.md, "Steering and interventions"), and
 returns (steered logits, weights, ids) re-scored by the family's own rule. The experts module and
 every later hook therefore see the steered routing, in forward passes and at every step of
 `generate()`, for every token. Routers outside the band get no hook at all.
@@ -129,7 +129,7 @@ class Steering(HookedBlock):
         return hook
 
     def _steer(self, z: torch.Tensor, experts: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-        """z' of METHODS.md for the plan's experts; every other logit is left as it is. z: [T, E] float32."""
+        """z' of docs/methods.md for the plan's experts; every other logit is left as it is. z: [T, E] float32."""
         method, strength = self._plan.method, self._plan.strength
         chosen = z[:, experts]
         if method == SOFT:

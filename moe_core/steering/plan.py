@@ -3,7 +3,7 @@
 A `SteeringPlan` is a frozen value saved with every steered run as JSON (`runs.plan`). It checks
 itself when built (a known method, a non-empty band, distinct experts, one coefficient per
 expert) and against a model with `check_against` (layers and experts the model really has).
-The formulas are those of METHODS.md, "Steering and interventions".
+The formulas are those of docs/methods.md, "Steering and interventions".
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class SteeringPlan:
     """Steer `experts` in the decoder layers `band[0]..band[1]` (inclusive) with `method`.
 
     soft: z_e + strength * std(z); hard: max_j z_j + |eps| (eps ~ N(0, 1e-6), seeded by `seed`);
-    adaptive: z_e + strength * c_e * |z_e|; ablate: -inf. `strength` is METHODS.md's lambda (unused
+    adaptive: z_e + strength * c_e * |z_e|; ablate: -inf. `strength` is docs/methods.md's lambda (unused
     by hard and ablate). Experts listed for layers outside the band are kept but not applied, so one
     identification can be steered over different bands. `source` says where the experts came from.
     """

@@ -1,7 +1,7 @@
 """The analyses of a stored run, from store to tables: the one facade the CLI and the app call.
 
 Each function takes a `RunData` (the run, the selected languages and layers, read lazily) and
-returns an `AnalysisResult` whose params name every setting that produced it (METHODS.md gives
+returns an `AnalysisResult` whose params name every setting that produced it (docs/methods.md gives
 the formulas; `moe_core.analysis` computes them).
 """
 

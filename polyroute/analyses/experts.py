@@ -1,5 +1,5 @@
 """Analyses of which experts serve what: Delta-tau specialised experts, shared and exclusive
-experts, the RISE subnetwork and routing isolation by resource class (METHODS.md)."""
+experts, the RISE subnetwork and routing isolation by resource class (docs/methods.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Analyses of how languages route: divergence from a reference, entropy, consistency, language
-similarity and its structure, and the correlation of divergence with task scores (METHODS.md)."""
+similarity and its structure, and the correlation of divergence with task scores (docs/methods.md)."""
 
 from __future__ import annotations
 

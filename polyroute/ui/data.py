@@ -104,7 +104,7 @@ def item_paths(path: str, run_id: int, run_version: Version, item_id: str, langs
 
 
 def middle_band(layout: q.RunLayout) -> tuple[int, int]:
-    """The RISE middle zone's decoder layers (METHODS.md), or the middle MoE layer when it holds none."""
+    """The RISE middle zone's decoder layers (docs/methods.md), or the middle MoE layer when it holds none."""
     layers = layout.layers
     middle = layers[rise.depth_zones(layers, layout.n_layers) == 1]
     if not middle.size:

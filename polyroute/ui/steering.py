@@ -44,7 +44,7 @@ def load_backend(folder: str) -> HFBackend:
 
 
 def middle_band(layers: Sequence[int], n_layers: int) -> tuple[int, int]:
-    """The MoE layers of the middle depth zone (METHODS.md steers there), else all of them."""
+    """The MoE layers of the middle depth zone (docs/methods.md steers there), else all of them."""
     moe = np.asarray(layers)
     inside = moe[rise.depth_zones(moe, n_layers) == 1]
     chosen = inside if inside.size else moe

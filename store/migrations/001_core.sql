@@ -1,4 +1,4 @@
--- The core tables of DESIGN.md. Large tables carry no index or key: ingest goes through Arrow in
+-- The core tables of docs/design.md. Large tables carry no index or key: ingest goes through Arrow in
 -- (run_id, seq_id, pos, layer, rank) order, so DuckDB's zone maps prune by run and sequence.
 
 CREATE TABLE models (
@@ -99,7 +99,7 @@ CREATE VIEW routes AS
 SELECT c.run_id, c.seq_id, c.pos, c.layer, c.rank, c.expert, CAST(c.weight_code * r.weight_unit AS FLOAT) AS weight
 FROM route_codes AS c JOIN runs AS r USING (run_id);
 
--- Mean post-softmax router probabilities over a sequence's real tokens (METHODS.md, q_i^(l)).
+-- Mean post-softmax router probabilities over a sequence's real tokens (docs/methods.md, q_i^(l)).
 CREATE TABLE router_probs (
     run_id INTEGER NOT NULL,
     seq_id INTEGER NOT NULL,

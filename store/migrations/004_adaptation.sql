@@ -1,4 +1,4 @@
--- Adaptation runs (runs.kind = 'adaptation', METHODS.md "RISE"): the experts a run trained, with the
+-- Adaptation runs (runs.kind = 'adaptation', docs/methods.md "RISE"): the experts a run trained, with the
 -- zone and the scores that selected them from a trace run (runs.params.trace_run). Each language's
 -- held-out loss before and after training goes to eval_results: task 'causal_lm', variants
 -- 'before' and 'after', metrics 'loss' (nats per token) and 'perplexity', n = tokens predicted.

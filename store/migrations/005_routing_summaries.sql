@@ -1,4 +1,4 @@
--- Routing summaries (METHODS.md, "Routing distributions"; moe_core.analysis.summaries): what the
+-- Routing summaries (docs/methods.md, "Routing summaries"; moe_core.analysis.summaries): what the
 -- analyses read instead of every routing decision. The writer adds to them in the transaction of
 -- the batches they summarise; `store.upgrades` builds them from `route_codes` for runs stored before.
 -- Distributions: soft = router_probs, weight = applied top-k weights normalised per token and

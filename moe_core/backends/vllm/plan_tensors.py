@@ -19,7 +19,7 @@ from moe_core.steering.plan import ABLATE, ADAPTIVE, HARD, SOFT, SteeringPlan
 # Mode codes the steering buffers hold; 0 leaves every logit as the router computed it.
 MODE_OFF = 0
 MODE_CODES = {SOFT: 1, HARD: 2, ADAPTIVE: 3, ABLATE: 4}
-# eps ~ N(0, 1e-6) (METHODS.md), as the hf backend's steering hooks draw it: it only breaks ties.
+# eps ~ N(0, 1e-6) (docs/methods.md), as the hf backend's steering hooks draw it: it only breaks ties.
 HARD_EPS_STD = 1e-6
 
 

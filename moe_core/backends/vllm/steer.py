@@ -2,7 +2,7 @@
 
 `install_steering` gives each MoE layer's gate (the linear layer whose output is the router
 logits) a `SteeringState`: fixed-shape buffers and a forward hook that replaces the plan's experts'
-logits by METHODS.md's z' before vLLM's own softmax/sigmoid, top-k and renormalisation run. The
+logits by docs/methods.md's z' before vLLM's own softmax/sigmoid, top-k and renormalisation run. The
 hook has no Python branch on the plan, so a CUDA graph captured once serves every plan; a plan is
 applied by overwriting the buffers in place (`apply_arrays`, on the workers). With mode 0 or an
 empty mask the hook returns the router's logits bit for bit. The same hook hands the logits it
@@ -43,7 +43,7 @@ def steer_logits(
     coefficients: torch.Tensor,
     eps: torch.Tensor,
 ) -> torch.Tensor:
-    """z' (METHODS.md) for the masked experts of router logits [T, E]; other logits unchanged.
+    """z' (docs/methods.md) for the masked experts of router logits [T, E]; other logits unchanged.
 
     Computed in float32 and returned in the logits' dtype. Hard steering raises an expert to the
     token's maximum plus its margin `eps` (plan_tensors.py), or one relative step of the logits'
