@@ -20,6 +20,8 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -199,6 +201,18 @@ def check_binding(host: str, token: str | None) -> None:
             f"binding to {host} exposes the model beyond this machine: pass --token T (or set POLYROUTE_TOKEN), "
             "or bind to 127.0.0.1"
         )
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse a port this process cannot listen on (taken, or privileged) before a model loads."""
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        raise PolyrouteError(
+            f"cannot listen on {host}:{port} ({os.strerror(error.errno) if error.errno else error}): choose another "
+            "--port or --host"
+        ) from None
 
 
 def serve(server: Server, *, host: str = "127.0.0.1", port: int = 8765) -> None:

@@ -26,7 +26,7 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     del add_db
     serve = commands.add_parser("serve", help="serve a model over HTTP for the app and CLI on other machines")
     serve.add_argument("--model", type=Path, required=True, help="a local MoE checkpoint folder")
-    serve.add_argument("--backend", default="hf", choices=ENGINES, help="the engine: hf (transformers) or vllm (GPU)")
+    serve.add_argument("--backend", default="hf", choices=ENGINES, help="the engine: hf (transformers) or vllm")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; others need --token)")
     serve.add_argument("--port", type=port, default=8765, help="port to listen on (default 8765)")
     serve.add_argument(
@@ -37,7 +37,21 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     serve.add_argument("--max-tokens", type=positive_int, default=512, help="truncate longer texts (default 512)")
     serve.add_argument("--template", default="plain", choices=["plain", "chat"], help="wrap texts in the chat template")
     serve.add_argument("--model-id", help="name of the model in clients' stores (default: the folder name)")
-    serve.add_argument("--tensor-parallel-size", type=positive_int, default=1, help="vllm: GPUs per model (default 1)")
+    engine = serve.add_argument_group("vllm engine (--backend vllm; checked before vLLM starts)")
+    engine.add_argument("--tensor-parallel-size", type=positive_int, default=1, help="GPUs per model (default 1)")
+    engine.add_argument(
+        "--gpu-memory-utilization", type=positive_float, default=0.9,
+        help="share of each GPU's memory vLLM may take (vLLM's CPU backend: of the CPU's memory; default 0.9)",
+    )  # fmt: skip
+    engine.add_argument(
+        "--kv-cache-mb", type=positive_int, help="the KV cache's size in MiB, set outright (instead of the share)"
+    )
+    engine.add_argument(
+        "--max-model-len", type=positive_int, help="longest prompt plus generation (default: the model's)"
+    )
+    engine.add_argument(
+        "--enforce-eager", action="store_true", help="no CUDA graphs or torch.compile: starts faster, runs slower"
+    )
     serve.add_argument(
         "--max-request-mb", type=positive_float, default=16, help="largest request body in MiB (default 16)"
     )
@@ -88,9 +102,11 @@ def model_or_server(args: argparse.Namespace) -> Path | Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moe_core.server import Limits, Server, check_binding, serve
+    from moe_core.server import Limits, Server, check_binding, check_port, serve
 
-    check_binding(args.host, args.token)  # before the model loads: a real one takes minutes
+    # Before the model loads (a real one takes minutes): who may connect, and whether the port is free.
+    check_binding(args.host, args.token)
+    check_port(args.host, args.port)
     limits = Limits(
         max_request_bytes=int(args.max_request_mb * (1 << 20)),
         max_texts=args.max_texts,
@@ -121,8 +137,13 @@ def _load(args: argparse.Namespace) -> Any:
             args.model,
             dtype=args.dtype,
             max_tokens=args.max_tokens,
-            tensor_parallel_size=args.tensor_parallel_size,
+            template=args.template,
             model_id=args.model_id,
+            tensor_parallel_size=args.tensor_parallel_size,
+            gpu_memory_utilization=args.gpu_memory_utilization,
+            kv_cache_memory_bytes=args.kv_cache_mb << 20 if args.kv_cache_mb else None,
+            max_model_len=args.max_model_len,
+            enforce_eager=args.enforce_eager,
         )
     from moe_core.backends.options import HFOptions
     from polyroute.tracing import hf_backend
