@@ -38,11 +38,18 @@ def test_the_engine_never_imports_the_store_or_the_ui():
 
 def test_the_store_never_imports_models_or_the_ui():
     assert _violations(_files("store"), {"torch", "transformers", "vllm", "streamlit", "polyroute"}) == {}
-    # The store may read the engine's records, which are numpy only.
+    # The store may read the engine's records and use its pure numpy analyses (the writer and the
+    # upgrade keep the routing summaries with them), never anything that loads a model.
     engine_uses = {f: _imports(f) for f in _files("store") if "moe_core" in _imports(f)}
+    allowed = re.compile(r"from moe_core(\.records|\.analysis(\.\w+)?) import")
     for file in engine_uses:
         text = file.read_text(encoding="utf-8")
-        assert re.findall(r"from moe_core[.\w]* import", text) == ["from moe_core.records import"], file
+        found = re.findall(r"from moe_core[.\w]* import", text)
+        assert found and all(allowed.fullmatch(line) for line in found), (file, found)
+    assert _violations(_files("moe_core/analysis"), {"torch", "transformers", "vllm"}) == {}
+    for file in _files("moe_core/analysis"):  # nor reach a model through the rest of the engine
+        found = re.findall(r"from (moe_core[.\w]*) import", file.read_text(encoding="utf-8"))
+        assert all(module.startswith(("moe_core.analysis", "moe_core.errors")) for module in found), (file, found)
 
 
 def test_vllm_is_imported_only_in_its_backend():
