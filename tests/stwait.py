@@ -1,4 +1,4 @@
-"""Browser-test helpers (see ../shared/recipes/browser-tests.md): a Streamlit server on loopback,
+"""Browser-test helpers (docs/design.md, "The house"): a Streamlit server on loopback,
 Debian's Chromium through Playwright, the reliable "run finished" wait, and screenshots."""
 
 from __future__ import annotations
