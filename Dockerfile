@@ -30,7 +30,7 @@ CMD ["sh", "-c", "[ -f \"$POLYROUTE_DB\" ] || polyroute demo; exec streamlit run
 # The GPU server: vLLM's own image (CUDA, torch and vLLM as vLLM builds them), Polyroute on top.
 # Installing Polyroute into vLLM's environment registers its `vllm.general_plugins` entry point,
 # which makes the in-tree MoE models steerable; no vLLM file is patched.
-FROM vllm/vllm-openai:v0.33.0 AS gpu-server
+FROM vllm/vllm-openai:v0.32.0 AS gpu-server
 
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app

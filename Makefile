@@ -9,7 +9,7 @@ PORT ?= 8501
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev chromium lint typecheck pytest vllm-venv vllm-test bench clean
+.PHONY: run test install install-dev chromium lint typecheck pytest vllm-venv vllm-test bench bench-vllm clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -68,13 +68,17 @@ vllm-test: vllm-venv
 test: lint typecheck pytest vllm-test
 
 ## Speed and size goals (JSON on stdout); the peer comparison needs nnsight.
-bench: install-dev chromium
+bench: install-dev chromium bench-vllm
 	$(PY) -m pip install -q -r requirements-bench.txt
 	$(PY) bench/capture.py
 	$(PY) bench/analysis.py
 	$(PY) bench/app.py
 	$(PY) bench/steer.py
 	$(PY) bench/remote.py
+
+## What the vLLM backend's routing capture and steering cost on a real engine (vLLM's CPU backend here).
+bench-vllm: vllm-venv
+	$(VLLM_PY) bench/vllm.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache artifacts

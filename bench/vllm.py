@@ -1,0 +1,149 @@
+"""vLLM backend benchmark: what routing capture and steering cost on a real vLLM engine (JSON on stdout).
+
+Both measured in one run, on the demo model (Qwen3-MoE, 4 layers, 32 experts top-4) and on
+whatever engine vLLM has here (vLLM's CPU backend in `.venv-vllm`, or a GPU):
+
+- capture: prompt tokens per second of `VLLMBackend.trace` (tokenizing, the gates' capture, the
+  per-request filing on the worker and the `RoutingBatch`) against the same token ids run through
+  an engine built without the capture (`engine_args(capture=False)`), one generated token each as
+  a trace does. Goal: captured / uncaptured >= 0.9.
+- steering: generated tokens per second of `VLLMBackend.generate` with a soft plan over the middle
+  MoE layers against without one (both capture). Goal: steered / unsteered >= 0.95.
+
+Variants are interleaved and repeated (best of N, after a warm-up each: bench/capture.py's
+`best_time`); the machine's load average is recorded before and after.
+
+Run: `make bench-vllm` (or `.venv-vllm/bin/python bench/vllm.py --quick` for a smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+# Run as a script, Python puts bench/ first on sys.path, where this file would shadow the vllm
+# package: the repository root (which holds the `bench` package) takes its place.
+sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+CAPTURE_GOAL = 0.9
+STEER_GOAL = 0.95
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not a measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per variant (best of N)")
+    parser.add_argument("--dtype", default="bfloat16", help="the engines' dtype (default bfloat16)")
+    args = parser.parse_args()
+    print(json.dumps(run(quick=args.quick, repeats=args.repeats, dtype=args.dtype), indent=2))
+
+
+def run(*, quick: bool, repeats: int, dtype: str) -> dict[str, Any]:
+    import numpy as np
+    import torch
+    import vllm
+    from vllm import LLM, SamplingParams
+
+    from bench.capture import best_time
+    from moe_core.backends.base import GenerationParams
+    from moe_core.backends.encoding import encode
+    from moe_core.backends.vllm import VLLMOptions, load_vllm_backend
+    from moe_core.backends.vllm.worker import EXTENSION
+    from moe_core.demo import DEMO_MODEL_DIR
+    from moe_core.steering import SOFT, LayerExperts, SteeringPlan
+    from moe_core.tiny import SAMPLE_TEXT
+
+    repeats = 1 if quick else repeats
+    texts = list(SAMPLE_TEXT) * (1 if quick else 4)
+    prompts = list(SAMPLE_TEXT[:8])
+    params = GenerationParams(max_new_tokens=8 if quick else 32)
+    # A KV cache set outright: a share of a shared machine's memory varies from run to run.
+    options = VLLMOptions(dtype=dtype, enforce_eager=True, kv_cache_memory_bytes=256 << 20, max_model_len=1024)
+    load_before = os.getloadavg()
+
+    backend = load_vllm_backend(DEMO_MODEL_DIR, options)
+    uncaptured = LLM(model=str(DEMO_MODEL_DIR), worker_extension_cls=EXTENSION, **options.engine_args(capture=False))
+    try:
+        encoded = encode(backend._tokenizer, texts, template=options.template, max_tokens=backend.max_tokens)
+        token_prompts: list[Any] = [{"prompt_token_ids": enc.ids} for enc in encoded]
+        one_token = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
+        n_prompt_tokens = sum(len(enc.ids) for enc in encoded)
+        trace_seconds = best_time(
+            {
+                "captured": lambda: backend.trace(texts),
+                "uncaptured": lambda: uncaptured.generate(token_prompts, one_token, use_tqdm=False),
+            },
+            repeats,
+        )
+    finally:
+        uncaptured.llm_engine.engine_core.shutdown()
+
+    info = backend.info()
+    band = info.moe_layers[1:-1] or info.moe_layers
+    experts = tuple(int(e) for e in np.linspace(0, info.n_experts - 1, info.top_k).round().astype(int))
+    plan = SteeringPlan(
+        method=SOFT,
+        band=(band[0], band[-1]),
+        experts=tuple(LayerExperts(layer=layer, experts=experts) for layer in band),
+        strength=0.5,
+        source="bench",
+    )
+    made: dict[str, int] = {}
+
+    def generation(name: str, chosen: SteeringPlan | None) -> Callable[[], None]:
+        def one() -> None:
+            routing = backend.generate(prompts, params, chosen).routing
+            made[name] = int(routing.generated.sum()) + len(prompts)  # the last token of each is never read
+
+        return one
+
+    variants = {"unsteered": generation("unsteered", None), "steered": generation("steered", plan)}
+    steer_seconds = best_time(variants, repeats)
+    backend.close()
+
+    capture_ratio = (n_prompt_tokens / trace_seconds["captured"]) / (n_prompt_tokens / trace_seconds["uncaptured"])
+    rates = {name: made[name] / steer_seconds[name] for name in steer_seconds}
+    steer_ratio = rates["steered"] / rates["unsteered"]
+    return {
+        "benchmark": "vLLM backend: routing capture and steering cost",
+        "environment": {
+            "python": platform.python_version(),
+            "vllm": vllm.__version__,
+            "torch": torch.__version__,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "cpus": os.cpu_count(),
+            "dtype": dtype,
+            "repeats": repeats,
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
+        "model": f"{info.model_id} ({info.arch}, {info.n_layers} layers, {info.n_experts} experts, top-{info.top_k})",
+        "capture": {
+            "texts": len(texts),
+            "prompt_tokens": n_prompt_tokens,
+            "captured_tokens_per_s": round(n_prompt_tokens / trace_seconds["captured"], 1),
+            "uncaptured_tokens_per_s": round(n_prompt_tokens / trace_seconds["uncaptured"], 1),
+            "ratio_captured_over_uncaptured": round(capture_ratio, 3),
+            "goal": CAPTURE_GOAL,
+            "met": capture_ratio >= CAPTURE_GOAL,
+        },
+        "steering": {
+            "prompts": len(prompts),
+            "plan": f"soft 0.5, layers {band[0]}-{band[-1]}, experts {list(experts)}",
+            "unsteered_tokens_per_s": round(rates["unsteered"], 1),
+            "steered_tokens_per_s": round(rates["steered"], 1),
+            "ratio_steered_over_unsteered": round(steer_ratio, 3),
+            "goal": STEER_GOAL,
+            "met": steer_ratio >= STEER_GOAL,
+        },
+    }
+
+
+if __name__ == "__main__":  # vLLM starts its engine in a spawned process, which imports this module
+    main()
