@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random MoE models of every family, parallel corpus files, stores."""
+"""Shared fixtures: tiny random MoE models of every family, parallel corpus files, stores; and the
+tier of every test file (`pytest -m unit`, `store`, `app`, `browser`, `vllm`, `gpu`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,41 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from moe_core.tiny import FAMILY_CONFIGS, build_tiny_model
 
 FAMILIES = list(FAMILY_CONFIGS)
+
+# Every test file's tier. unit: pure functions, tiny models in memory; store: real DuckDB files,
+# the CLI, `polyroute serve`; app: Streamlit's AppTest; browser: the app in Chromium; vllm: a real
+# vLLM engine (its own venv, `make vllm-test`); gpu: CUDA. `make test-fast` runs unit and store
+# tests not marked slow; `make test` runs every tier and prints each one's time.
+TIERS = {
+    "unit": (
+        "test_adapters test_analysis test_capture test_capture_matches_model test_evaluation_metrics "
+        "test_languages test_layers test_steering test_vllm test_wire test_builtin_corpus test_corpus_files "
+        "test_adapt"
+    ),
+    "store": (
+        "test_store test_analysis_store test_upgrade test_resume test_cli test_corpus_cli test_analyze_cli "
+        "test_adapt_cli test_adapt_task test_steer_cli test_plans test_eval_store test_sandbox test_collect "
+        "test_jobs test_remote test_bad_input test_fuzz test_demo test_evaluation_tasks test_benchmarks"
+    ),
+    "app": (
+        "test_app test_pages test_adapt_page test_evaluate_page test_sql_page test_steering_page "
+        "test_remote_app test_token_paths"
+    ),
+    "browser": "test_browser",
+    "vllm": "test_vllm_engine",
+    "gpu": "test_gpu",
+}
+TIER_OF = {f"{name}.py": tier for tier, names in TIERS.items() for name in names.split()}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its file's tier; a file in no tier is an error, so none is left out."""
+    for item in items:
+        name = item.path.name
+        if name not in TIER_OF:
+            raise pytest.UsageError(f"{name} is in no test tier: add it to TIERS in tests/conftest.py")
+        item.add_marker(TIER_OF[name])
+
 
 PARALLEL = {
     "eng_Latn": [
