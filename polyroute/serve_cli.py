@@ -52,6 +52,10 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     engine.add_argument(
         "--enforce-eager", action="store_true", help="no CUDA graphs or torch.compile: starts faster, runs slower"
     )
+    engine.add_argument(
+        "--check-routed-experts", action="store_true",
+        help="also take vLLM's own routed-experts ids (a GPU) and check the capture against them",
+    )  # fmt: skip
     serve.add_argument(
         "--max-request-mb", type=positive_float, default=16, help="largest request body in MiB (default 16)"
     )
@@ -144,6 +148,7 @@ def _load(args: argparse.Namespace) -> Any:
             kv_cache_memory_bytes=args.kv_cache_mb << 20 if args.kv_cache_mb else None,
             max_model_len=args.max_model_len,
             enforce_eager=args.enforce_eager,
+            check_routed_experts=args.check_routed_experts,
         )
     from moe_core.backends.options import HFOptions
     from polyroute.tracing import hf_backend

@@ -50,14 +50,14 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serving(model: Path, *extra: str, host: str = "127.0.0.1") -> Iterator[Served]:
-    """A real `polyroute serve` process; yields once /health answers."""
+def serving(model: Path, *extra: str, host: str = "127.0.0.1", startup_s: float = 90) -> Iterator[Served]:
+    """A real `polyroute serve` process; yields once /health answers (within `startup_s`)."""
     port = _free_port()
     argv = [sys.executable, "-m", "polyroute.cli", "serve", "--model", str(model), "--host", host, "--port", str(port)]
     process = subprocess.Popen([*argv, *extra], stderr=subprocess.PIPE, text=True, env={**os.environ})
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + startup_s
         while True:
             if process.poll() is not None:
                 raise AssertionError(f"polyroute serve exited: {process.stderr.read() if process.stderr else ''}")
@@ -66,7 +66,7 @@ def serving(model: Path, *extra: str, host: str = "127.0.0.1") -> Iterator[Serve
                     break
             except httpx.HTTPError:
                 pass
-            assert time.monotonic() < deadline, "polyroute serve did not come up in 90 s"
+            assert time.monotonic() < deadline, f"polyroute serve did not come up in {startup_s:.0f} s"
             time.sleep(0.2)
         yield Served(url=url, process=process)
     finally:

@@ -12,21 +12,29 @@ strength 0 and unsteered after steered equal plain generation; bad input is refu
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
+import torch
 
+from moe_core.adapters import find_routers, resolve_adapter
 from moe_core.backends.base import GenerationParams
 from moe_core.backends.hf import HFBackend
 from moe_core.backends.options import HFOptions
+from moe_core.backends.vllm.routes import id_agreement
+from moe_core.capture import soft_distribution
 from moe_core.errors import ModelError
 from moe_core.records import RoutingBatch
 from moe_core.steering import LayerExperts, PlanError, SteeringPlan
+from moe_core.steering.scoring import rule_for, score
 from moe_core.tiny import build_tiny_model
 from tests.conftest import PARALLEL
+from tests.test_remote import serving
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("vllm") is None and os.environ.get("POLYROUTE_VLLM_REQUIRED") != "1",
@@ -56,6 +64,15 @@ ENGINE_SIZES = {
     "deepseek_v2": _MLA,
     "deepseek_v3": {**_MLA, "topk_method": "noaux_tc", "scoring_func": "sigmoid"},
 }
+# vLLM's CPU MLA attention (DeepSeek-V2/V3) differs from transformers' from each text's second token on:
+# router logits up to ~4e-3 apart on these tiny models (the first token is exact), and it is not even
+# repeatable: the same batch traced twice differs in about 1% of the choices (near ties), and greedy
+# texts can part. For these families the oracle is split in two: the capture holds exactly the routing
+# of the engine's own logits (the family's rule re-run on them), and those logits and choices stay
+# close to transformers' and to the engine's own earlier runs.
+ENGINE_NUMERICS_DIFFER = {"deepseek_v2", "deepseek_v3"}
+CLOSE_LOGITS = 1e-2
+CLOSE_CHOICES = 0.95
 # Small and eager: a 64 MiB KV cache set outright (a share of a shared machine's memory varies).
 ENGINE = {"dtype": "float32", "enforce_eager": True, "kv_cache_memory_bytes": 64 << 20, "max_model_len": 1024}
 TOLERANCE = 1e-4
@@ -89,12 +106,12 @@ def engine_model(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module", params=list(ENGINE_SIZES))
 def backends(request: pytest.FixtureRequest, engine_model):
-    """(vLLM backend, hf backend) on the same tiny model; one engine at a time."""
+    """(vLLM backend, hf backend, family) on the same tiny model; one engine at a time."""
     from moe_core.backends.vllm import load_vllm_backend
 
     folder = engine_model(request.param)
     engine = load_vllm_backend(folder, **ENGINE)
-    yield engine, HFBackend(folder, HFOptions(dtype="float32"))
+    yield engine, HFBackend(folder, HFOptions(dtype="float32")), request.param
     engine.close()
 
 
@@ -137,39 +154,76 @@ def assert_same_routing(ours: RoutingBatch, theirs: RoutingBatch, *, ranked: boo
 
 
 def test_the_engine_describes_its_model_as_the_hf_backend_does(backends):
-    engine, hf = backends
+    engine, hf, _ = backends
     assert engine.info() == hf.info()
 
 
+def assert_routes_as(ours: RoutingBatch, theirs: RoutingBatch, family: str, *, ranked: bool = True) -> None:
+    """`assert_same_routing`, or for ENGINE_NUMERICS_DIFFER: close logits, nearly all choices equal
+    (over the tokens both read: greedy texts may part)."""
+    if family not in ENGINE_NUMERICS_DIFFER:
+        assert_same_routing(ours, theirs, ranked=ranked)
+        return
+    n = min(ours.n_tokens, theirs.n_tokens)
+    if ours.router_logits is not None and theirs.router_logits is not None:
+        np.testing.assert_allclose(ours.router_logits[:n], theirs.router_logits[:n], rtol=0, atol=CLOSE_LOGITS)
+    assert id_agreement(ours.expert_ids[:n], theirs.expert_ids[:n]) >= CLOSE_CHOICES
+
+
+def assert_routing_of_its_logits(batch: RoutingBatch, hf: HFBackend) -> None:
+    """The captured ids, weights and router_probs are the family's rule run on the captured logits."""
+    config = hf.model.config
+    adapter = resolve_adapter(config)
+    rule = rule_for(adapter, config)
+    logits = torch.from_numpy(batch.router_logits)
+    for slot, site in enumerate(find_routers(hf.model)):
+        bias = getattr(site.module, "e_score_correction_bias", None)
+        weights, ids = score(rule, logits[:, slot], bias=bias)
+        np.testing.assert_array_equal(batch.expert_ids[:, slot], ids.numpy())
+        np.testing.assert_allclose(batch.expert_weights[:, slot], weights.numpy(), rtol=0, atol=1e-6)
+    probs = soft_distribution(logits, adapter.soft_rule).numpy()
+    means = [probs[start:end].mean(axis=0) for start, end in zip(batch.offsets[:-1], batch.offsets[1:], strict=True)]
+    np.testing.assert_allclose(batch.router_probs, np.stack(means), rtol=0, atol=1e-6)
+
+
 def test_a_trace_stores_what_the_hf_backend_stores(backends):
-    engine, hf = backends
+    engine, hf, family = backends
     ours = engine.trace(TEXTS, save_logits=True)
-    assert_same_routing(ours, hf.trace(TEXTS, save_logits=True))
+    theirs = hf.trace(TEXTS, save_logits=True)
+    assert_routing_of_its_logits(ours, hf)
+    np.testing.assert_array_equal(ours.token_ids, theirs.token_ids)
+    assert_routes_as(ours, theirs, family)
     assert ours.expert_weights.dtype == np.float32 and ours.router_probs.dtype == np.float32
 
 
 def test_a_second_trace_routes_every_token_again(backends):
     """Prefix caching as the backend runs it: texts seen before are routed in full, not from a cache."""
-    engine, hf = backends
-    first = engine.trace(TEXTS[:2])
-    again = engine.trace(TEXTS[:2])
-    assert_same_routing(again, first)
-    assert again.router_logits is None
-    assert_same_routing(again, hf.trace(TEXTS[:2]))
+    engine, hf, family = backends
+    first = engine.trace(TEXTS[:2], save_logits=True)
+    again = engine.trace(TEXTS[:2], save_logits=True)
+    assert_routes_as(again, first, family)
+    assert engine.trace(TEXTS[:2]).router_logits is None
+    assert_routes_as(again, hf.trace(TEXTS[:2], save_logits=True), family)
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_steered_generation_equals_the_hf_backends_steering(backends, method):
-    engine, hf = backends
+    engine, hf, family = backends
     plan = _plan(engine, method)
     ours = engine.generate(PROMPTS, GENERATION, plan)
     theirs = hf.generate(PROMPTS, GENERATION, plan)
-    assert ours.texts == theirs.texts
-    assert_same_routing(ours.routing, theirs.routing, ranked=method != "hard")
+    steered = list(engine.info().moe_layers).index(plan.experts[0].layer)
+    chosen = np.isin(ours.routing.expert_ids[:, steered], [0, 1]).sum(axis=-1)
+    if method == "hard":
+        assert (chosen == 2).all(), "hard steering puts every steered expert in every token's top-k"
+    if method == "ablate":
+        assert (chosen == 0).all(), "an ablated expert is never chosen"
+    assert ours.texts == theirs.texts or family in ENGINE_NUMERICS_DIFFER
+    assert_routes_as(ours.routing, theirs.routing, family, ranked=method != "hard")
 
 
 def test_steering_changes_routing_and_strength_zero_and_unloading_change_nothing(backends):
-    engine, _ = backends
+    engine, _, family = backends
     plain = engine.generate(PROMPTS, GENERATION)
     soft = _plan(engine, "soft")
     steered = engine.generate(PROMPTS, GENERATION, soft)
@@ -178,12 +232,12 @@ def test_steering_changes_routing_and_strength_zero_and_unloading_change_nothing
     assert chosen > np.isin(plain.routing.expert_ids[:, slot], [0, 1]).mean() + 0.2
     for quiet in (engine.generate(PROMPTS, GENERATION, _plan(engine, "soft", strength=0.0)),
                   engine.generate(PROMPTS, GENERATION)):  # fmt: skip
-        assert quiet.texts == plain.texts
-        assert_same_routing(quiet.routing, plain.routing)
+        assert quiet.texts == plain.texts or family in ENGINE_NUMERICS_DIFFER
+        assert_routes_as(quiet.routing, plain.routing, family)
 
 
 def test_a_plan_naming_a_missing_expert_is_refused_before_any_request_runs(backends):
-    engine, _ = backends
+    engine, _, _ = backends
     info = engine.info()
     layer = info.moe_layers[0]
     missing = SteeringPlan(
@@ -197,6 +251,23 @@ def test_a_plan_naming_a_missing_expert_is_refused_before_any_request_runs(backe
         engine.generate(PROMPTS[:1], GENERATION, missing)
     after = engine.generate(PROMPTS[:1], GENERATION)
     assert after.texts == plain.texts
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="vLLM's routed-experts output needs CUDA (Model Runner V2)")
+def test_on_a_gpu_the_capture_agrees_with_vllms_routed_experts(engine_model):
+    from moe_core.backends.vllm import load_vllm_backend
+    from moe_core.backends.vllm.backend import CHECKED_CAPTURE
+
+    engine = load_vllm_backend(engine_model("qwen3_moe"), **ENGINE, check_routed_experts=True)
+    try:
+        assert engine.capture == CHECKED_CAPTURE
+        engine.trace(TEXTS)
+        engine.generate(PROMPTS, GENERATION, _plan(engine, "soft"))
+        assert len(engine.routed_experts_agreement) == len(TEXTS) + len(PROMPTS)
+        assert min(engine.routed_experts_agreement) == 1.0
+    finally:
+        engine.close()
 
 
 # bad input that never reaches an engine's request ---------------------------------------------------
@@ -229,3 +300,56 @@ def test_weights_vllm_cannot_load_are_refused_in_one_line(tmp_path, engine_model
     with pytest.raises(ModelError, match=f"vLLM could not start an engine on {folder}") as raised:
         load_vllm_backend(folder, **ENGINE)
     assert "\n" not in str(raised.value)
+
+
+# polyroute serve --backend vllm ------------------------------------------------------------------
+
+
+# The stored routing; `routes` (weights as floats), not its 16-bit codes: a weight 1e-7 off can round
+# to the next code.
+ROUTING_TABLES = ("sequences", "tokens", "routes", "router_probs", "router_logits")
+
+
+def _stored_routing(db: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every routing table's rows, without run ids."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return {t: con.execute(f"SELECT * EXCLUDE (run_id) FROM {t} ORDER BY ALL").fetchall() for t in ROUTING_TABLES}
+    finally:
+        con.close()
+
+
+def _assert_same_rows(ours: list[tuple[object, ...]], theirs: list[tuple[object, ...]], table: str) -> None:
+    assert len(ours) == len(theirs), table
+    for row, their_row in zip(ours, theirs, strict=True):
+        for value, their_value in zip(row, their_row, strict=True):
+            if isinstance(value, float | list):
+                np.testing.assert_allclose(value, their_value, rtol=0, atol=TOLERANCE, err_msg=table)
+            else:
+                assert value == their_value, (table, row, their_row)
+
+
+def test_polyroute_serve_with_vllm_serves_trace_and_steer_and_stores_what_a_local_hf_trace_stores(
+    engine_model, corpus_file, tmp_path, monkeypatch, capsys
+):
+    from polyroute.cli import main
+
+    monkeypatch.setenv("VLLM_LOGGING_LEVEL", "ERROR")  # the server's stderr is a pipe nobody reads until it ends
+    model = engine_model("qwen3_moe")
+    engine = ["--backend", "vllm", "--dtype", "float32", "--enforce-eager", "--kv-cache-mb", "64"]
+    trace = ["trace", "--corpus", str(corpus_file), "--langs", "eng_Latn,deu_Latn", "--save-logits"]
+    assert main([*trace, "--db", str(tmp_path / "local.duckdb"), "--model", str(model)]) == 0
+    with serving(model, *engine, "--max-model-len", "1024", startup_s=300) as server:
+        assert main([*trace, "--db", str(tmp_path / "served.duckdb"), "--backend", server.url]) == 0
+        plan = tmp_path / "plan.json"
+        plan.write_text(json.dumps({"method": "hard", "band": [1, 1], "experts": [{"layer": 1, "experts": [5]}]}))
+        steer = ["steer", "--backend", server.url, "--plan", str(plan), "--prompt", PROMPTS[0], "--max-new-tokens", "6"]
+        capsys.readouterr()  # the traces' own lines
+        assert main(steer) == 0
+        served_steer = capsys.readouterr().out
+    local, served = _stored_routing(tmp_path / "local.duckdb"), _stored_routing(tmp_path / "served.duckdb")
+    assert all(served[table] for table in ROUTING_TABLES)
+    for table in ROUTING_TABLES:
+        _assert_same_rows(served[table], local[table], table)
+    assert main([*steer[:2], "hf", "--model", str(model), *steer[3:]]) == 0
+    assert served_steer == capsys.readouterr().out
