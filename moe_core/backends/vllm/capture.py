@@ -173,8 +173,9 @@ class RoutingLedger:
         for chunk in chunks:
             if chunk.start != position:
                 raise ModelError(
-                    f"request {req_id}: routing captured from token {chunk.start}, expected {position}; "
-                    "its tokens before were not computed (a prefix-cache hit): start vLLM without prefix caching"
+                    f"request {req_id}: routing captured from token {chunk.start}, expected {position}: tokens before "
+                    "it were never computed (a prefix-cache hit: start vLLM without prefix caching) or this vLLM lays "
+                    "batches out otherwise than worker.step_layout reads them"
                 )
             position += len(chunk.ids)
         logits = [c.logits for c in chunks if c.logits is not None]
