@@ -194,6 +194,5 @@ def _start_engine(path: Path, options: VLLMOptions) -> LLM:
     except Exception as error:
         cause = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(
-            f"vLLM could not start an engine on {path} ({cause}); vLLM's log above names the cause, "
-            "or use --backend hf"
+            f"vLLM could not start an engine on {path} ({cause}); vLLM's log above names the cause, or use --backend hf"
         ) from error
