@@ -9,7 +9,7 @@ PORT ?= 8501
 CHROMIUM ?= /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-dev chromium lint typecheck pytest vllm-venv vllm-test bench bench-vllm clean
+.PHONY: run test test-fast install install-dev chromium lint typecheck pytest vllm-venv vllm-test bench bench-vllm clean
 
 $(VENV)/bin/python:
 	python3 -m venv $(VENV)
@@ -57,8 +57,13 @@ lint: install-dev
 typecheck: install-dev
 	$(VENV)/bin/mypy
 
+## Every tier but vLLM's (which runs in its own venv below); the summary gives each tier's time.
 pytest: install-dev chromium
-	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q
+	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m "not vllm"
+
+## The quick loop while working: unit and store tests that are not slow (no app, no browser).
+test-fast: install-dev
+	$(PY) -m pytest -q -m "(unit or store) and not slow"
 
 ## The vLLM backend on a real engine (vLLM's CPU backend), checked against the hf backend: fails, never skips,
 ## without vLLM. The GPU-only checks (marked gpu) skip here.

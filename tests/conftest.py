@@ -44,6 +44,24 @@ TIERS = {
 TIER_OF = {f"{name}.py": tier for tier, names in TIERS.items() for name in names.split()}
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Each tier's tests and time (setup, call and teardown), so `make test` shows where time goes."""
+    seconds: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for reports in terminalreporter.stats.values():
+        for report in reports:
+            tier = TIER_OF.get(Path(str(getattr(report, "fspath", ""))).name)
+            if tier is None or not hasattr(report, "duration"):
+                continue
+            seconds[tier] = seconds.get(tier, 0.0) + report.duration
+            counts[tier] = counts.get(tier, 0) + (report.when == "call")
+    if seconds:
+        terminalreporter.section("time by tier")
+        for tier in TIERS:
+            if tier in seconds:
+                terminalreporter.write_line(f"{tier:8s} {counts[tier]:4d} tests  {seconds[tier]:7.1f} s")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its file's tier; a file in no tier is an error, so none is left out."""
     for item in items:
