@@ -47,6 +47,10 @@ TABLES = {
     "routes": "each routing decision: token, layer, rank in the top-k, expert, weight",
     "router_probs": "a sequence's mean router probabilities over all experts, per layer",
     "router_logits": "each token's raw router logits, per layer (runs traced with --save-logits only)",
+    "sequence_routing": "a sequence's expert hits, weight distribution and consistency, per layer",
+    "language_routing": "a language's sequence and token counts and entropy sums, per run and layer",
+    "language_expert_routing": "how often a language's tokens pick each expert, per run and layer",
+    "language_pair_divergence": "two languages' summed divergences over their shared items, per layer",
     "eval_results": "each evaluation score: task, language, variant (unsteered, a plan, a sweep point), metric",
     "generations": "each answer an evaluation generated, with its prompt, per language and variant",
     "adaptation_experts": "each expert a RISE adaptation trained: zone, layer, expert, the scores that chose it",
@@ -349,6 +353,31 @@ FROM router_probs AS p JOIN sequences AS s USING (run_id, seq_id)
 WHERE p.run_id = {_LATEST}
 GROUP BY ALL
 ORDER BY s.lang, p.layer""",
+    "Mean routing entropy per language and layer (from the summary tables)": f"""\
+-- Sums over sequences divided by counts; entropy_hard is the entropy of the experts' hit shares.
+SELECT lang, layer, n_sequences, n_tokens, round(entropy_hard / n_sequences, 3) AS mean_entropy_hard
+FROM language_routing
+WHERE run_id = {_LATEST}
+ORDER BY lang, layer""",
+    "Each language's most used expert per layer (from the summary tables)": f"""\
+SELECT lang, layer, expert, hits, round(frequency_sum, 3) AS frequency_sum
+FROM language_expert_routing
+WHERE run_id = {_LATEST}
+QUALIFY row_number() OVER (PARTITION BY lang, layer ORDER BY hits DESC, expert) = 1
+ORDER BY lang, layer""",
+    "How consistently a sequence keeps its experts, per language and layer": f"""\
+-- consistency is NULL for sequences under two tokens; avg leaves those out.
+SELECT s.lang, r.layer, round(avg(r.consistency), 3) AS mean_consistency, count(*) AS sequences
+FROM sequence_routing AS r JOIN sequences AS s USING (run_id, seq_id)
+WHERE r.run_id = {_LATEST}
+GROUP BY ALL
+ORDER BY s.lang, r.layer""",
+    "Language pairs by routing divergence per layer (from the summary tables)": f"""\
+-- source 'hard' compares activation frequencies; 'soft' and 'weight' the router's distributions.
+SELECT lang_a, lang_b, layer, n_items, round(divergence_sum / n_items, 4) AS mean_divergence
+FROM language_pair_divergence
+WHERE run_id = {_LATEST} AND source = 'hard' AND n_items > 0
+ORDER BY layer, mean_divergence DESC""",
     "Raw router logits of one sentence's tokens (only runs traced with --save-logits)": """\
 -- Empty unless a run was traced with --save-logits.
 SELECT g.run_id, g.seq_id, g.pos, t.piece, g.layer,

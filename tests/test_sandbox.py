@@ -165,7 +165,7 @@ def test_without_the_statement_check_the_connection_still_refuses(traced, monkey
     [
         ("SUMMARIZE runs", 12),
         ("DESCRIBE routes", 7),
-        ("SHOW TABLES", 15),
+        ("SHOW TABLES", 19),
         ("FROM sequences SELECT lang WHERE seq_id = 0", 1),
         ("VALUES (1), (2)", 2),
         ("PIVOT sequences ON lang IN ('eng_Latn', 'deu_Latn') USING count(*) GROUP BY run_id", 1),
