@@ -142,7 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as error:  # a file or folder the command needed
-        return _fail(describe_os_error(error))
+        return _fail(_describe_os_error(error))
     except Exception as error:
         if os.environ.get(DEBUG_ENV):
             raise
@@ -170,20 +170,20 @@ def _first_line(error: BaseException) -> str:
 
 # errno -> what to do about it, for the files and folders a command reads or creates.
 _OS_FIXES = {
-    errno.ENOSPC: "the disk is full: free some space, or pass --db a file on another disk",
-    errno.EDQUOT: "the disk quota is used up: free some space, or pass --db a file on another disk",
-    errno.EACCES: "permission denied: choose a file or folder you may use, or change its permissions",
-    errno.EPERM: "permission denied: choose a file or folder you may use, or change its permissions",
-    errno.EROFS: "the file system is read-only: pass --db a file on a writable disk",
+    errno.ENOSPC: "free some space, or pass --db a file on another disk",
+    errno.EDQUOT: "free some space, or pass --db a file on another disk",
+    errno.EACCES: "choose a file or folder you may use, or change its permissions",
+    errno.EPERM: "choose a file or folder you may use, or change its permissions",
+    errno.EROFS: "pass --db a file on a writable disk",
     errno.EEXIST: "a file stands where a folder is needed: choose another path",
     errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
-    errno.EISDIR: "that is a folder, not a file: give a file",
-    errno.ENOENT: "no such file or folder: check the path",
+    errno.EISDIR: "that is a folder: give a file",
+    errno.ENOENT: "check the path",
 }
 
 
-def describe_os_error(error: OSError) -> str:
-    """`<path>: <what happened>: <fix>` for an operating-system error on a file."""
+def _describe_os_error(error: OSError) -> str:
+    """`<path>: <what happened>; <fix>` for an operating-system error on a file."""
     where = f"{error.filename}: " if error.filename else ""
     fix = _OS_FIXES.get(error.errno or 0, "check the path, its permissions and the free space on its disk")
     return f"{where}{error.strerror or error}; {fix}"
