@@ -29,13 +29,13 @@ from moe_core.adapters import find_routers, resolve_adapter
 from moe_core.backends.hf import HFBackend
 from moe_core.backends.options import HFOptions
 from moe_core.backends.vllm import VLLMOptions, load_vllm_backend
-from moe_core.backends.vllm.capture import GateRecorder, RequestRouting, RoutingLedger, StepLayout
+from moe_core.backends.vllm.capture import GateRecorder, RequestRouting, RoutingLedger, StepLayout, pack, unpack
 from moe_core.backends.vllm.describe import describe
 from moe_core.backends.vllm.plan_tensors import MODE_CODES, MODE_OFF, plan_arrays
 from moe_core.backends.vllm.registry import MODELS_MODULE, STEERABLE, register_steerable, steerable
 from moe_core.backends.vllm.routes import SequenceRouting, id_agreement, routed_expert_ids, routing_batch
 from moe_core.backends.vllm.steer import apply_arrays, find_states, install_steering, steer_logits, steered_bias
-from moe_core.backends.vllm.worker import EXTENSION, internal_id
+from moe_core.backends.vllm.worker import EXTENSION, internal_ids
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import ModelInfo
 from moe_core.steering import LayerExperts, PlanError, SteeringPlan
@@ -323,7 +323,7 @@ def test_captured_routing_becomes_a_routing_batch_like_the_hf_backends():
     prompt, generated = _captured(3, seed=1, logits=True), _captured(5, seed=2, logits=True)
     sequences = [
         SequenceRouting(token_ids=[1, 7, 9], pieces=["<s>", "a", "b"], special=[True, False, False], n_generated=0,
-                        routing=RequestRouting.unpack(prompt.pack())),
+                        routing=unpack(pack([prompt, generated]))[0]),
         SequenceRouting(token_ids=[1, 4, 5, 6, 2], pieces=["<s>", "c", " d", "e", "</s>"],
                         special=[True, False, False, False, True], n_generated=2, routing=generated),
     ]  # fmt: skip
@@ -468,8 +468,8 @@ def test_routing_that_misses_a_requests_first_tokens_is_refused():
 
 def test_the_engines_request_ids_are_found_from_the_ones_the_caller_knows():
     held = ["7-0a1b2c3d", "17-ffffffff", "1-12345678"]
-    assert internal_id("1", held) == "1-12345678" and internal_id("17", held) == "17-ffffffff"
-    assert internal_id("9", ["9"]) == "9"
+    assert internal_ids(["1", "17"], held) == ["1-12345678", "17-ffffffff"]
+    assert internal_ids(["9"], ["9"]) == ["9"]
 
 
 # the plugin's registration -----------------------------------------------------------------------

@@ -26,7 +26,7 @@ from vllm import LLM, SamplingParams
 from moe_core.backends.base import Backend, GenerationParams, Generations
 from moe_core.backends.encoding import Encoded, count_tokens, encode, generated_tokens
 from moe_core.backends.hf import load_tokenizer
-from moe_core.backends.vllm.capture import RequestRouting
+from moe_core.backends.vllm.capture import RequestRouting, unpack
 from moe_core.backends.vllm.describe import describe
 from moe_core.backends.vllm.options import VLLMOptions
 from moe_core.backends.vllm.registry import STEERABLE, steerable
@@ -119,10 +119,10 @@ class VLLMBackend(Backend):
         finally:
             if save_logits:
                 self._llm.collective_rpc("polyroute_capture_logits", args=(False,))
-        packed: list[bytes] = self._llm.collective_rpc(
-            "polyroute_capture_take", args=([out.request_id for out in outputs],)
-        )[0]
-        return list(zip(outputs, map(RequestRouting.unpack, packed), strict=True))
+        packed: bytes = self._llm.collective_rpc("polyroute_capture_take", args=([out.request_id for out in outputs],))[
+            0
+        ]
+        return list(zip(outputs, unpack(packed), strict=True))
 
     def _checked_ids(self, output: Any, routing: RequestRouting) -> None:
         """With check_routed_experts: note how often vLLM's own ids agree with the capture's."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,23 +96,33 @@ class RequestRouting:
     def n_tokens(self) -> int:
         return int(self.expert_ids.shape[0])
 
-    def pack(self) -> bytes:
-        """The arrays as one .npz (no pickle): what crosses from the worker to the backend."""
-        buffer = io.BytesIO()
-        arrays = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
-        np.savez(buffer, **arrays)
-        return buffer.getvalue()
 
-    @classmethod
-    def unpack(cls, packed: bytes) -> RequestRouting:
-        with np.load(io.BytesIO(packed), allow_pickle=False) as arrays:
-            logits = arrays.get("router_logits")
-            return cls(
-                expert_ids=arrays["expert_ids"],
-                expert_weights=arrays["expert_weights"],
-                prob_sum=arrays["prob_sum"],
-                router_logits=logits,
-            )
+def pack(routings: Sequence[RequestRouting]) -> bytes:
+    """Requests' routing as one .npz (no pickle): what crosses from the worker to the backend."""
+    arrays: dict[str, Any] = {
+        "n_tokens": np.asarray([r.n_tokens for r in routings], dtype=np.int64),
+        "expert_ids": np.concatenate([r.expert_ids for r in routings]),
+        "expert_weights": np.concatenate([r.expert_weights for r in routings]),
+        "prob_sum": np.stack([r.prob_sum for r in routings]),
+    }
+    logits = [r.router_logits for r in routings if r.router_logits is not None]
+    if logits and len(logits) == len(routings):
+        arrays["router_logits"] = np.concatenate(logits)
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def unpack(packed: bytes) -> list[RequestRouting]:
+    """The requests `pack` packed, in order."""
+    with np.load(io.BytesIO(packed), allow_pickle=False) as arrays:
+        bounds = np.cumsum(arrays["n_tokens"])[:-1]
+        ids, weights = np.split(arrays["expert_ids"], bounds), np.split(arrays["expert_weights"], bounds)
+        logits = np.split(arrays["router_logits"], bounds) if "router_logits" in arrays else [None] * len(ids)
+        return [
+            RequestRouting(expert_ids=i, expert_weights=w, prob_sum=p, router_logits=z)
+            for i, w, p, z in zip(ids, weights, arrays["prob_sum"], logits, strict=True)
+        ]
 
 
 @dataclass
@@ -144,9 +155,10 @@ class RoutingLedger:
                 torch.arange(len(layout.counts), device=logits.device),
                 torch.as_tensor(list(layout.counts), device=logits.device),
             )
-            probs = soft_distribution(logits, self.soft_rule).double()
-            zeros = torch.zeros((len(layout.counts), *probs.shape[1:]), dtype=torch.float64, device=probs.device)
-            sums = zeros.index_add_(0, owner, probs).cpu().numpy()
+            # Summed in float32 within a step, across steps in float64 (as moe_core.capture does).
+            probs = soft_distribution(logits, self.soft_rule)
+            zeros = torch.zeros((len(layout.counts), *probs.shape[1:]), dtype=probs.dtype, device=probs.device)
+            sums = zeros.index_add_(0, owner, probs).double().cpu().numpy()
             host_logits = logits.cpu().numpy() if self.save_logits else None
         offset = 0
         for index, (req_id, count, start) in enumerate(zip(layout.req_ids, layout.counts, layout.starts, strict=True)):

@@ -20,7 +20,7 @@ from typing import Any
 
 from torch import nn
 
-from moe_core.backends.vllm.capture import RoutingLedger, StepLayout
+from moe_core.backends.vllm.capture import RoutingLedger, StepLayout, pack
 from moe_core.backends.vllm.plan_tensors import plan_arrays
 from moe_core.backends.vllm.steer import apply_arrays, find_recorders, find_states
 from moe_core.errors import ModelError
@@ -43,14 +43,15 @@ def step_layout(runner: Any, scheduler_output: Any) -> StepLayout:
     )
 
 
-def internal_id(request_id: str, held: list[str]) -> str:
-    """The engine's id of the request the caller knows as `request_id` among the `held` ones."""
-    for candidate in held:
-        if candidate == request_id or (
-            len(candidate) == len(request_id) + _INTERNAL_SUFFIX and candidate.startswith(f"{request_id}-")
-        ):
-            return candidate
-    return request_id
+def internal_ids(request_ids: list[str], held: list[str]) -> list[str]:
+    """The engine's ids, among the `held` ones, of the requests the caller knows as `request_ids`."""
+    by_external = {
+        candidate[:-_INTERNAL_SUFFIX]: candidate
+        for candidate in held
+        if len(candidate) > _INTERNAL_SUFFIX and candidate[-_INTERNAL_SUFFIX] == "-"
+    }
+    exact = set(held)
+    return [rid if rid in exact else by_external.get(rid, rid) for rid in request_ids]
 
 
 class SteeringWorkerExtension:
@@ -96,14 +97,13 @@ class SteeringWorkerExtension:
         """Keep each token's router logits too (`--save-logits`) until told otherwise."""
         self._polyroute_capture().save_logits = save
 
-    def polyroute_capture_take(self, request_ids: list[str]) -> list[bytes]:
+    def polyroute_capture_take(self, request_ids: list[str]) -> bytes:
         """The routing of finished requests, by the ids `LLM.generate` gave them, packed
-        (`RequestRouting.unpack`); forgotten here after."""
+        (capture.unpack); forgotten here after."""
         ledger = self._polyroute_capture()
-        held = ledger.pending()
-        routing = [ledger.take(internal_id(request_id, held)).pack() for request_id in request_ids]
+        routing = [ledger.take(internal) for internal in internal_ids(request_ids, ledger.pending())]
         ledger.clear()  # requests the caller gave up on (an error mid-batch) leave nothing behind
-        return routing
+        return pack(routing)
 
     def _polyroute_capture(self) -> RoutingLedger:
         if self._polyroute_ledger is None:
