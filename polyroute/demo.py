@@ -19,10 +19,10 @@ from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
-from moe_core.backends.hf import config_hash
 from moe_core.backends.options import HFOptions
 from moe_core.corpora import BUILTIN, ParallelCorpus, load_corpus
 from moe_core.demo import DEMO_MODEL_DIR, DEMO_MODEL_ID
+from moe_core.model_identity import config_hash
 from polyroute.tracing import ProgressFactory, TraceRequest, start_trace
 from store import Store, open_store
 from store import queries as q

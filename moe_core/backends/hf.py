@@ -7,7 +7,6 @@ the context it would see alone; generation pads on the left, as decoder-only gen
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -25,16 +24,12 @@ from moe_core.backends.options import HFOptions
 from moe_core.capture import CapturedRouting, RoutingCapture
 from moe_core.demo import default_model_id
 from moe_core.errors import ModelError, PolyrouteError
+from moe_core.model_identity import config_hash
 from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.steering import SteeringPlan
 from moe_core.steering.hooks import Steering
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def config_hash(model_dir: Path) -> str:
-    """The model's identity in the store (`models.config_hash`): a digest of its config.json."""
-    return hashlib.sha256((model_dir / "config.json").read_bytes()).hexdigest()[:16]
 
 
 def load_config(model_dir: Path) -> Any:

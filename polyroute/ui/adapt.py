@@ -20,6 +20,7 @@ import streamlit as st
 from moe_core.adapt import AdaptProgress
 from moe_core.analysis.rise import ZONES, depth_zones
 from moe_core.errors import PolyrouteError
+from moe_core.model_identity import config_hash
 from polyroute.adapting import AdaptOutcome, AdaptRequest, Subnetwork, select, start_adaptation
 from polyroute.jobs import Job, JobState, current_job, start_job
 from polyroute.ui.charts import with_language_facts
@@ -130,9 +131,7 @@ def model_problem(folder: str, path: str, model_id: str) -> str:
     """Why `folder` cannot be trained for a run that traced `model_id` ("" when it can)."""
     if not (Path(folder) / "config.json").is_file():
         return f"{folder} is not a model folder (it has no config.json): enter the folder of a checkpoint."
-    # Only here does the page load transformers' side: the identity is the hash the trace recorded.
-    from moe_core.backends.hf import config_hash
-
+    # The identity is the hash the trace recorded (read without loading the model or importing torch).
     with shared_store(path).reading() as store:
         traced = q.model_config_hash(store, model_id)
     if config_hash(Path(folder)) != traced:
