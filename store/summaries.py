@@ -9,6 +9,7 @@ So a running, killed or resumed run always has summaries that equal a recomputat
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -181,15 +182,26 @@ SELECT seq_id, probs FROM router_probs WHERE run_id = ? AND seq_id IN (SELECT un
 Entry = dict[str, tuple[np.ndarray, np.ndarray]]  # source -> (distribution [Y, E] float32, entropy [Y])
 
 
+def kept_bytes() -> int:
+    """How much a writer keeps of its run's distributions: $POLYROUTE_SUMMARY_CACHE_MB, else a fifth
+    of the machine's memory up to 4 GiB (a 500M-decision run of a 48-layer, 128-expert model needs
+    3.2 GB to keep all of them)."""
+    if "POLYROUTE_SUMMARY_CACHE_MB" in os.environ:
+        return int(os.environ["POLYROUTE_SUMMARY_CACHE_MB"]) << 20
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return min(memory // 5, 4 << 30)
+
+
 class Partners:
     """The distributions and entropies of a run's summarised sequences, kept for the sequences of
-    the same items that come later (most recently used first, within `max_bytes`), so each is
-    read back from the store at most once while it is kept."""
+    the same items that come later (most recently used first, within `max_bytes`), so each is read
+    back from the store at most once while it is kept. Reading back is what costs: a scattered
+    sequence's rows cannot be fetched without scanning the table's distributions."""
 
-    def __init__(self, max_bytes: int = 1 << 30) -> None:
+    def __init__(self, max_bytes: int | None = None) -> None:
         self._kept: OrderedDict[int, Entry] = OrderedDict()
         self._bytes = 0
-        self.max_bytes = max_bytes
+        self.max_bytes = kept_bytes() if max_bytes is None else max_bytes
 
     def get(self, seq_id: int) -> Entry | None:
         entry = self._kept.get(seq_id)
