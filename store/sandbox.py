@@ -77,6 +77,19 @@ _SETTING_READERS = frozenset({"current_setting", "pg_settings"})
 _SYSTEM_RELATIONS = """
     SELECT lower(function_name) FROM duckdb_functions() WHERE function_type = 'table'
     UNION SELECT lower(view_name) FROM duckdb_views() WHERE internal AND schema_name = 'main'"""
+# Scalar functions told how much to build (the argument at this position). DuckDB cannot interrupt
+# one call, and a chunk holds 2,048 rows of it, so the size must be a plain number, capped, and
+# such calls cannot nest: that bounds what one chunk holds in the app, where no child process runs.
+_SIZE_ARGUMENT = {
+    "repeat": 1,
+    "lpad": 1,
+    "rpad": 1,
+    "list_resize": 1,
+    "array_resize": 1,
+    "range": 0,
+    "generate_series": 0,
+}
+MAX_BUILT = 100_000
 _CHILD_GRACE_S = 2.0  # past the time cap, for the child's own interrupt to answer before it is killed
 CHILD_MEMORY_BYTES = 4 << 30  # the address space a console query's process may use
 _CHILD_DUCKDB_MEMORY = "1GiB"  # what DuckDB's buffer manager may hold of that
@@ -120,12 +133,13 @@ def _command(query: str) -> str:
 
 
 def _check_tree(con: duckdb.DuckDBPyConnection, query: str) -> None:
-    """Refuse a SELECT whose parse tree calls a table function outside the allowed ones or nextval(),
-    or names a file where a table goes."""
+    """Refuse a SELECT whose parse tree calls a table function outside the allowed ones, nextval(), a
+    settings reader or an unbounded builder (`_SIZE_ARGUMENT`), or names a file where a table goes."""
     tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0])  # type: ignore[index]
     if tree.get("error"):
         raise SqlRefused(f"the query cannot be checked, so it does not run: {tree.get('error_message')}")
     system = {row[0] for row in con.execute(_SYSTEM_RELATIONS).fetchall()}
+    table_calls: set[int] = set()  # `FROM range(n)` streams its rows, under the interrupt: no size cap
     stack: list[Any] = [tree]
     while stack:
         node = stack.pop()
@@ -134,9 +148,12 @@ def _check_tree(con: duckdb.DuckDBPyConnection, query: str) -> None:
         elif isinstance(node, dict):
             stack.extend(node.values())
             if node.get("type") == "TABLE_FUNCTION":
+                table_calls.add(id(node["function"]))
                 _check_table_function(str(node["function"].get("function_name")).lower())
             elif node.get("class") == "FUNCTION":
                 _check_scalar_function(str(node.get("function_name")).lower())
+                if id(node) not in table_calls:
+                    _check_size(node)
             elif node.get("type") == "BASE_TABLE":
                 _check_table_name(str(node.get("table_name")), system)
 
@@ -146,6 +163,41 @@ def _check_scalar_function(name: str) -> None:
         raise SqlRefused("nextval() would change the store (it advances a sequence); the console only reads")
     if name in _SETTING_READERS:
         _refuse_settings(name)
+
+
+def _check_size(call: dict[str, Any]) -> None:
+    name = str(call.get("function_name")).lower()
+    if name not in _SIZE_ARGUMENT:
+        return
+    arguments = call.get("children") or []
+    size = arguments[_SIZE_ARGUMENT[name]] if len(arguments) > _SIZE_ARGUMENT[name] else {}
+    value = _constant(size)
+    if name == "repeat":  # what is repeated counts too: a literal, so that its length is known
+        repeated = _constant(arguments[0]) if arguments else None
+        value = value * len(repeated) if isinstance(value, int) and isinstance(repeated, str | list) else None
+    elif name in ("range", "generate_series") and len(arguments) > 1:  # (start, stop[, step]) as a list
+        bounds = [_constant(argument) for argument in arguments]
+        plain = all(isinstance(bound, int) and not isinstance(bound, bool) for bound in bounds)
+        value = abs(bounds[1] - bounds[0]) // max(1, abs(bounds[2]) if len(bounds) > 2 else 1) if plain else None
+    if isinstance(value, bool) or not isinstance(value, int) or value > MAX_BUILT:
+        raise SqlRefused(
+            f"{name}() builds at most {MAX_BUILT:,} characters or elements here, from plain values (a literal "
+            "repeated a plain number of times); narrow it down"
+        )
+    inner: list[Any] = list(arguments)
+    while inner:
+        node = inner.pop()
+        if isinstance(node, dict):
+            if node.get("class") == "FUNCTION" and str(node.get("function_name")).lower() in _SIZE_ARGUMENT:
+                raise SqlRefused(f"{name}() of another {', '.join(_SIZE_ARGUMENT)} call is not available here")
+            inner.extend(node.values())
+        elif isinstance(node, list):
+            inner.extend(node)
+
+
+def _constant(node: dict[str, Any]) -> Any:
+    """A literal's value (None for anything else, NULL included)."""
+    return node.get("value", {}).get("value") if node.get("type") == "VALUE_CONSTANT" else None
 
 
 def _refuse_settings(name: str) -> None:

@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from polyroute.cli import main
-from tests.helpers import TABLES, snapshot, trace_argv
+from tests.helpers import TABLES, file_digest, snapshot, trace_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -343,3 +343,75 @@ def test_an_unexpected_error_says_it_is_a_bug_and_where_to_report_it(tmp_path, m
     err = capsys.readouterr().err.strip()
     assert err.startswith("polyroute: internal error: KeyError") and "report it" in err and "\n" not in err
     assert not (tmp_path / "s.duckdb").exists()
+
+
+# --- the SQL console ------------------------------------------------------------------------------
+
+BOMBS = [
+    "SELECT length(repeat('x', 2000000000))",
+    "SELECT length(regexp_replace(repeat('a', 100000000), 'a', 'bb', 'g'))",
+    "SELECT length(string_agg(repeat('x', 1000000), '')) FROM range(5000)",
+    "SELECT length(list_sort(range(1, 200000000)))",
+    "SELECT length(repeat(repeat('x', 1000), 1000))",
+    "SELECT length(rpad(text, 100000000, 'x')) FROM texts",
+]
+PATH_LEAKS = [
+    "SELECT current_setting('temp_directory')",
+    "SUMMARIZE SELECT current_setting('temp_directory')",
+    "SELECT * FROM duckdb_settings()",
+    "FROM duckdb_settings",
+    "SELECT * FROM pg_settings",
+    "SELECT * FROM system.main.duckdb_databases",
+    "PRAGMA database_list",
+]
+
+
+@pytest.fixture(scope="module")
+def console_store(tmp_path_factory, tiny_model) -> Path:
+    folder = tmp_path_factory.mktemp("console")
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text('{"item_id": "1", "lang": "eng_Latn", "text": "Hello there."}\n')
+    db = folder / "s.duckdb"
+    assert main(trace_argv(db, tiny_model("qwen3_moe"), corpus)) == 0
+    return db
+
+
+@pytest.mark.parametrize("kind", ["path", "shared"])
+@pytest.mark.parametrize("query", BOMBS + PATH_LEAKS)
+def test_console_bombs_and_path_readers_are_refused_before_they_run(console_store, kind, query):
+    from store import SqlRefused
+    from store.sandbox import run_sql
+    from tests.test_sandbox import opened
+
+    before, started = file_digest(console_store), time.monotonic()
+    with opened(kind, console_store) as source, pytest.raises(SqlRefused) as refused:
+        run_sql(source, query)
+    assert time.monotonic() - started < 10
+    assert str(console_store.parent) not in str(refused.value)
+    assert ("builds at most" if query in BOMBS else "settings hold this machine's paths") in str(refused.value) or (
+        "is not available in the console" in str(refused.value)
+    )
+    assert file_digest(console_store) == before
+
+
+def test_the_cli_console_kills_its_child_at_the_time_cap(console_store, monkeypatch):
+    from store import SqlRefused, sandbox
+
+    monkeypatch.setattr(sandbox, "_CHILD_GRACE_S", 0.0)  # the child cannot even start in 0.01 s
+    with pytest.raises(SqlRefused, match=r"ran longer than 0\.01 s and was stopped"):
+        sandbox.run_sql(console_store, "SELECT 1", timeout_s=0.01)
+    monkeypatch.undo()
+    assert sandbox.run_sql(console_store, "SELECT count(*) FROM runs").rows == [(1,)]
+
+
+def test_console_json_is_strict_and_tables_show_control_characters(console_store, capsys):
+    query = "SELECT 'nan'::DOUBLE AS a, '-inf'::DOUBLE AS b, ['inf'::DOUBLE] AS c, chr(27) || '[2J' || chr(7) AS d"
+    capsys.readouterr()
+    assert main(["sql", query, "--db", str(console_store), "--format", "json"]) == 0
+    refuse = lambda name: pytest.fail(f"{name} in the JSON output")  # noqa: E731
+    assert json.loads(capsys.readouterr().out, parse_constant=refuse) == [
+        {"a": "NaN", "b": "-Infinity", "c": ["Infinity"], "d": "\x1b[2J\x07"}
+    ]
+    assert main(["sql", query, "--db", str(console_store)]) == 0
+    table = capsys.readouterr().out
+    assert "\\x1b[2J\\x07" in table and "\x1b" not in table and "\x07" not in table
