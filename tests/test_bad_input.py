@@ -168,6 +168,7 @@ def test_a_store_under_a_file_says_so(tmp_path, model, corpus_file, capsys):
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_a_new_store_in_a_read_only_folder_says_so(tmp_path, model, corpus_file):
     """A real permission error: root may write anywhere, so as root the command runs without the
     capabilities that override file permissions (setpriv)."""
@@ -208,6 +209,7 @@ def _grow(path: Path) -> None:
     subprocess.run(["mount", "-o", "remount,size=64m", str(path)], check=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", ["1024k", "1200k", "2m"])
 def test_a_new_store_on_a_full_disk_is_whole_or_absent_and_says_how(tmp_path, model, corpus_file, capsys, size):
     with tmpfs(tmp_path / "disk", size) as disk:
@@ -225,6 +227,7 @@ def test_a_new_store_on_a_full_disk_is_whole_or_absent_and_says_how(tmp_path, mo
         assert main(trace_argv(db, model, corpus_file, "eng_Latn")) == 0
 
 
+@pytest.mark.slow
 def test_an_existing_store_on_a_full_disk_keeps_its_runs_and_resumes(tmp_path, model, corpus_file, capsys):
     with tmpfs(tmp_path / "disk", "16m") as disk:
         db = disk / "s.duckdb"
@@ -246,6 +249,7 @@ def test_an_existing_store_on_a_full_disk_keeps_its_runs_and_resumes(tmp_path, m
 # --- corrupt stores -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_damage_anywhere_in_a_store_is_refused_as_corrupt_or_shown_harmless(tmp_path, model, corpus_file, capsys):
     """4 KiB of garbage written over each 256 KiB block in turn, then every row of every table read
     through the console: either each reads exactly as before (the damage was in unused space), or
@@ -274,6 +278,7 @@ def test_damage_anywhere_in_a_store_is_refused_as_corrupt_or_shown_harmless(tmp_
 # --- interrupted runs -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_trace_shows_as_interrupted_with_the_resume_command(tmp_path, model, capsys):
     from tests.test_resume import PROGRESS, _corpus
 
