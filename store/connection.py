@@ -120,6 +120,8 @@ class Store:
 def open_store(path: str | Path, *, read_only: bool = False, config: dict[str, Any] | None = None) -> Store:
     """Open (for writing: create and migrate) the store at `path`, with DuckDB settings `config`."""
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise StoreError(f"{file} is a folder, not a store file: pass --db a file, e.g. {file / 'polyroute.duckdb'}")
     if read_only and not file.is_file():
         raise StoreMissing(f"no store at {file}: build one with `polyroute trace ... --db {file}` or pass --db")
     if not read_only and not file.exists():

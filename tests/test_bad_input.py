@@ -166,6 +166,8 @@ def test_a_store_under_a_file_says_so(tmp_path, model, corpus_file, capsys):
     err = _fails(capsys, trace_argv(blocker / "s.duckdb", model, corpus_file))
     assert "a file stands where its folder should be" in err and "pass --db another path" in err
     assert blocker.read_text() == "not a folder"
+    for argv in (trace_argv(tmp_path, model, corpus_file), ["runs", "--db", str(tmp_path)]):
+        assert f"{tmp_path} is a folder, not a store file" in _fails(capsys, argv)
 
 
 @pytest.mark.slow
