@@ -29,7 +29,15 @@ from moe_core.adapters import find_routers, resolve_adapter
 from moe_core.backends.hf import HFBackend
 from moe_core.backends.options import HFOptions
 from moe_core.backends.vllm import VLLMOptions, load_vllm_backend
-from moe_core.backends.vllm.capture import GateRecorder, RequestRouting, RoutingLedger, StepLayout, pack, unpack
+from moe_core.backends.vllm.capture import (
+    GateRecorder,
+    RequestRouting,
+    RoutingLedger,
+    StepLayout,
+    pack,
+    scored,
+    unpack,
+)
 from moe_core.backends.vllm.describe import describe
 from moe_core.backends.vllm.plan_tensors import MODE_CODES, MODE_OFF, plan_arrays
 from moe_core.backends.vllm.registry import MODELS_MODULE, STEERABLE, register_steerable, steerable
@@ -390,7 +398,7 @@ def _recorded_model(family: str, tiny_model, capacity: int = 64):
 
 
 @pytest.mark.parametrize("family", list(FAMILIES))
-def test_a_gate_recorder_records_the_ids_and_weights_the_hf_router_returns(family, tiny_model):
+def test_gate_recorders_score_the_ids_and_weights_the_hf_router_returns(family, tiny_model):
     model, recorders, _ = _recorded_model(family, tiny_model)
     outputs = {}
     handles = [
@@ -404,11 +412,13 @@ def test_a_gate_recorder_records_the_ids_and_weights_the_hf_router_returns(famil
         for handle in handles:
             handle.remove()
     for slot, recorder in enumerate(recorders):
-        logits, weights, ids = (t.reshape(37, -1) for t in outputs[slot][:3])
-        recorder(logits)
-        assert torch.equal(recorder.ids[:37], ids.long())
-        torch.testing.assert_close(recorder.weights[:37], weights.float(), rtol=0, atol=1e-6)
-        assert torch.equal(recorder.logits[:37], logits.float())
+        recorder(outputs[slot][0].reshape(37, -1))
+    logits, weights, ids = scored(recorders, 37)
+    for slot in range(len(recorders)):
+        their_logits, their_weights, their_ids = (t.reshape(37, -1) for t in outputs[slot][:3])
+        assert torch.equal(logits[:, slot], their_logits.float())
+        assert torch.equal(ids[:, slot], their_ids.long())
+        torch.testing.assert_close(weights[:, slot], their_weights.float(), rtol=0, atol=1e-6)
 
 
 def test_a_batch_larger_than_the_recorders_buffers_is_refused():

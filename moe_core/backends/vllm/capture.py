@@ -1,17 +1,18 @@
 """Routing capture inside a vLLM model: what each router gate chose, kept per request on the worker.
 
 A `GateRecorder` sits on every MoE layer's router gate next to its steering state (steer.py). The
-gate's hook hands it the logits the model routes on (steered, when a plan is loaded); it runs the
-family's own rule on them (moe_core.steering.scoring, the rule the hf backend re-runs: top-k ids
-and the weights the model applies) and writes logits, ids and weights into fixed-size buffers,
-row t for the batch's token t. Fixed shapes and no Python branch on the data: a CUDA graph
-captured once replays the same writes for every batch.
+gate's hook hands it the logits the model routes on (steered, when a plan is loaded) and it copies
+them into a fixed-size buffer, row t for the batch's token t: one copy, fixed shapes and no Python
+branch on the data, so a CUDA graph captured once replays it for every batch.
 
-After each forward pass the worker reads the buffers' first rows (`read_step`) and files them
-under the requests the scheduler laid out in that batch, at their token positions
-(`RoutingLedger`). The backend takes a finished request's routing with `take`: ids and weights
-of every token it read, the sum of its soft distribution (the hf backend's `router_probs` is its
-mean), and the logits when asked for. Torch and numpy only, no vLLM import: tests run it on the CPU.
+After each forward pass the worker reads the buffers' first rows and files them under the
+requests the scheduler laid out in that batch, at their token positions (`RoutingLedger`). There,
+once for all layers, the family's own rule runs on the logits (moe_core.steering.scoring, the
+rule the hf backend re-runs: the top-k ids and the weights the model applies, with each layer's
+live correction bias) and the soft distribution is summed per request. The backend takes a
+finished request's routing with `take`: ids and weights of every token it read, the sum of its
+soft distribution (the hf backend's `router_probs` is its mean), and the logits when asked for.
+Torch and numpy only, no vLLM import: tests run it on the CPU.
 """
 
 from __future__ import annotations
@@ -31,10 +32,8 @@ from moe_core.steering.scoring import RoutingRule, score
 
 
 class GateRecorder(nn.Module):
-    """Buffers of one router gate: the last batch's logits [cap, E], top-k ids and weights [cap, k]."""
+    """The buffer of one router gate: the last batch's logits [capacity, E], and what scores them."""
 
-    ids: torch.Tensor
-    weights: torch.Tensor
     logits: torch.Tensor
 
     def __init__(self, layer: int, rule: RoutingRule, n_experts: int, capacity: int, bias: torch.Tensor | None) -> None:
@@ -42,13 +41,15 @@ class GateRecorder(nn.Module):
         self.layer = layer
         self.rule = rule
         self.capacity = capacity
-        # Non-persistent: not weights; a checkpoint never carries them.
-        self.register_buffer("ids", torch.zeros(capacity, rule.top_k, dtype=torch.int64), persistent=False)
-        self.register_buffer("weights", torch.zeros(capacity, rule.top_k, dtype=torch.float32), persistent=False)
+        # Non-persistent: not a weight; a checkpoint never carries it.
         self.register_buffer("logits", torch.zeros(capacity, n_experts, dtype=torch.float32), persistent=False)
         # The live correction bias (shifted in place by hard and ablate plans, steer.py), as vLLM's
         # router reads it; in a tuple so that nn.Module does not adopt the checkpoint's Parameter.
         self._bias = (bias,) if bias is not None else ()
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self._bias[0] if self._bias else None
 
     def forward(self, logits: torch.Tensor) -> None:
         rows = logits.shape[0]
@@ -57,12 +58,20 @@ class GateRecorder(nn.Module):
                 f"a batch of {rows} tokens reached router layer {self.layer}, whose capture holds {self.capacity}: "
                 "the engine's max_num_batched_tokens changed after the model was built"
             )
-        z = logits.float()
-        bias = self._bias[0].float() if self._bias else None
-        weights, ids = score(self.rule, z, bias=bias)
-        self.logits[:rows].copy_(z)
-        self.ids[:rows].copy_(ids)
-        self.weights[:rows].copy_(weights)
+        self.logits[:rows].copy_(logits)
+
+
+def scored(recorders: Sequence[GateRecorder], rows: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits [rows, L, E], weights [rows, L, k], ids [rows, L, k]) of the recorders' first rows,
+    scored by their rule once for all layers (each with its own bias)."""
+    logits = torch.stack([r.logits[:rows] for r in recorders], dim=1)
+    n_layers, n_experts = logits.shape[1:]
+    biases = [r.bias for r in recorders]
+    bias = None
+    if all(b is not None for b in biases):
+        bias = torch.stack([b.float() for b in biases if b is not None]).repeat(rows, 1)
+    weights, ids = score(recorders[0].rule, logits.reshape(-1, n_experts), bias=bias)
+    return logits, weights.view(rows, n_layers, -1), ids.view(rows, n_layers, -1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -148,9 +157,9 @@ class RoutingLedger:
         if rows == 0:
             return
         with torch.inference_mode():
-            ids = torch.stack([r.ids[:rows] for r in recorders], dim=1).to(torch.int16).cpu().numpy()
-            weights = torch.stack([r.weights[:rows] for r in recorders], dim=1).cpu().numpy()
-            logits = torch.stack([r.logits[:rows] for r in recorders], dim=1)
+            logits, scored_weights, scored_ids = scored(recorders, rows)
+            ids = scored_ids.to(torch.int16).cpu().numpy()
+            weights = scored_weights.float().cpu().numpy()
             owner = torch.repeat_interleave(
                 torch.arange(len(layout.counts), device=logits.device),
                 torch.as_tensor(list(layout.counts), device=logits.device),
