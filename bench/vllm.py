@@ -7,8 +7,11 @@ whatever engine vLLM has here (vLLM's CPU backend in `.venv-vllm`, or a GPU):
   per-request filing on the worker and the `RoutingBatch`) against the same texts tokenized the
   same way and run through an engine built without the capture (`engine_args(capture=False)`),
   one generated token each as a trace does. Goal: captured / uncaptured >= 0.9.
-- steering: generated tokens per second of `VLLMBackend.generate` with a soft plan over the middle
-  MoE layers against without one (both capture). Goal: steered / unsteered >= 0.95.
+- steering: generated tokens per second with a soft plan over the middle MoE layers loaded
+  against without one, on the same engine (both capture; the plan is loaded or unloaded on every
+  run, as `VLLMBackend.generate` does when plans change); every prompt generates exactly the same
+  number of tokens (EOS ignored), so both variants do the same work whatever they write.
+  Goal: steered / unsteered >= 0.95.
 
 Variants are interleaved and repeated (best of N, after a warm-up each: bench/capture.py's
 `best_time`); the machine's load average is recorded before and after.
@@ -54,7 +57,6 @@ def run(*, quick: bool, repeats: int, dtype: str) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
 
     from bench.capture import best_time
-    from moe_core.backends.base import GenerationParams
     from moe_core.backends.encoding import encode
     from moe_core.backends.vllm import VLLMOptions, load_vllm_backend
     from moe_core.backends.vllm.worker import EXTENSION
@@ -65,7 +67,7 @@ def run(*, quick: bool, repeats: int, dtype: str) -> dict[str, Any]:
     repeats = 1 if quick else repeats
     texts = list(SAMPLE_TEXT) * (1 if quick else 4)
     prompts = list(SAMPLE_TEXT[:8])
-    params = GenerationParams(max_new_tokens=8 if quick else 32)
+    new_tokens = 8 if quick else 32
     # A KV cache set outright: a share of a shared machine's memory varies from run to run.
     options = VLLMOptions(dtype=dtype, enforce_eager=True, kv_cache_memory_bytes=256 << 20, max_model_len=1024)
     load_before = os.getloadavg()
@@ -94,21 +96,21 @@ def run(*, quick: bool, repeats: int, dtype: str) -> dict[str, Any]:
         strength=0.5,
         source="bench",
     )
-    made: dict[str, int] = {}
+    fixed = SamplingParams(max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True, temperature=0.0)
+    encoded_prompts = encode(backend._tokenizer, prompts, template=options.template, max_tokens=backend.max_tokens)
 
-    def generation(name: str, chosen: SteeringPlan | None) -> Callable[[], None]:
+    def generation(chosen: SteeringPlan | None) -> Callable[[], None]:
         def one() -> None:
-            routing = backend.generate(prompts, params, chosen).routing
-            made[name] = int(routing.generated.sum()) + len(prompts)  # the last token of each is never read
+            backend._steer(chosen)
+            backend._run(encoded_prompts, fixed)
 
         return one
 
-    variants = {"unsteered": generation("unsteered", None), "steered": generation("steered", plan)}
-    steer_seconds = best_time(variants, repeats)
+    steer_seconds = best_time({"unsteered": generation(None), "steered": generation(plan)}, repeats)
     backend.close()
 
     capture_ratio = (n_prompt_tokens / trace_seconds["captured"]) / (n_prompt_tokens / trace_seconds["uncaptured"])
-    rates = {name: made[name] / steer_seconds[name] for name in steer_seconds}
+    rates = {name: len(prompts) * new_tokens / seconds for name, seconds in steer_seconds.items()}
     steer_ratio = rates["steered"] / rates["unsteered"]
     return {
         "benchmark": "vLLM backend: routing capture and steering cost",
@@ -135,6 +137,7 @@ def run(*, quick: bool, repeats: int, dtype: str) -> dict[str, Any]:
         },
         "steering": {
             "prompts": len(prompts),
+            "new_tokens_each": new_tokens,
             "plan": f"soft 0.5, layers {band[0]}-{band[-1]}, experts {list(experts)}",
             "unsteered_tokens_per_s": round(rates["unsteered"], 1),
             "steered_tokens_per_s": round(rates["steered"], 1),
