@@ -57,7 +57,6 @@ def run(*, quick: bool, repeats: int, dtype: str) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
 
     from bench.capture import best_time
-    from moe_core.backends.encoding import encode
     from moe_core.backends.vllm import VLLMOptions, load_vllm_backend
     from moe_core.backends.vllm.worker import EXTENSION
     from moe_core.demo import DEMO_MODEL_DIR
@@ -77,7 +76,7 @@ def run(*, quick: bool, repeats: int, dtype: str) -> dict[str, Any]:
     one_token = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
 
     def plain_trace() -> None:
-        encoded = encode(backend._tokenizer, texts, template=options.template, max_tokens=backend.max_tokens)
+        encoded = backend._encode(texts)  # as the backend's trace tokenizes
         uncaptured.generate([{"prompt_token_ids": enc.ids} for enc in encoded], one_token, use_tqdm=False)
 
     try:
@@ -97,7 +96,7 @@ def run(*, quick: bool, repeats: int, dtype: str) -> dict[str, Any]:
         source="bench",
     )
     fixed = SamplingParams(max_tokens=new_tokens, min_tokens=new_tokens, ignore_eos=True, temperature=0.0)
-    encoded_prompts = encode(backend._tokenizer, prompts, template=options.template, max_tokens=backend.max_tokens)
+    encoded_prompts = backend._encode(prompts)
 
     def generation(chosen: SteeringPlan | None) -> Callable[[], None]:
         def one() -> None:

@@ -28,7 +28,7 @@ from moe_core.backends.hf import HFBackend
 from moe_core.backends.options import HFOptions
 from moe_core.backends.vllm.routes import id_agreement
 from moe_core.capture import soft_distribution
-from moe_core.errors import ModelError
+from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import RoutingBatch
 from moe_core.steering import LayerExperts, PlanError, SteeringPlan
 from moe_core.steering.scoring import rule_for, score
@@ -251,6 +251,13 @@ def test_a_plan_naming_a_missing_expert_is_refused_before_any_request_runs(backe
         engine.generate(PROMPTS[:1], GENERATION, missing)
     after = engine.generate(PROMPTS[:1], GENERATION)
     assert after.texts == plain.texts
+
+
+def test_no_texts_are_refused_in_one_line(backends):
+    engine, _, _ = backends
+    with pytest.raises(PolyrouteError, match="nothing to run"):
+        engine.trace([])
+    assert engine.trace(PROMPTS[:1]).n_sequences == 1
 
 
 @pytest.mark.gpu

@@ -106,8 +106,13 @@ class VLLMBackend(Backend):
 
     # work ------------------------------------------------------------------------------------
 
+    def _encode(self, texts: Sequence[str]) -> list[Encoded]:
+        if not texts:
+            raise PolyrouteError("nothing to run: give at least one text")
+        return encode(self._tokenizer, texts, template=self.options.template, max_tokens=self._max_tokens)
+
     def _run(self, encoded: Sequence[Encoded], params: SamplingParams, *, save_logits: bool = False) -> list[Any]:
-        """Run the requests; returns vLLM's outputs, each with `.polyroute` set to its captured routing."""
+        """Run the requests; returns (vLLM's output, its captured routing) for each, in order."""
         prompts: list[Any] = [{"prompt_token_ids": enc.ids} for enc in encoded]
         if self.options.check_routed_experts:
             run = uuid.uuid4().hex
@@ -135,7 +140,7 @@ class VLLMBackend(Backend):
 
     def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
         self._steer(None)
-        encoded = encode(self._tokenizer, texts, template=self.options.template, max_tokens=self._max_tokens)
+        encoded = self._encode(texts)
         # One generated token, never fed back: the routing covers exactly the prompt's tokens.
         params = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False)
         sequences = []
@@ -152,7 +157,7 @@ class VLLMBackend(Backend):
         self, prompts: Sequence[str], params: GenerationParams, plan: SteeringPlan | None = None
     ) -> Generations:
         self._steer(plan)
-        encoded = encode(self._tokenizer, prompts, template=self.options.template, max_tokens=self._max_tokens)
+        encoded = self._encode(prompts)
         sampling = SamplingParams(
             max_tokens=params.max_new_tokens,
             temperature=params.temperature if params.do_sample else 0.0,
