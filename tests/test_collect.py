@@ -14,7 +14,7 @@ from moe_core.records import RoutingBatch
 from moe_core.synthetic import SyntheticBackend, synthetic_corpus
 from polyroute.collect import current_collection, start_collection
 from polyroute.tracing import TraceRequest
-from store import SharedStore, StoreError, open_store
+from store import SharedStore, StoreError, open_store, summaries
 from store import queries as q
 from tests.conftest import planted_routing, write_jsonl
 from tests.helpers import store_held_by_another_process
@@ -72,8 +72,8 @@ def test_readers_see_a_collection_grow_and_complete(tmp_path, request_for):
         assert run.status == "complete" and run.n_stored == run.n_planned == len(plan.langs) * 6
         layout = q.run_layout(reader, run.run_id)
         assert layout is not None
-        usage = q.expert_usage(reader, layout)
-        assert usage.counts.sum() == layout.seq_tokens.sum() * len(layout.layers) * layout.top_k
+        sums = summaries.language_sums(reader.con, run.run_id, layout.langs, layout.layers, layout.n_experts)
+        assert sums.hits.sum() == layout.seq_tokens.sum() * len(layout.layers) * layout.top_k
     # A second collection may start once the first is done.
     assert start_collection(store, make(store.path, SyntheticBackend(plan))).wait(60).stage == "done"
     store.close()
