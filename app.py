@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from polyroute.run_status import shown_status
 from polyroute.ui.frame import NAVIGATION, choose_store, explained, page
 from store import queries as q
 
@@ -43,7 +44,7 @@ else:
                 "model": run.model_id,
                 "corpus": run.corpus_id,
                 "languages": len(run.params.get("langs", [])),
-                "status": run.status,
+                "status": shown_status(run),
                 "sequences": f"{run.n_stored} / {run.n_planned}",
                 "tokens": run.n_tokens,
                 "created": run.created_at.strftime("%Y-%m-%d %H:%M"),

@@ -34,3 +34,19 @@ def test_home_without_a_store_says_how_to_make_one(tmp_path, monkeypatch):
     assert not at.exception
     assert "no store at" in at.info[0].value
     assert any("polyroute demo" in block.value for block in at.markdown)
+
+
+def test_a_run_whose_process_died_shows_as_interrupted(tmp_path, tiny_model, corpus_file, monkeypatch):
+    import duckdb
+
+    db = tmp_path / "s.duckdb"
+    assert main(trace_argv(db, tiny_model("qwen3_moe"), corpus_file, "eng_Latn", "--limit", "2")) == 0
+    with duckdb.connect(str(db)) as con:  # as a writer killed mid-run leaves it: another process, gone
+        con.execute(
+            "UPDATE runs SET status = 'running', finished_at = NULL, "
+            """params = json_merge_patch(params, '{"writer": {"pid": 1, "process": "gone"}}')"""
+        )
+    monkeypatch.setenv("POLYROUTE_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert at.dataframe[0].value["status"].tolist() == ["interrupted"]

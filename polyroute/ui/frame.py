@@ -19,6 +19,7 @@ import streamlit as st
 from moe_core.errors import PolyrouteError
 from moe_core.languages import find_lang, language
 from polyroute import default_db
+from polyroute.run_status import shown_status
 from polyroute.ui.data import Version, run_layout, shared_store, version
 from store import SharedStore, StoreError, StoreMissing
 from store import queries as q
@@ -231,7 +232,8 @@ def choose_run(store: SharedStore) -> RunChoice:
 
 def _run_label(run: q.RunRow) -> str:
     langs = run.params.get("langs", [])
-    state = "" if run.status == "complete" else f" · {run.status} {run.n_stored}/{run.n_planned}"
+    status = shown_status(run)  # `interrupted` for a run whose process died
+    state = "" if status == "complete" else f" · {status} {run.n_stored}/{run.n_planned}"
     return f"run {run.run_id} · {len(langs)} languages · {run.corpus_id}{state}"
 
 
