@@ -15,7 +15,7 @@ from playwright.sync_api import Page, sync_playwright
 
 from moe_core.records import TaskScore
 from polyroute.ui.frame import NAVIGATION
-from store import open_store
+from store import open_store, summaries
 from store import queries as q
 from store import writer as w
 from tests.stwait import CHROMIUM, CHROMIUM_ARGS, settle, shot, streamlit_server
@@ -179,6 +179,8 @@ def test_navigation_and_a_control_on_every_page(store_copy, page_factory, tmp_pa
         assert errors == []
 
 
+# Its point is that nothing is lost or broken, not how fast: a busy machine gets the time it needs.
+@pytest.mark.timeout(1200)
 def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, tmp_path):
     with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
         collector, collector_errors = page_factory()
@@ -207,7 +209,7 @@ def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, 
             if not main.get_by_test_id("stProgress").count():
                 break
             rounds_while_running += 1
-            assert time.monotonic() - started < 300, "the collection did not finish"
+            assert time.monotonic() - started < 1000, "the collection did not finish"
         assert main.get_by_text("is complete").count(), main.inner_text()
         assert rounds_while_running >= 1
         shot(collector, "collect_done")
@@ -218,7 +220,9 @@ def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, 
         assert run is not None and run.status == "complete" and run.n_stored == run.n_planned == 120
         layout = q.run_layout(store, 2)
         assert layout is not None
-        usage = q.expert_usage(store, layout)
+        sums = summaries.language_sums(store.con, 2, layout.langs, layout.layers, layout.n_experts)
         # Every stored sentence has all its tokens' routes in every layer: nothing half-written.
-        assert usage.counts.sum() == layout.seq_tokens.sum() * len(layout.layers) * layout.top_k
-        assert q.has_router_probs(store, 2)
+        assert sums.hits.sum() == layout.seq_tokens.sum() * len(layout.layers) * layout.top_k
+        routes = store.con.execute("SELECT count(*) FROM route_codes WHERE run_id = 2").fetchone()
+        assert routes == (layout.seq_tokens.sum() * len(layout.layers) * layout.top_k,)
+        assert sums.soft_sum is not None  # router probabilities were stored
