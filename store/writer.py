@@ -426,8 +426,14 @@ def _per_layer_lists(run: int, seq_ids: np.ndarray, layers: np.ndarray, probs: n
 
 
 def checkpoint(store: Store) -> None:
-    """Fold the write-ahead log into the compressed file (done when a run ends)."""
+    """Fold the write-ahead log into the compressed file (done when a run ends). In the app another
+    session may be writing just then (DuckDB refuses to checkpoint beside another write
+    transaction): the run is already committed, and DuckDB folds the log at a later checkpoint or
+    when the store is closed, so that is not an error."""
     try:
         store.con.execute("CHECKPOINT")
+    except duckdb.TransactionException as error:
+        if "other write transactions active" not in str(error):
+            raise translate(error, store.path) from error
     except duckdb.Error as error:
         raise translate(error, store.path) from error
