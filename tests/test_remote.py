@@ -4,6 +4,7 @@ the token rule, bad requests, and a server killed mid-trace."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -54,7 +55,10 @@ def serving(model: Path, *extra: str, host: str = "127.0.0.1", startup_s: float 
     """A real `polyroute serve` process; yields once /health answers (within `startup_s`)."""
     port = _free_port()
     argv = [sys.executable, "-m", "polyroute.cli", "serve", "--model", str(model), "--host", host, "--port", str(port)]
-    process = subprocess.Popen([*argv, *extra], stderr=subprocess.PIPE, text=True, env={**os.environ})
+    # A session of its own, so that teardown also ends what the server started (vLLM's engine processes).
+    process = subprocess.Popen(
+        [*argv, *extra], stderr=subprocess.PIPE, text=True, env={**os.environ}, start_new_session=True
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_s
@@ -70,7 +74,8 @@ def serving(model: Path, *extra: str, host: str = "127.0.0.1", startup_s: float 
             time.sleep(0.2)
         yield Served(url=url, process=process)
     finally:
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait()
 
 
