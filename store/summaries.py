@@ -59,11 +59,11 @@ def add_sequences(
     _insert(con, "sequence_routing", _sequence_rows(run_id, new))
 
 
-def _lists(values: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
-    """[..., E] -> one list per leading row."""
+def as_lists(values: np.ndarray) -> pa.Array:
+    """[..., E] -> one list of E values per leading row, of the array's own type (for LIST columns)."""
     width = values.shape[-1]
     flat = pa.array(np.ascontiguousarray(values).reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat, width).cast(pa.list_(arrow_type))
+    return pa.FixedSizeListArray.from_arrays(flat, width).cast(pa.list_(flat.type))
 
 
 def _unlist(column: pa.ChunkedArray | pa.Array, width: int, dtype: type) -> np.ndarray:
@@ -89,10 +89,10 @@ def _sequence_rows(run_id: int, new: NewSequences) -> pa.Table:
             "run_id": np.full(n_seqs * n_layers, run_id, np.int32),
             "seq_id": np.repeat(new.seq_ids.astype(np.int32), n_layers),
             "layer": np.tile(new.layers.astype(np.int16), n_seqs),
-            "hits": _lists(new.summary.hits.astype(np.uint32), pa.uint32()),
+            "hits": as_lists(new.summary.hits.astype(np.uint32)),
             "weight": pa.nulls(n_seqs * n_layers, pa.list_(pa.float32()))
             if weight is None
-            else _lists(weight, pa.float32()),
+            else as_lists(weight.astype(np.float32, copy=False)),
             "consistency": pa.array(consistency, pa.float64(), mask=np.isnan(consistency)),
         }
     )

@@ -381,7 +381,7 @@ class BatchWriter:
                     "seq_id": np.repeat(token_seq, n_layers),
                     "pos": np.repeat(token_pos, n_layers),
                     "layer": np.tile(batch.layers.astype(np.int16), n_tokens),
-                    "logits": _lists(batch.router_logits),
+                    "logits": summaries.as_lists(np.asarray(batch.router_logits, dtype=np.float32)),
                 }
             )
             tables["router_logits"] = rows
@@ -406,13 +406,6 @@ class BatchWriter:
         return pa.array(codes.astype(np.uint16))
 
 
-def _lists(values: np.ndarray) -> pa.Array:
-    """[..., E] float array -> one FLOAT[] list per leading row."""
-    width = values.shape[-1]
-    flat = pa.array(np.ascontiguousarray(values, dtype=np.float32).reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(flat, width).cast(pa.list_(pa.float32()))
-
-
 def _per_layer_lists(run: int, seq_ids: np.ndarray, layers: np.ndarray, probs: np.ndarray) -> pa.Table:
     n_layers = len(layers)
     return pa.table(
@@ -420,7 +413,7 @@ def _per_layer_lists(run: int, seq_ids: np.ndarray, layers: np.ndarray, probs: n
             "run_id": np.full(len(seq_ids) * n_layers, run, np.int32),
             "seq_id": np.repeat(seq_ids, n_layers),
             "layer": np.tile(layers.astype(np.int16), len(seq_ids)),
-            "probs": _lists(probs),
+            "probs": summaries.as_lists(np.asarray(probs, dtype=np.float32)),
         }
     )
 
