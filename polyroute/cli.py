@@ -203,7 +203,22 @@ def _run_leaving_no_empty_store(args: argparse.Namespace) -> int:
             discard_if_unused(db)
 
 
+# Commands whose module parses and runs them (`add_parser`, `run`).
+_COMMAND_MODULES: dict[str, Any] = {
+    "analyze": analyze_cli,
+    "demo": demo_cli,
+    "plan": plan_cli,
+    "steer": steer_cli,
+    "eval": eval_cli,
+    "adapt": adapt_cli,
+    "serve": serve_cli,
+    "upgrade": upgrade_cli,
+}
+
+
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in _COMMAND_MODULES:
+        return int(_COMMAND_MODULES[args.command].run(args))
     if args.command == "trace":
         return _trace(args)
     if args.command == "runs":
@@ -212,22 +227,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _corpus_list(args) if args.corpus_command == "list" else _corpus_show(args)
     if args.command == "languages":
         return _languages(args)
-    if args.command == "analyze":
-        return analyze_cli.run(args)
-    if args.command == "demo":
-        return demo_cli.run(args)
-    if args.command == "plan":
-        return plan_cli.run(args)
-    if args.command == "steer":
-        return steer_cli.run(args)
-    if args.command == "eval":
-        return eval_cli.run(args)
-    if args.command == "adapt":
-        return adapt_cli.run(args)
-    if args.command == "serve":
-        return serve_cli.run(args)
-    if args.command == "upgrade":
-        return upgrade_cli.run(args)
     return _sql(args)
 
 
