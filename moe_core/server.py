@@ -128,6 +128,7 @@ class Server:
             {
                 "protocol": wire.PROTOCOL,
                 "backend": self.backend.name,
+                "capture": self.backend.capture_name,
                 "model": wire.info_to_dict(self.backend.info()),
                 "max_tokens": self.backend.max_tokens,
                 "limits": asdict(self.limits),

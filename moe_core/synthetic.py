@@ -71,6 +71,7 @@ class SyntheticBackend(Backend):
     """Routes `synthetic_corpus` texts with the planted logits; a softmax -> top-k -> renorm router."""
 
     name = "synthetic"
+    capture_name = "synthetic"
 
     def __init__(self, plan: PlantedRouting) -> None:
         self.plan = plan

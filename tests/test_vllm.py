@@ -43,7 +43,7 @@ from moe_core.backends.vllm.plan_tensors import MODE_CODES, MODE_OFF, plan_array
 from moe_core.backends.vllm.registry import MODELS_MODULE, STEERABLE, register_steerable, steerable
 from moe_core.backends.vllm.routes import SequenceRouting, id_agreement, routed_expert_ids, routing_batch
 from moe_core.backends.vllm.steer import apply_arrays, find_states, install_steering, steer_logits, steered_bias
-from moe_core.backends.vllm.worker import EXTENSION, internal_ids
+from moe_core.backends.vllm.worker import EXTENSION, SteeringWorkerExtension, internal_ids
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import ModelInfo
 from moe_core.steering import LayerExperts, PlanError, SteeringPlan
@@ -588,6 +588,113 @@ def test_options_become_engine_arguments():
     assert VLLMOptions().engine_args(capture=False)["additional_config"] == {"polyroute_capture": False}
 
 
+# vLLM's own data parallelism: one server, several engine cores (options checked before vLLM starts)
+
+_TWO_NODES = {"data_parallel_size": 4, "data_parallel_size_local": 2, "data_parallel_address": "10.0.0.1"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"data_parallel_size": 0}, "data_parallel_size must be at least 1, not 0"),
+        ({"data_parallel_size_local": 1}, "--data-parallel-size-local only apply to vLLM's data parallelism"),
+        (
+            {"data_parallel_address": "10.0.0.1", "data_parallel_rpc_port": 13345},
+            "--data-parallel-address, --data-parallel-rpc-port only apply",
+        ),
+        ({"headless": True}, "--headless only apply"),
+        ({"data_parallel_size": 2, "data_parallel_size_local": 3}, "between 1 and data_parallel_size \\(2\\), not 3"),
+        ({"data_parallel_size": 2, "data_parallel_size_local": 0}, "between 1 and data_parallel_size"),
+        ({"data_parallel_size": 2, "data_parallel_rpc_port": 70000}, "a port in 1-65535, not 70000"),
+        ({"data_parallel_size": 4, "data_parallel_size_local": 2}, "need the head node's --data-parallel-address"),
+        ({**_TWO_NODES, "data_parallel_start_rank": 2}, "--data-parallel-start-rank is for --headless nodes"),
+        ({**_TWO_NODES, "headless": True}, "--headless runs this node's share"),
+        ({**_TWO_NODES, "headless": True, "data_parallel_start_rank": 0}, "ranks 0-1 of a headless node lie outside"),
+        ({**_TWO_NODES, "headless": True, "data_parallel_start_rank": 3}, "ranks 3-4 of a headless node lie outside"),
+    ],
+)
+def test_bad_data_parallel_options_are_refused_with_the_fix(change, message):
+    with pytest.raises(PolyrouteError, match=message) as refused:
+        VLLMOptions(**change)
+    assert "\n" not in str(refused.value)
+
+
+def test_data_parallel_options_become_vllms_engine_arguments():
+    assert "data_parallel_size" not in VLLMOptions().engine_args()
+    one_node = VLLMOptions(tensor_parallel_size=2, data_parallel_size=4).engine_args()
+    assert (one_node["tensor_parallel_size"], one_node["data_parallel_size"]) == (2, 4)
+    assert not any(key.startswith("data_parallel_") and key != "data_parallel_size" for key in one_node)
+    head = VLLMOptions(**_TWO_NODES, data_parallel_rpc_port=13345).engine_args()
+    assert {key: value for key, value in head.items() if key.startswith("data_parallel")} == {
+        **_TWO_NODES,
+        "data_parallel_rpc_port": 13345,
+    }
+    # A headless node names its first rank as vLLM's --data-parallel-start-rank (not --data-parallel-rank,
+    # which would make it an externally balanced engine of its own).
+    other = VLLMOptions(**_TWO_NODES, headless=True, data_parallel_start_rank=2).engine_args()
+    assert other["data_parallel_start_rank"] == 2 and "data_parallel_rank" not in other
+
+
+@pytest.mark.parametrize(
+    ("settings", "visible", "refused"),
+    [
+        ({"tensor_parallel_size": 2, "data_parallel_size": 4}, 4, True),
+        ({"tensor_parallel_size": 2, "data_parallel_size": 4}, 8, False),
+        ({"tensor_parallel_size": 2, **_TWO_NODES}, 4, False),  # 2 engines of 2 GPUs here, 2 on the other node
+        ({"tensor_parallel_size": 4, **_TWO_NODES}, 4, True),
+        ({"tensor_parallel_size": 8, "data_parallel_size": 8}, None, False),  # not known: vLLM's CPU backend
+    ],
+)
+def test_more_engines_than_visible_gpus_are_refused(settings, visible, refused):
+    options = VLLMOptions(**settings)
+    if refused:
+        with pytest.raises(PolyrouteError, match=f"need {options.local_devices} GPUs; {visible} are visible"):
+            options.check_devices(visible)
+    else:
+        options.check_devices(visible)
+
+
+def _serve_args(*flags: str):
+    import argparse
+
+    from moe_core.backends.vllm.options import add_parallel_arguments
+
+    parser = argparse.ArgumentParser()
+    add_parallel_arguments(parser)
+    return parser.parse_args(list(flags))
+
+
+def test_serves_data_parallel_flags_become_options_and_only_for_vllm():
+    from moe_core.backends.vllm.options import parallel_settings
+
+    assert parallel_settings(_serve_args(), "hf") == {}
+    args = _serve_args("--data-parallel-size", "4", "--data-parallel-size-local", "2", "--data-parallel-address", "h")
+    settings = parallel_settings(args, "vllm")
+    assert settings == {"data_parallel_size": 4, "data_parallel_size_local": 2, "data_parallel_address": "h"}
+    VLLMOptions(**settings)
+    headless = parallel_settings(_serve_args("--data-parallel-size", "2", "--headless"), "vllm")
+    assert headless == {"data_parallel_size": 2, "headless": True}
+    with pytest.raises(PolyrouteError, match="--data-parallel-size: data parallelism is vLLM's \\(--backend vllm\\)"):
+        parallel_settings(_serve_args("--data-parallel-size", "2"), "hf")
+
+
+def test_an_engine_core_that_ran_none_of_the_requests_packs_nothing():
+    assert pack([]) == b"" and unpack(b"") == []
+
+
+def test_each_engine_core_hands_back_only_the_requests_it_ran_in_the_callers_order():
+    rule = RoutingRule(name="softmax->topk", top_k=1)
+    recorders = [GateRecorder(0, rule, 4, 8, None)]
+    worker = SteeringWorkerExtension()
+    worker._polyroute_ledger = ledger = RoutingLedger(soft_rule="softmax")
+    _ledger_step(ledger, recorders, StepLayout(req_ids=["b-12345678", "x-87654321"], counts=[2, 1], starts=[0, 0]),
+                 torch.randn(1, 3, 4))  # fmt: skip
+    held, packed = worker.polyroute_capture_take_held(["a", "b", "c"])
+    assert held == ["b"] and [r.n_tokens for r in unpack(packed)] == [2]
+    assert ledger.pending() == []  # x, which nobody asked for, is forgotten too
+    assert worker.polyroute_capture_take_held(["a"]) == ([], b"")
+
+
 def test_a_bad_setting_is_refused_before_vllm_is_imported():
     code = (
         "import sys\n"
@@ -616,3 +723,17 @@ def test_the_model_is_described_as_the_hf_backend_describes_it(family, tiny_mode
     config, info = describe(tiny_model(family), model_id="tiny")
     assert config.architectures == [FAMILIES[family]]
     assert info == HFBackend(tiny_model(family), HFOptions(model_id="tiny")).info()
+
+
+def test_each_backend_names_its_capture_and_the_server_tells_its_clients(tiny_model):
+    from starlette.testclient import TestClient
+
+    from moe_core.server import Server
+
+    hf = HFBackend(tiny_model("qwen3_moe"))
+    assert hf.capture_name == "hf-hooks"
+    with TestClient(Server(hf).app()) as client:
+        assert client.get("/info").json()["capture"] == "hf-hooks"
+    source = (PACKAGE / "backend.py").read_text(encoding="utf-8")
+    assert 'GATE_CAPTURE = "polyroute-router-gate"' in source
+    assert 'CHECKED_CAPTURE = "polyroute-router-gate+vllm-routed-experts"' in source

@@ -268,11 +268,102 @@ def test_on_a_gpu_the_capture_agrees_with_vllms_routed_experts(engine_model):
 
     engine = load_vllm_backend(engine_model("qwen3_moe"), **ENGINE, check_routed_experts=True)
     try:
-        assert engine.capture == CHECKED_CAPTURE
+        assert engine.capture_name == CHECKED_CAPTURE
         engine.trace(TEXTS)
         engine.generate(PROMPTS, GENERATION, _plan(engine, "soft"))
         assert len(engine.routed_experts_agreement) == len(TEXTS) + len(PROMPTS)
         assert min(engine.routed_experts_agreement) == 1.0
+    finally:
+        engine.close()
+
+
+# vLLM's own data parallelism: one server, several engine cores ------------------------------------
+
+# Why the data-parallel forward pass is GPU-only: vLLM 0.32's MoE layers under data parallelism gather
+# every rank's tokens with all_gatherv, which its CPU communicator does not implement.
+CPU_DATA_PARALLEL = "vLLM's CPU backend cannot run MoE layers data-parallel (its CPU communicator has no all_gatherv)"
+_ON_CPU = not torch.cuda.is_available()
+
+
+class _Ranks:
+    """An engine of `len(answers)` data-parallel ranks whose workers answer `polyroute_capture_take_held`."""
+
+    def __init__(self, answers):
+        self.ranks, self.answers = len(answers), answers
+
+    def rpc(self, method, *args):
+        assert method == "polyroute_capture_take_held"
+        return [[answer] for answer in self.answers]
+
+
+def test_routing_is_gathered_from_the_data_parallel_rank_that_ran_each_request():
+    from moe_core.backends.vllm.backend import VLLMBackend
+    from moe_core.backends.vllm.capture import RequestRouting, pack
+
+    def routing(n: int) -> RequestRouting:
+        ids = np.full((n, 1, 2), n, dtype=np.int16)
+        return RequestRouting(expert_ids=ids, expert_weights=ids.astype(np.float32), prob_sum=np.ones((1, 4)),
+                              router_logits=None)  # fmt: skip
+
+    backend = object.__new__(VLLMBackend)
+    backend._engine = _Ranks([(["b"], pack([routing(2)])), (["a", "c"], pack([routing(1), routing(3)])), ([], b"")])
+    assert [r.n_tokens for r in backend._take(["a", "b", "c"])] == [1, 2, 3]
+    with pytest.raises(ModelError, match="no routing was captured for request d on any of the 3 engine"):
+        backend._take(["a", "d"])
+
+
+@pytest.mark.skipif(not _ON_CPU, reason="vLLM's CPU backend only")
+def test_data_parallelism_on_vllms_cpu_backend_is_refused_before_it_starts(engine_model):
+    from moe_core.backends.vllm import load_vllm_backend
+
+    with pytest.raises(PolyrouteError, match=CPU_DATA_PARALLEL.replace("(", "\\(").replace(")", "\\)")):
+        load_vllm_backend(engine_model("qwen3_moe"), **ENGINE, data_parallel_size=2)
+
+
+@pytest.mark.skipif(not _ON_CPU, reason="vLLM's CPU backend only (a GPU runs the whole path below)")
+def test_data_parallel_engines_start_on_the_cpu_and_every_rank_loads_the_plan_and_the_capture(
+    engine_model, monkeypatch
+):
+    """The data-parallel path up to the first forward pass, which needs a GPU (CPU_DATA_PARALLEL):
+    with the CPU refusal lifted, vLLM starts two engine cores behind its data-parallel client, each
+    builds the steerable gates and starts the capture, and a plan reaches both ranks."""
+    from moe_core.backends.vllm import backend as vllm_backend
+    from moe_core.backends.vllm import load_vllm_backend
+
+    monkeypatch.setattr(vllm_backend, "check_platform", lambda options: None)
+    engine = load_vllm_backend(engine_model("qwen3_moe"), **ENGINE, data_parallel_size=2)
+    try:
+        assert engine.data_parallel_ranks == 2
+        assert type(engine._engine.llm.engine_core).__name__ == "DPLBAsyncMPClient"  # vLLM balances the requests
+        layers = list(engine.info().moe_layers)
+        assert engine._engine.rpc("polyroute_steerable_layers") == [[layers], [layers]]
+        plan = _plan(engine, "soft")
+        info = engine.info()
+        loaded = engine._engine.rpc("polyroute_steer", plan.to_json(), info.n_layers, info.n_experts, info.top_k)
+        assert loaded == [[[plan.experts[0].layer]], [[plan.experts[0].layer]]]
+        engine._steer(None)
+        assert engine._take([]) == []  # every rank answers the capture's hand-back
+    finally:
+        engine.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason=f"needs 2 GPUs: {CPU_DATA_PARALLEL}")
+@pytest.mark.parametrize("family", ["qwen3_moe", "mixtral"])
+def test_on_gpus_a_data_parallel_engine_traces_and_steers_as_the_hf_backend(engine_model, family):
+    from moe_core.backends.vllm import load_vllm_backend
+
+    folder = engine_model(family)
+    hf = HFBackend(folder, HFOptions(dtype="float32"))
+    engine = load_vllm_backend(folder, **ENGINE, data_parallel_size=2)
+    try:
+        assert engine.data_parallel_ranks == 2
+        for _ in range(2):  # requests spread over both ranks, twice (the second after a plan was loaded)
+            assert_routes_as(engine.trace(TEXTS, save_logits=True), hf.trace(TEXTS, save_logits=True), family)
+            plan = _plan(engine, "soft")
+            ours, theirs = engine.generate(PROMPTS, GENERATION, plan), hf.generate(PROMPTS, GENERATION, plan)
+            assert ours.texts == theirs.texts
+            assert_routes_as(ours.routing, theirs.routing, family)
     finally:
         engine.close()
 

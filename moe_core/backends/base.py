@@ -42,6 +42,10 @@ class Backend(ABC):
     """Runs one MoE model and reports what it routed."""
 
     name: str
+    # Which routing capture fills what this backend returns, recorded in each run's params
+    # ("capture"): "hf-hooks" (moe_core.capture), "polyroute-router-gate" (the vLLM plugin's gates,
+    # "+vllm-routed-experts" when checked against vLLM's own ids), "synthetic" (planted).
+    capture_name: str = "unknown"
 
     @abstractmethod
     def info(self) -> ModelInfo:

@@ -51,6 +51,7 @@ class HFBackend(Backend):
     """A transformers MoE model with routing capture."""
 
     name = "hf"
+    capture_name = "hf-hooks"
 
     def __init__(self, model_dir: str | Path, options: HFOptions | None = None) -> None:
         self.options = options or HFOptions()

@@ -49,6 +49,8 @@ class RemoteBackend(Backend):
                 "run the same Polyroute version on both machines"
             )
         self.server_backend: str = found["backend"]
+        # The server's routing capture ("unknown" from a server older than the field).
+        self.capture_name = str(found.get("capture", "unknown"))
         self._info = wire.info_from_dict(found["model"])
         self._max_tokens = int(found["max_tokens"])
         self.limits: dict[str, Any] = found["limits"]

@@ -17,7 +17,7 @@ from moe_core.errors import PolyrouteError
 if TYPE_CHECKING:
     from moe_core.backends.vllm.backend import VLLMBackend
 
-__all__ = ["VLLMOptions", "load_vllm_backend"]
+__all__ = ["VLLMOptions", "load_vllm_backend", "serve_headless"]
 
 
 def load_vllm_backend(model_dir: str | Path, options: VLLMOptions | None = None, /, **settings: Any) -> VLLMBackend:
@@ -32,8 +32,19 @@ def load_vllm_backend(model_dir: str | Path, options: VLLMOptions | None = None,
     except TypeError as error:
         fields = ", ".join(field.name for field in dataclasses.fields(VLLMOptions))
         raise PolyrouteError(f"not a vLLM backend option ({error}): the options are {fields}") from error
+    backend: VLLMBackend = _backend_module().VLLMBackend(model_dir, chosen)
+    return backend
+
+
+def serve_headless(model_dir: str | Path, options: VLLMOptions) -> None:
+    """`polyroute serve --backend vllm --headless`: run this node's data-parallel engine cores for the
+    head node's server (its --data-parallel-address), until interrupted. Checked as `load_vllm_backend` checks."""
+    _backend_module().serve_headless(model_dir, options)
+
+
+def _backend_module() -> Any:
     try:
-        from moe_core.backends.vllm.backend import VLLMBackend
+        from moe_core.backends.vllm import backend
     except ModuleNotFoundError as error:
         if error.name is None or error.name.split(".")[0] != "vllm":
             raise
@@ -41,4 +52,4 @@ def load_vllm_backend(model_dir: str | Path, options: VLLMOptions | None = None,
             "the vLLM backend needs vLLM, which is not installed here: pip install -r requirements-gpu.txt on a GPU "
             "machine, or `make vllm-venv` for vLLM's CPU backend in .venv-vllm (or use --backend hf)"
         ) from error
-    return VLLMBackend(model_dir, chosen)
+    return backend

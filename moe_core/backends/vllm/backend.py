@@ -21,24 +21,26 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vllm import LLM, SamplingParams
+from vllm import SamplingParams
 
 from moe_core.backends.base import Backend, GenerationParams, Generations
 from moe_core.backends.encoding import Encoded, count_tokens, encode, generated_tokens
 from moe_core.backends.hf import load_tokenizer
 from moe_core.backends.vllm.capture import RequestRouting, unpack
 from moe_core.backends.vllm.describe import describe
-from moe_core.backends.vllm.options import VLLMOptions
+from moe_core.backends.vllm.engine import DataParallelEngine, OneEngine, check_platform, start_engine
+from moe_core.backends.vllm.options import VLLMOptions, visible_gpus
 from moe_core.backends.vllm.registry import STEERABLE, steerable
 from moe_core.backends.vllm.routes import SequenceRouting, id_agreement, routed_expert_ids, routing_batch
-from moe_core.backends.vllm.worker import EXTENSION
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.steering.plan import SteeringPlan
 
-# Which capture filled a run's routing (`VLLMBackend.capture`).
-GATE_CAPTURE = "router-gate"
-CHECKED_CAPTURE = "router-gate, checked against vLLM routed experts"
+# Which capture filled a run's routing (`VLLMBackend.capture_name`, recorded in each run's params):
+# the plugin's router gates, and with check_routed_experts also checked against vLLM's own
+# routed-experts ids (a GPU).
+GATE_CAPTURE = "polyroute-router-gate"
+CHECKED_CAPTURE = "polyroute-router-gate+vllm-routed-experts"
 
 
 class VLLMBackend(Backend):
@@ -53,8 +55,8 @@ class VLLMBackend(Backend):
         steerable(self._info.arch)  # refuses, by name, the families the plugin does not build
         self._tokenizer = load_tokenizer(path, self.options.template)
         self._max_tokens = min(self.options.max_tokens, getattr(config, "max_position_embeddings", 1 << 30))
-        self._llm = _start_engine(path, self.options)
-        gates: list[int] = self._llm.collective_rpc("polyroute_steerable_layers")[0]
+        self._engine = _start_engine(path, self.options)
+        gates = self._every_rank("polyroute_steerable_layers")
         if not gates:
             raise PolyrouteError(
                 f"vLLM built {self._info.arch} without Polyroute's router gates: the plugin is not loaded. "
@@ -66,10 +68,10 @@ class VLLMBackend(Backend):
                 f"vLLM's {self._info.arch} has router gates in layers {gates}, transformers' in "
                 f"{list(self._info.moe_layers)}: the two implementations disagree; use --backend hf"
             )
-        captured = self._llm.collective_rpc("polyroute_capture_start", args=(self._info.soft_rule,))[0]
+        captured = self._every_rank("polyroute_capture_start", self._info.soft_rule)
         if tuple(captured) != self._info.moe_layers:
             raise ModelError(f"vLLM's {self._info.arch} captures routing in layers {captured}, not in every MoE layer")
-        self.capture = CHECKED_CAPTURE if self.options.check_routed_experts else GATE_CAPTURE
+        self.capture_name = CHECKED_CAPTURE if self.options.check_routed_experts else GATE_CAPTURE
         self.routed_experts_agreement: list[float] = []  # per call, with check_routed_experts
         self._plan: SteeringPlan | None = None
 
@@ -78,7 +80,22 @@ class VLLMBackend(Backend):
 
     def close(self) -> None:
         """Stop the engine's processes now (otherwise they stop when this process exits)."""
-        self._llm.llm_engine.engine_core.shutdown()
+        self._engine.shutdown()
+
+    @property
+    def data_parallel_ranks(self) -> int:
+        """Engine cores behind this backend (vLLM's data parallelism; 1 without it)."""
+        return self._engine.ranks
+
+    def _every_rank(self, method: str, *args: Any) -> Any:
+        """Call a worker method on every engine core (each data-parallel rank) and return the one
+        answer they all give (from each rank's first worker); ModelError when ranks disagree."""
+        answers = [workers[0] for workers in self._engine.rpc(method, *args)]
+        if len(answers) != self._engine.ranks:
+            raise ModelError(f"{method} reached {len(answers)} of the {self._engine.ranks} data-parallel engines")
+        if any(answer != answers[0] for answer in answers[1:]):
+            raise ModelError(f"vLLM's data-parallel engines answered {method} differently: {answers}")
+        return answers[0]
 
     @property
     def max_tokens(self) -> int:
@@ -98,9 +115,8 @@ class VLLMBackend(Backend):
             plan.check_against(
                 n_layers=info.n_layers, moe_layers=info.moe_layers, n_experts=info.n_experts, top_k=info.top_k
             )
-        self._llm.collective_rpc(
-            "polyroute_steer",
-            args=(plan.to_json() if plan is not None else None, info.n_layers, info.n_experts, info.top_k),
+        self._every_rank(
+            "polyroute_steer", plan.to_json() if plan is not None else None, info.n_layers, info.n_experts, info.top_k
         )
         self._plan = plan
 
@@ -118,16 +134,27 @@ class VLLMBackend(Backend):
             run = uuid.uuid4().hex
             prompts = [prompt | {"cache_salt": f"polyroute-{run}-{i}"} for i, prompt in enumerate(prompts)]
         if save_logits:
-            self._llm.collective_rpc("polyroute_capture_logits", args=(True,))
+            self._every_rank("polyroute_capture_logits", True)
         try:
-            outputs: list[Any] = self._llm.generate(prompts, params, use_tqdm=False)
+            outputs = self._engine.generate(prompts, params)
         finally:
             if save_logits:
-                self._llm.collective_rpc("polyroute_capture_logits", args=(False,))
-        packed: bytes = self._llm.collective_rpc("polyroute_capture_take", args=([out.request_id for out in outputs],))[
-            0
-        ]
-        return list(zip(outputs, unpack(packed), strict=True))
+                self._every_rank("polyroute_capture_logits", False)
+        return list(zip(outputs, self._take([out.request_id for out in outputs]), strict=True))
+
+    def _take(self, request_ids: list[str]) -> list[RequestRouting]:
+        """The captured routing of finished requests, in order, gathered from the engine core
+        (data-parallel rank) that ran each."""
+        found: dict[str, RequestRouting] = {}
+        for workers in self._engine.rpc("polyroute_capture_take_held", request_ids):
+            held, packed = workers[0]
+            found |= zip(held, unpack(packed), strict=True)
+        missing = [rid for rid in request_ids if rid not in found]
+        if missing:
+            raise ModelError(
+                f"no routing was captured for request {missing[0]} on any of the {self._engine.ranks} engine(s)"
+            )
+        return [found[rid] for rid in request_ids]
 
     def _checked_ids(self, output: Any, routing: RequestRouting) -> None:
         """With check_routed_experts: note how often vLLM's own ids agree with the capture's."""
@@ -186,18 +213,41 @@ class VLLMBackend(Backend):
 WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt")
 
 
-def _start_engine(path: Path, options: VLLMOptions) -> LLM:
-    """A vLLM engine on the checkpoint in `path`; ModelError in one line when vLLM cannot start one.
-
-    vLLM reports a failed start from its engine process as "Engine core initialization failed. See
-    root cause above": the cause is in its log, so the message points there and names the folder.
-    """
+def check_start(path: Path, options: VLLMOptions) -> None:
+    """What is checked before vLLM starts: the weights are there, the engines fit the GPUs this
+    node can see (where that is known), and this platform's vLLM can run them."""
     if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
         raise ModelError(f"{path} has no weights ({', '.join(WEIGHT_FILES)}): pass --model a folder with its weights")
+    options.check_devices(visible_gpus())
+    check_platform(options)
+
+
+def _start_engine(path: Path, options: VLLMOptions) -> OneEngine | DataParallelEngine:
+    """A vLLM engine on the checkpoint in `path`; ModelError in one line when vLLM cannot start one.
+
+    Checked before vLLM starts: `check_start`. vLLM reports a failed start from its engine
+    process as "Engine core initialization failed. See root cause above": the cause is in its log,
+    so the message points there and names the folder.
+    """
+    check_start(path, options)
     try:
-        return LLM(model=str(path), worker_extension_cls=EXTENSION, **options.engine_args())
+        return start_engine(path, options)
     except Exception as error:
         cause = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(
             f"vLLM could not start an engine on {path} ({cause}); vLLM's log above names the cause, or use --backend hf"
         ) from error
+
+
+def serve_headless(model_dir: str | Path, options: VLLMOptions) -> None:
+    """Run this node's share of a data-parallel deployment's engine cores (`options.headless`) for the
+    head node's `polyroute serve`, until interrupted; the model is checked as the head node checks it."""
+    from moe_core.backends.vllm import engine
+
+    if not options.headless:
+        raise PolyrouteError("serve_headless runs a --headless node: set headless (and its data-parallel options)")
+    path = Path(model_dir).expanduser().resolve()
+    _, info = describe(path, model_id=options.model_id)
+    steerable(info.arch)
+    check_start(path, options)
+    engine.serve_headless(path, options)

@@ -1,10 +1,11 @@
 """The worker side of steering and capture: methods vLLM mixes into each worker (`worker_extension_cls`).
 
-The backend calls them with `LLM.collective_rpc(name, args=...)`, so every worker (one per GPU
-under tensor parallelism) loads the same plan into its own copy of the steering buffers and
-files its own gates' routing. Only strings, numbers and bytes cross the process boundary (vLLM's
-messages turn numpy arrays into lists): the plan travels as its JSON and each worker builds the
-arrays itself (plan_tensors.py); the routing comes back packed (capture.py).
+The backend calls them on every worker (`collective_rpc`: one worker per GPU under tensor
+parallelism, on every engine core under vLLM's data parallelism, engine.py), so every worker
+loads the same plan into its own copy of the steering buffers and files its own gates' routing.
+Only strings, numbers and bytes cross the process boundary (vLLM's messages turn numpy arrays
+into lists): the plan travels as its JSON and each worker builds the arrays itself
+(plan_tensors.py); the routing comes back packed (capture.py).
 No vLLM import: vLLM imports this module itself.
 
 Capture: `polyroute_capture_start` wraps this worker's model runner's `execute_model` (on the
@@ -97,13 +98,21 @@ class SteeringWorkerExtension:
         """Keep each token's router logits too (`--save-logits`) until told otherwise."""
         self._polyroute_capture().save_logits = save
 
-    def polyroute_capture_take(self, request_ids: list[str]) -> bytes:
-        """The routing of finished requests, by the ids `LLM.generate` gave them, packed
-        (capture.unpack); forgotten here after."""
+    def polyroute_capture_take_held(self, request_ids: list[str]) -> tuple[list[str], bytes]:
+        """The routing of those finished requests (by the ids `generate` gave them) that ran on this
+        worker's engine core: their ids, and their routing packed (capture.unpack), both in the order
+        of `request_ids`. Under data parallelism each engine core holds only its own requests'.
+        Everything held is forgotten here after (requests the caller gave up on leave nothing behind)."""
         ledger = self._polyroute_capture()
-        routing = [ledger.take(internal) for internal in internal_ids(request_ids, ledger.pending())]
-        ledger.clear()  # requests the caller gave up on (an error mid-batch) leave nothing behind
-        return pack(routing)
+        held = set(ledger.pending())
+        taken = [
+            (rid, internal)
+            for rid, internal in zip(request_ids, internal_ids(request_ids, list(held)), strict=True)
+            if internal in held
+        ]
+        routing = [ledger.take(internal) for _, internal in taken]
+        ledger.clear()
+        return [rid for rid, _ in taken], pack(routing)
 
     def _polyroute_capture(self) -> RoutingLedger:
         if self._polyroute_ledger is None:
