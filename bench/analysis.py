@@ -56,7 +56,7 @@ def build_synthetic_store(db: Path, *, n_layers: int, n_items: int, n_experts: i
     """A store at `db` of one synthetic trace run: `n_items` aligned items in every language of LANGS,
     20-40 tokens each, routed top-`top_k` of `n_experts` in `n_layers` layers (bench/app.py builds one too)."""
     from moe_core.synthetic import PlantedRouting, SyntheticBackend, synthetic_corpus
-    from polyroute.tracing import TraceRequest, start_trace
+    from polyroute.workflows.trace import TraceRequest, start_trace
 
     langs = tuple(lang for members in LANGS.values() for lang in members)
     families = tuple(family for family, members in LANGS.items() for _ in members)

@@ -199,7 +199,7 @@ def big_store(cache: Path) -> dict[str, Any]:
     db = cache / f"app-{size}-{digest}.duckdb"
     stored = _cached(db, lambda path: build_synthetic_store(path, **BIG))
     assert stored["decisions"] >= MIN_BIG_DECISIONS, stored
-    return {"source": "moe_core.synthetic through polyroute.tracing (bench/analysis.py)", **stored}
+    return {"source": "moe_core.synthetic through polyroute.workflows.trace (bench/analysis.py)", **stored}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from moe_core.capture import soft_distribution
 from moe_core.pipeline import PlannedSequence, batches, plan_trace
 from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.tiny import SAMPLE_TEXT, build_tiny_model
-from polyroute.tracing import fill_run
+from polyroute.workflows.trace import fill_run
 from store import Store, open_store
 from store import writer as w
 

@@ -28,8 +28,8 @@ import torch
 from moe_core.backends.hf import HFBackend
 from moe_core.corpora import load_corpus
 from moe_core.demo import DEMO_MODEL_DIR
-from polyroute.output import quiet_libraries
-from polyroute.tracing import TraceRequest, start_trace
+from polyroute.workflows.common import quiet_libraries
+from polyroute.workflows.trace import TraceRequest, start_trace
 
 # Run as a script (`python bench/remote.py`): the repository root holds the `bench` package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

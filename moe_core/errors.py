@@ -1,11 +1,31 @@
 """Errors the engine raises for bad input: each message names the problem and the fix.
 
 Front ends (the CLI, the app) print `str(error)` as one line and, for the CLI, exit with code 2.
+A `ParameterError` names the parameters it is about by their names in the code (`tau`); the CLI
+says them as its flags (`--tau`) with `named`.
 """
+
+import re
+from collections.abc import Callable
+
+_PARAMETER = re.compile(r"\{(\w+)\}")
 
 
 class PolyrouteError(Exception):
     """Bad input or an unsupported situation that the user can fix; never a bug in Polyroute."""
+
+
+class ParameterError(PolyrouteError):
+    """A bad value of a named parameter. The message template writes each parameter as `{name}`
+    (in an f-string, `{{name}}`); `str(error)` says the bare name, `named(word)` another word for it."""
+
+    def __init__(self, template: str) -> None:
+        self.template = template
+        super().__init__(self.named(lambda name: name))
+
+    def named(self, word: Callable[[str], str]) -> str:
+        """The message with each parameter said as `word(name)`."""
+        return _PARAMETER.sub(lambda found: word(found.group(1)), self.template)
 
 
 class ModelError(PolyrouteError):

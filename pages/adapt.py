@@ -11,11 +11,13 @@ import streamlit as st
 from moe_core.adapt import TrainSettings
 from moe_core.analysis.rise import DEFAULT_RATIOS
 from moe_core.demo import DEMO_MODEL_DIR
-from polyroute.adapting import AdaptOutcome, AdaptRequest
-from polyroute.jobs import busy_message, writing_job
+from polyroute.background import current_job, start_job
+from polyroute.background.adapt import AdaptationJob, AdaptationState
 from polyroute.ui import adapt as a
+from polyroute.ui.forms import job_gate
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
 from polyroute.ui.progress import follow, started
+from polyroute.workflows.adapt import AdaptOutcome, AdaptRequest
 
 page(
     "Adapt",
@@ -43,7 +45,7 @@ with past_tab:
         a.show_adaptation(a.stored_adaptation(store, by_id[chosen]), "past")
 
 
-def _adapted(state: a.AdaptationState, outcome: AdaptOutcome) -> None:
+def _adapted(state: AdaptationState, outcome: AdaptOutcome) -> None:
     st.success(
         f"Run {outcome.run_id} is complete: {outcome.n_trained:,} weights of {len(outcome.subnetwork.experts)} "
         f"experts trained in {outcome.training.steps} steps; {lang_name(outcome.before[0].lang)}'s held-out "
@@ -114,13 +116,9 @@ with new_tab:
         "held-out texts in every language of the run, before and after."
     )
 
-    writer = writing_job(store)  # an adaptation, or another job writing this store
-    running = writer is not None
-    problem = a.model_problem(folder, choice.path, run.model_id)
-    if not store.writable:
-        problem = f"This app opened the store read-only, so it cannot train: {store.why_read_only}"
-    elif writer is not None and writer.kind != a.Adaptation.kind:
-        problem = f"Training waits: {busy_message(writer, store)}."
+    gate = job_gate(store, AdaptationJob, cannot="train", waits="Training")
+    running = gate.running
+    problem = gate.problem or a.model_problem(folder, choice.path, run.model_id)
     if problem:
         st.info(problem, icon=":material/info:")
     if st.button("Train", type="primary", disabled=bool(problem) or running, key="adapt_train"):
@@ -138,10 +136,10 @@ with new_tab:
         )
         with explained():
             request.settings.check()
-            a.start_training(store, request)
+            start_job(store, AdaptationJob(store, request))
         started("adapt")
-    follow(lambda: a.current_adaptation(store), "adapt", running=lambda state: state.text, done=_adapted)
-    job = a.current_adaptation(store)
+    follow(lambda: current_job(store, AdaptationJob), "adapt", running=lambda state: state.text, done=_adapted)
+    job = current_job(store, AdaptationJob)
     if job is not None and (outcome := job.snapshot().outcome) is not None:
         trained = next((r for r in a.adaptation_runs(store) if r.run_id == outcome.run_id), None)
         if trained is not None:

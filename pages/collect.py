@@ -10,13 +10,14 @@ import streamlit as st
 
 from moe_core.backends.options import HFOptions
 from moe_core.demo import DEMO_MODEL_DIR, default_model_id
-from polyroute.collect import Collection, CollectionState, current_collection, start_collection
-from polyroute.jobs import busy_message, writing_job
-from polyroute.tracing import TraceOutcome, TraceRequest
+from polyroute.background import current_job, start_job
+from polyroute.background.trace import TraceJob, TraceState
 from polyroute.ui.data import corpus_languages, new_store, shared_store
+from polyroute.ui.forms import job_gate, model_problem
 from polyroute.ui.frame import explained, lang_name, page, store_path
 from polyroute.ui.model_place import choose_place, connected, describe
 from polyroute.ui.progress import follow, started
+from polyroute.workflows.trace import TraceOutcome, TraceRequest
 from store import StoreError, StoreMissing
 
 page(
@@ -35,7 +36,7 @@ except StoreError as error:
     st.stop()
 
 
-def _tracing(state: CollectionState) -> str:
+def _tracing(state: TraceState) -> str:
     if state.stage == "loading":
         return "Loading the model and the corpus ..."
     return (
@@ -44,7 +45,7 @@ def _tracing(state: CollectionState) -> str:
     )
 
 
-def _collected(state: CollectionState, outcome: TraceOutcome) -> None:
+def _collected(state: TraceState, outcome: TraceOutcome) -> None:
     st.success(
         f"Run {outcome.run_id} is complete: {outcome.n_sequences:,} sentences, {outcome.n_tokens:,} tokens "
         f"in {state.seconds:.0f} s. Choose it in the sidebar of the other pages.",
@@ -56,9 +57,9 @@ def _collected(state: CollectionState, outcome: TraceOutcome) -> None:
         st.caption(f"{outcome.n_truncated} texts were longer than the model's limit and were cut.")
 
 
-writer = writing_job(store) if store else None  # a collection, or another job writing this store
-running = writer is not None
-follow(lambda: current_collection(store) if store else None, "collect", running=_tracing, done=_collected)
+gate = job_gate(store, TraceJob, cannot="add runs", waits="Collecting")
+running = gate.running
+follow(lambda: current_job(store, TraceJob) if store else None, "collect", running=_tracing, done=_collected)
 
 st.subheader("What to trace")
 place = choose_place(sharded=True)
@@ -114,17 +115,7 @@ save_logits = knobs[2].checkbox(
     "Keep router logits", key="collect_logits", help="Needed for token-level entropy; makes the store larger."
 )
 
-problem = ""
-if place.remote and not place.servers:
-    problem = "Enter the URL of a GPU server (`polyroute serve`) in the sidebar."
-elif not place.remote and not (folder / "config.json").is_file():
-    problem = f"{folder} is not a model folder (it has no config.json): enter the folder of a checkpoint."
-elif not langs:
-    problem = "Choose at least one language."
-elif store is not None and not store.writable:
-    problem = f"This app opened the store read-only, so it cannot add runs: {store.why_read_only}"
-elif store is not None and writer is not None and writer.kind != Collection.kind:
-    problem = f"Collecting waits: {busy_message(writer, store)}."
+problem = model_problem(place, folder) or ("" if langs else "Choose at least one language.") or gate.problem
 if problem:
     st.info(problem, icon=":material/info:")
 if st.button("Start collecting", type="primary", disabled=bool(problem) or running):
@@ -142,5 +133,6 @@ if st.button("Start collecting", type="primary", disabled=bool(problem) or runni
         options=HFOptions(model_id=model_name or usual_name),
     )
     with explained():
-        start_collection(new_store(path), request)
+        shared = new_store(path)
+        start_job(shared, TraceJob(shared, request))
     started("collect")

@@ -10,6 +10,7 @@ import streamlit as st
 from moe_core.demo import DEMO_MODEL_DIR
 from moe_core.steering import METHODS, SOFT, SteeringPlan
 from polyroute.ui import steering as s
+from polyroute.ui.forms import NO_SERVER
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
 from polyroute.ui.model_place import choose_place, connected, describe
 
@@ -25,7 +26,7 @@ if place.remote:
     with explained():
         backend = connected(place.servers[0], place.token) if place.servers else None
     if backend is None:
-        st.info("Enter the URL of a GPU server (`polyroute serve`) in the sidebar.", icon=":material/info:")
+        st.info(NO_SERVER, icon=":material/info:")
         st.stop()
     st.markdown(describe(backend.info(), "The GPU server"))
     model_key = place.servers[0]

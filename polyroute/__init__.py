@@ -1,5 +1,7 @@
-"""Polyroute's front ends and the jobs that join the engine (`moe_core`) to the store (`store`):
-the `polyroute` command, trace runs, the demo store and the analyses facade.
+"""Polyroute's front ends and the jobs that join the engine (`moe_core`) to the store (`store`), one
+package per role: `cli` (the `polyroute` command), `workflows` (whole jobs: trace, evaluate, adapt,
+demo), `background` (the app's background jobs), `analyses` (the analyses facade and its registry)
+and `ui` (the pages' helpers); docs/design.md draws the house.
 
 One store is the default everywhere, so the app and the command see the same runs.
 """

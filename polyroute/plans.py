@@ -14,8 +14,9 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from moe_core.analysis import experts, rise
-from moe_core.errors import PolyrouteError
+from moe_core.analysis import experts
+from moe_core.analysis.zones import ZONES, zone_layers
+from moe_core.errors import ParameterError, PolyrouteError
 from moe_core.steering.plan import ABLATE, ADAPTIVE, SOFT, LayerExperts, SteeringPlan
 from polyroute import analyses
 from polyroute.run_data import RunData, Selection
@@ -23,8 +24,7 @@ from store import Store
 
 SOFT_STRENGTH = 0.5  # lambda of the published soft-steering runs
 ADAPTIVE_STRENGTH = 0.02  # lambda of the published adaptive runs (about 0.02-0.03)
-WIDEN = "lower the threshold tau (--tau) or widen the layer band (--layers)"  # the page and the CLI name both
-WINDOWS = {"early": 0, "middle": 1, "late": 2}  # window name -> rise.depth_zones zone
+WIDEN = "lower the threshold {tau} or widen the band ({layers})"  # parameters: the CLI says them as its flags
 
 
 def task_experts(
@@ -39,10 +39,10 @@ def task_experts(
 ) -> SteeringPlan:
     """Soft-steer the experts whose Delta (task run minus generic reference run, in `lang`) > tau."""
     selection = Selection(langs=[lang], ref=lang)
-    data = _in_band(RunData(store, run_id, selection), layers, zone=1)
-    reference = _in_band(RunData(store, ref_run_id, selection), _band_of(data), zone=1)
+    data = _in_band(RunData(store, run_id, selection), layers, zone="middle")
+    reference = _in_band(RunData(store, ref_run_id, selection), _band_of(data), zone="middle")
     found = analyses.analyze_experts(data, tau=tau, reference=reference)
-    chosen = [(layer, expert) for layer, expert, *_ in found.table("specialised").rows]
+    chosen = [(row["layer"], row["expert"]) for row in found.table("specialised").records()]
     band = _band_of(data)
     _require(chosen, f"no expert passes tau {tau} in layers {_text(band)}: {WIDEN}")
     source = f"task experts: run {run_id} vs generic run {ref_run_id}, lang {lang}, tau {tau}, layers {_text(band)}"
@@ -61,10 +61,10 @@ def language_experts(
 ) -> SteeringPlan:
     """Soft-steer the experts whose Delta (`lang` minus `ref`, same run) > tau."""
     if lang == ref:
-        raise PolyrouteError(f"--lang and --ref are both {lang}: language experts compare two languages")
-    data = _in_band(RunData(store, run_id, Selection(langs=[ref, lang], ref=ref)), layers, zone=1)
+        raise ParameterError(f"{{lang}} and {{ref}} are both {lang}: language experts compare two languages")
+    data = _in_band(RunData(store, run_id, Selection(langs=[ref, lang], ref=ref)), layers, zone="middle")
     found = analyses.analyze_experts(data, tau=tau)
-    chosen = [(layer, expert) for code, layer, expert, *_ in found.table("specialised").rows if code == lang]
+    chosen = [(row["layer"], row["expert"]) for row in found.table("specialised").records() if row["lang"] == lang]
     band = _band_of(data)
     _require(chosen, f"no expert passes tau {tau} in layers {_text(band)}: {WIDEN}")
     source = f"language experts: run {run_id}, lang {lang} vs {ref}, tau {tau}, layers {_text(band)}"
@@ -86,17 +86,18 @@ def shared_experts(
     would push nothing)."""
     pool = list(dict.fromkeys(langs))
     if len(pool) < 2:
-        raise PolyrouteError("--langs needs the source language and at least one other, e.g. eng_Latn,zho_Hans")
+        raise ParameterError("{langs} needs the source language and at least one other, e.g. eng_Latn,zho_Hans")
     if k < 1 or not 0 < thr <= 1:
-        raise PolyrouteError(f"--k must be at least 1 and --thr in (0, 1]; got k={k}, thr={thr}")
-    data = _in_band(RunData(store, run_id, Selection(langs=pool, ref=pool[0])), layers, zone=1)
+        raise ParameterError(f"{{k}} must be at least 1 and {{thr}} in (0, 1]; got k={k}, thr={thr}")
+    data = _in_band(RunData(store, run_id, Selection(langs=pool, ref=pool[0])), layers, zone="middle")
     shares = experts.expert_shares(data.frequencies, k)
     source_shares = shares[data.langs.index(pool[0])]
     chosen_mask = experts.shared(shares, thr) & (source_shares > 0)
     band = _band_of(data)
     hint = " (with two languages only thr > 0.5 can share)" if len(pool) == 2 and thr <= 0.5 else ""
     _require(
-        chosen_mask.any(), f"no expert is shared at k {k}, thr {thr} in layers {_text(band)}: raise --thr{hint} or --k"
+        chosen_mask.any(),
+        f"no expert is shared at k {k}, thr {thr} in layers {_text(band)}: raise {{thr}}{hint} or {{k}}",
     )
     entries = tuple(
         LayerExperts(
@@ -120,21 +121,22 @@ def exclusive_experts(
     """Ablate the experts exclusive to `lang` (its share > thr among all the run's languages) in
     the early, middle or late window (or layers A-B)."""
     if k < 1 or not 0 < thr <= 1:
-        raise PolyrouteError(f"--k must be at least 1 and --thr in (0, 1]; got k={k}, thr={thr}")
+        raise ParameterError(f"{{k}} must be at least 1 and {{thr}} in (0, 1]; got k={k}, thr={thr}")
     data = RunData(store, run_id, Selection(ref=lang))
     position = data.ref_position()  # refuses a language the run lacks, naming the ones it has
     if isinstance(window, str):
-        if window not in WINDOWS:
-            raise PolyrouteError(f"unknown --window {window!r}: use early, middle, late or A-B")
-        data = _in_band(data, None, zone=WINDOWS[window])
+        if window not in ZONES:
+            raise ParameterError(f"unknown {{window}} {window!r}: use early, middle, late or A-B")
+        data = _in_band(data, None, zone=window)
     else:
-        data = _in_band(data, window, zone=1)
+        data = _in_band(data, window, zone="middle")
     shares = experts.expert_shares(data.frequencies, k)
     own = experts.exclusive_per_language(shares, thr)[position]
     band = _band_of(data)
     _require(
         own.any(),
-        f"{lang} has no exclusive expert at k {k}, thr {thr} in layers {_text(band)}: lower --thr or widen --window",
+        f"{lang} has no exclusive expert at k {k}, thr {thr} in layers {_text(band)}: "
+        "lower {thr} or widen {window}",
     )
     entries = tuple(
         LayerExperts(layer=layer, experts=tuple(int(e) for e in np.flatnonzero(own[y])))
@@ -155,17 +157,16 @@ def summary(plan: SteeringPlan) -> str:
 # helpers --------------------------------------------------------------------------------------
 
 
-def _in_band(data: RunData, layers: tuple[int, int] | None, *, zone: int) -> RunData:
-    """The run narrowed to `layers`, or by default to the MoE layers of one RISE depth zone."""
+def _in_band(data: RunData, layers: tuple[int, int] | None, *, zone: str) -> RunData:
+    """The run narrowed to `layers`, or by default to the MoE layers of one depth zone."""
     if layers is None:
-        moe = np.asarray(data.layers)
-        inside = moe[rise.depth_zones(moe, data.layout.n_layers) == zone]
-        if not inside.size:
+        inside = zone_layers(data.layers, data.layout.n_layers, zone)
+        if not inside:
             raise PolyrouteError(
-                f"the model's MoE layers {_text((int(moe.min()), int(moe.max())))} have none in the "
-                f"{rise.ZONES[zone]} zone: give the layers explicitly (A-B)"
+                f"the model's MoE layers {_text((min(data.layers), max(data.layers)))} have none in the "
+                f"{zone} zone: give the layers explicitly (A-B)"
             )
-        layers = (int(inside.min()), int(inside.max()))
+        layers = (inside[0], inside[-1])
     return data.narrowed(layers)
 
 
@@ -195,7 +196,7 @@ def _plan(
 
 def _require(found: object, message: str) -> None:
     if not found:
-        raise PolyrouteError(message)
+        raise ParameterError(message)
 
 
 def _text(band: tuple[int, int]) -> str:

@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from moe_core.analysis import rise, routing
+from moe_core.analysis import routing
 from moe_core.analysis import summaries as summaries_math
+from moe_core.analysis.zones import zone_mask
 from moe_core.errors import PolyrouteError
 from moe_core.languages import find_lang, language
 from store import Store, summaries
@@ -123,10 +124,10 @@ class RunData:
         return chosen
 
     def middle_band(self) -> np.ndarray:
-        """[Y'] bool over the selected layers: the RISE middle zone, unless --layers chose a band."""
+        """[Y'] bool over the selected layers: the middle depth zone, unless --layers chose a band."""
         if self.selection.layers is not None:
             return np.ones(len(self.layer_index), dtype=bool)
-        return rise.depth_zones(np.asarray(self.layers), self.layout.n_layers) == 1
+        return zone_mask(self.layers, self.layout.n_layers, "middle")
 
     # inputs: the run's routing summaries (store.summaries), never its per-token rows but for
     # consistency at other than the default pairs -----------------------------------------------

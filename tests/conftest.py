@@ -153,7 +153,7 @@ def planted_routing(**overrides: object):
 def trace_synthetic(db: Path, plan, corpus_dir: Path) -> int:
     """Trace the synthetic corpus of `plan` into `db` through the real pipeline; returns the run id."""
     from moe_core.synthetic import SyntheticBackend, synthetic_corpus
-    from polyroute.tracing import TraceRequest, start_trace
+    from polyroute.workflows.trace import TraceRequest, start_trace
 
     corpus_dir.mkdir(parents=True, exist_ok=True)
     rows = [{"item_id": item, "lang": lang, "text": text} for item, lang, text in synthetic_corpus(plan)]
@@ -193,7 +193,7 @@ def app_db(planted_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture(scope="session")
 def built_demo_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`polyroute demo`'s store, built once (about 10 s): the shipped demo model over every built-in language."""
-    from polyroute.demo import build_demo_store
+    from polyroute.workflows.demo import build_demo_store
 
     db = tmp_path_factory.mktemp("demo") / "demo.duckdb"
     build_demo_store(db)

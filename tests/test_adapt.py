@@ -1,11 +1,10 @@
-"""RISE subnetwork training (moe_core.adapt, polyroute.adapting): only the selected expert slices
+"""RISE subnetwork training (moe_core.adapt, polyroute.workflows.adapt): only the selected expert slices
 change, in memory and in the merged checkpoint on disk; on the demo model, adapting to a language
 lowers its held-out loss more than it moves any other; the selection matches RISE computed
 independently from the raw routing rows of the store."""
 
 from __future__ import annotations
 
-import re
 import shutil
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import duckdb
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -26,9 +24,10 @@ from moe_core.backends.hf import HFBackend
 from moe_core.demo import DEMO_MODEL_DIR
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.tiny import SAMPLE_TEXT, build_tiny_model
-from polyroute.adapting import AdaptRequest, select, start_adaptation
+from polyroute.workflows.adapt import AdaptRequest, select, start_adaptation
 from store import open_store
 from store import queries as q
+from tests.helpers import assert_only_experts_changed_on_disk
 
 # Fused experts plain (qwen3_moe), beside a shared expert (qwen2_moe), after a dense layer with a
 # correction-bias buffer (deepseek_v3), and with per-expert biases (gpt_oss).
@@ -70,27 +69,6 @@ def assert_only_slices_changed(before: dict[str, torch.Tensor], after: dict[str,
         assert torch.equal(old[others], new[others]), name
         for index in chosen:
             assert not torch.equal(old[index], new[index]), (name, index)
-
-
-_EXPERT_KEY = re.compile(r"\.layers\.(\d+)\..*\bexperts\.(\d+)\.")
-
-
-def assert_only_experts_changed_on_disk(base: Path, merged: Path, selected: list[tuple[int, int]]) -> None:
-    """Every tensor in the checkpoint files is bit-identical but those of the selected experts.
-
-    transformers saves fused experts back in the family's own layout (one tensor per expert and
-    projection for Qwen3-MoE), so a file's tensor belongs to the expert its name says."""
-    old, new = load_file(str(base / "model.safetensors")), load_file(str(merged / "model.safetensors"))
-    assert old.keys() == new.keys()
-    changed = set()
-    for name, tensor in old.items():
-        match = _EXPERT_KEY.search(name)
-        if match and (int(match[1]), int(match[2])) in selected:
-            assert not torch.equal(tensor, new[name]), name
-            changed.add((int(match[1]), int(match[2])))
-        else:
-            assert torch.equal(tensor, new[name]), name
-    assert changed == set(selected)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

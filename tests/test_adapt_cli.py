@@ -8,7 +8,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import duckdb
 import pytest
 from transformers import AutoConfig
 
@@ -18,8 +17,7 @@ from polyroute.cli import main
 from store import open_store
 from store import queries as q
 from tests.conftest import PARALLEL, write_jsonl
-from tests.helpers import trace_argv
-from tests.test_adapt import assert_only_experts_changed_on_disk
+from tests.helpers import assert_only_experts_changed_on_disk, store_digest, trace_argv
 
 TRAIN = ["--max-steps", "3", "--batch-size", "4", "--lr", "1e-2"]
 
@@ -80,19 +78,6 @@ def _digest_folder(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
 
 
-def _everything(db: Path) -> dict[str, str]:
-    """A digest of every table of the store: equal = nothing changed."""
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        tables = [row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
-        return {
-            t: hashlib.sha256(repr(con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall()).encode()).hexdigest()
-            for t in tables
-        }
-    finally:
-        con.close()
-
-
 def _dense_model(folder: Path) -> Path:
     sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
     config = AutoConfig.for_model("llama", vocab_size=64, architectures=["LlamaForCausalLM"], **sizes)
@@ -142,12 +127,12 @@ def _bad_inputs(adapted: dict[str, Path]) -> dict[str, tuple[list[str], str]]:
 
 def test_bad_input_exits_2_with_one_line_and_leaves_the_store_and_disk_unchanged(adapted, capsys):
     cases = _bad_inputs(adapted)
-    before, files = _everything(adapted["db"]), sorted(p.name for p in adapted["root"].iterdir())
+    before, files = store_digest(adapted["db"]), sorted(p.name for p in adapted["root"].iterdir())
     for name, (argv, message) in cases.items():
         capsys.readouterr()
         assert main(argv) == 2, name
         err = capsys.readouterr().err.strip()
         assert err.startswith("polyroute: error: ") and message in err and "\n" not in err, (name, err)
-        assert _everything(adapted["db"]) == before, name
+        assert store_digest(adapted["db"]) == before, name
     assert sorted(p.name for p in adapted["root"].iterdir()) == files  # no adapter, no scratch folder left
     assert (adapted["root"] / "full" / "keep.txt").read_text() == "mine"

@@ -14,8 +14,8 @@ import pytest
 import streamlit as st
 
 from moe_core.demo import DEMO_MODEL_DIR
-from polyroute.adapting import select
 from polyroute.ui.data import shared_store
+from polyroute.workflows.adapt import select
 from store import queries as q
 from tests.apptest import Chart, chart, charts, open_page, wait_for_job
 from tests.conftest import _as_the_apps_store

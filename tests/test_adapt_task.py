@@ -17,9 +17,7 @@ from polyroute.cli import main
 from store import open_store
 from store import queries as q
 from tests.conftest import PARALLEL, write_jsonl
-from tests.helpers import trace_argv
-from tests.test_adapt_cli import _everything
-from tests.test_evaluation_tasks import _belebele, _belebele_copy, _mgsm, _run_id
+from tests.helpers import belebele_copy, belebele_item, mgsm_copy, run_id_of, store_digest, trace_argv
 
 # Strong enough that the trained experts change what the tiny model writes.
 TRAIN = ["--max-steps", "6", "--batch-size", "4", "--lr", "5e-2"]
@@ -35,7 +33,7 @@ def adapted(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> dict[str, A
     rows = [{"item_id": f"item{i}", "lang": lang, "text": t} for lang, ts in PARALLEL.items() for i, t in enumerate(ts)]
     corpus = write_jsonl(root / "parallel.jsonl", rows)
     model, db = tiny_model("qwen3_moe"), root / "s.duckdb"
-    belebele = f"belebele:{_belebele_copy(root / 'belebele')}"
+    belebele = f"belebele:{belebele_copy(root / 'belebele')}"
     assert main(trace_argv(db, model, corpus, ",".join(LANGS))) == 0
     task = ["--task", "belebele", "--task-corpus", belebele, "--task-limit", str(ITEMS)]
     printed = io.StringIO()
@@ -62,7 +60,7 @@ def _evaluated(model: Path, belebele: str, db: Path) -> tuple[dict[tuple[str, st
     printed = io.StringIO()
     with redirect_stdout(printed):
         assert main([*argv, "--limit", str(ITEMS), "--db", str(db)]) == 0
-    run_id = _run_id(printed.getvalue())
+    run_id = run_id_of(printed.getvalue())
     with open_store(db, read_only=True) as store:
         scores = {(r.lang, r.metric): (r.value, r.n) for r in q.eval_results(store, run_id)}
         answers = [q.generated_answers(store, run_id, lang, "unsteered") for lang in LANGS]
@@ -130,8 +128,8 @@ def test_bad_task_input_exits_2_before_anything_is_written_or_trained(adapted, c
     root, db = adapted["root"], adapted["db"]
     english_only = root / "belebele_eng"
     english_only.mkdir(exist_ok=True)
-    write_jsonl(english_only / "eng_Latn.jsonl", [_belebele("eng_Latn", n) for n in range(3)])
-    mgsm = f"mgsm:{_mgsm(root / 'mgsm')}"
+    write_jsonl(english_only / "eng_Latn.jsonl", [belebele_item("eng_Latn", n) for n in range(3)])
+    mgsm = f"mgsm:{mgsm_copy(root / 'mgsm')}"
     cases = {
         "unknown task": (["--task", "gsm8k", "--task-corpus", adapted["belebele"]], "unknown task 'gsm8k'"),
         "another benchmark": (
@@ -150,11 +148,11 @@ def test_bad_task_input_exits_2_before_anything_is_written_or_trained(adapted, c
             "at least 1",
         ),
     }
-    before, files = _everything(db), sorted(p.name for p in root.iterdir())
+    before, files = store_digest(db), sorted(p.name for p in root.iterdir())
     for name, (extra, message) in cases.items():
         capsys.readouterr()
         assert main(_adapt_argv(db, adapted["model"], adapted["corpus"], root / "never", *extra)) == 2, name
         err = capsys.readouterr().err.strip()
         assert err.startswith("polyroute: error: ") and message in err and "\n" not in err, (name, err)
-        assert _everything(db) == before, name
+        assert store_digest(db) == before, name
     assert sorted(p.name for p in root.iterdir()) == files  # no adapter folder

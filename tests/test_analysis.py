@@ -455,3 +455,17 @@ def test_correlation_needs_three_varying_languages():
         correlation.divergence_score_correlation(np.array([0.1, 0.2]), np.array([1.0, 2.0]))
     with pytest.raises(ValueError, match="vary"):
         correlation.divergence_score_correlation(np.array([0.1, 0.2, 0.3]), np.array([1.0, 1.0, 1.0]))
+
+
+def test_depth_zones_have_one_rule_and_one_fallback():
+    from moe_core.analysis.zones import zone_band, zone_index, zone_layers
+
+    layers = np.arange(1, 24)  # layer 0 dense
+    # Today's edges, the same as RISE's own zones (shallow/middle/deep there).
+    assert np.array_equal(zone_index(layers, 24), rise.depth_zones(layers, 24))
+    assert zone_layers(layers, 24, "middle") == list(range(9, 15)) and zone_band(layers, 24, "late") == (15, 23)
+    # A zone without an MoE layer: its band is the MoE layer nearest the zone's centre, never empty.
+    assert zone_layers([0, 3], 4, "middle") == [] and zone_band([0, 3], 4, "middle") == (3, 3)
+    assert zone_band([0], 1, "middle") == (0, 0)
+    with pytest.raises(ValueError, match="'deep' is not a depth zone"):  # one vocabulary
+        zone_layers(layers, 24, "deep")

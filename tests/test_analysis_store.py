@@ -258,7 +258,7 @@ def test_token_level_entropy_comes_from_the_stored_logits(tmp_path):
     from scipy.stats import entropy
 
     from moe_core.synthetic import SyntheticBackend, synthetic_corpus
-    from polyroute.tracing import TraceRequest, start_trace
+    from polyroute.workflows.trace import TraceRequest, start_trace
     from tests.conftest import planted_routing, write_jsonl
 
     plan = planted_routing(n_items=3)
@@ -281,7 +281,7 @@ def test_token_level_entropy_comes_from_the_stored_logits(tmp_path):
 
 def test_task_experts_are_found_against_a_generic_reference_run(tmp_path):
     from moe_core.synthetic import SyntheticBackend, synthetic_corpus
-    from polyroute.tracing import TraceRequest, start_trace
+    from polyroute.workflows.trace import TraceRequest, start_trace
     from tests.conftest import planted_routing, write_jsonl
 
     plan = planted_routing(n_items=16, task_items=8, task_experts=((3, 6), (4, 13)))

@@ -282,9 +282,9 @@ def test_damage_anywhere_in_a_store_is_refused_as_corrupt_or_shown_harmless(tmp_
 
 @pytest.mark.slow
 def test_a_killed_trace_shows_as_interrupted_with_the_resume_command(tmp_path, model, capsys):
-    from tests.test_resume import PROGRESS, _corpus
+    from tests.helpers import PROGRESS, repeated_corpus
 
-    corpus = _corpus(tmp_path / "corpus.jsonl", copies=20)
+    corpus = repeated_corpus(tmp_path / "corpus.jsonl", copies=20)
     db = tmp_path / "s.duckdb"
     command = [sys.executable, "-m", "polyroute.cli", *trace_argv(db, model, corpus, "eng_Latn,deu_Latn,rus_Cyrl")]
     process = subprocess.Popen([*command, "--batch-size", "1"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL)
@@ -317,7 +317,7 @@ def test_a_killed_trace_shows_as_interrupted_with_the_resume_command(tmp_path, m
 def test_a_run_this_process_writes_shows_as_running(tmp_path, model, corpus_file):
     """As the app sees a collection it runs itself: the run in progress is running, not interrupted."""
     from polyroute.run_status import shown_status
-    from polyroute.tracing import TraceRequest, start_trace
+    from polyroute.workflows.trace import TraceRequest, start_trace
     from store import open_store
     from store.queries import get_run
 
@@ -340,12 +340,12 @@ def test_a_run_this_process_writes_shows_as_running(tmp_path, model, corpus_file
 
 
 def test_an_unexpected_error_says_it_is_a_bug_and_where_to_report_it(tmp_path, monkeypatch, capsys):
-    import polyroute.cli as cli
+    import polyroute.cli.runs as runs_command
 
     def broken(args):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(cli, "_runs", broken)
+    monkeypatch.setattr(runs_command, "run", broken)
     assert main(["runs", "--db", str(tmp_path / "s.duckdb")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("polyroute: internal error: KeyError") and "report it" in err and "\n" not in err
@@ -388,7 +388,7 @@ def console_store(tmp_path_factory, tiny_model) -> Path:
 def test_console_bombs_and_path_readers_are_refused_before_they_run(console_store, kind, query):
     from store import SqlRefused
     from store.sandbox import run_sql
-    from tests.test_sandbox import opened
+    from tests.helpers import opened
 
     before, started = file_digest(console_store), time.monotonic()
     with opened(kind, console_store) as source, pytest.raises(SqlRefused) as refused:

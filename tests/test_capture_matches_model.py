@@ -15,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from polyroute.tracing import TraceRequest, start_trace
+from polyroute.workflows.trace import TraceRequest, start_trace
 from tests.conftest import FAMILIES
 from tests.reference_routing import expected_moe_layers, reference_route, reference_soft
 

@@ -3,41 +3,19 @@ store while readers keep reading it; one collection per store; a read-only store
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from moe_core.errors import PolyrouteError
-from moe_core.records import RoutingBatch
 from moe_core.synthetic import SyntheticBackend, synthetic_corpus
-from polyroute.collect import current_collection, start_collection
-from polyroute.tracing import TraceRequest
-from store import SharedStore, StoreError, open_store, summaries
+from polyroute.background import current_job, start_job
+from polyroute.background.trace import TraceJob
+from polyroute.workflows.trace import TraceRequest
+from store import SharedStore, StoreError, summaries
 from store import queries as q
 from tests.conftest import planted_routing, write_jsonl
-from tests.helpers import store_held_by_another_process
-
-
-def new_store(db: Path) -> Path:
-    open_store(db).close()  # created and migrated, as the Collect page does for a new file
-    return db
-
-
-class GatedBackend(SyntheticBackend):
-    """Traces one batch, then waits for the test to open the gate (a collection caught mid-run)."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.gate = threading.Event()
-        self.batches = 0
-
-    def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
-        self.batches += 1
-        if self.batches > 1:
-            assert self.gate.wait(60)
-        return super().trace(texts, save_logits=save_logits)
+from tests.helpers import GatedBackend, new_store, store_held_by_another_process
 
 
 @pytest.fixture
@@ -56,17 +34,17 @@ def test_readers_see_a_collection_grow_and_complete(tmp_path, request_for):
     plan, make = request_for
     store = SharedStore(new_store(tmp_path / "s.duckdb"))
     backend = GatedBackend(plan)
-    collection = start_collection(store, make(store.path, backend))
+    collection = start_job(store, TraceJob(store, make(store.path, backend)))
     while collection.snapshot().sequences_done == 0:
         assert collection.wait(0.05).running
     with store.reading() as reader:  # mid-run: the first committed batch is visible, the run is running
         (run,) = q.list_runs(reader)
         assert run.status == "running" and 0 < run.n_stored < run.n_planned
     with pytest.raises(PolyrouteError, match="already running"):
-        start_collection(store, make(store.path, SyntheticBackend(plan)))
+        start_job(store, TraceJob(store, make(store.path, SyntheticBackend(plan))))
     backend.gate.set()
     state = collection.wait(60)
-    assert state.stage == "done" and state.fraction == 1.0 and current_collection(store) is collection
+    assert state.stage == "done" and state.fraction == 1.0 and current_job(store, TraceJob) is collection
     with store.reading() as reader:
         (run,) = q.list_runs(reader)
         assert run.status == "complete" and run.n_stored == run.n_planned == len(plan.langs) * 6
@@ -75,7 +53,7 @@ def test_readers_see_a_collection_grow_and_complete(tmp_path, request_for):
         sums = summaries.language_sums(reader.con, run.run_id, layout.langs, layout.layers, layout.n_experts)
         assert sums.hits.sum() == layout.seq_tokens.sum() * len(layout.layers) * layout.top_k
     # A second collection may start once the first is done.
-    assert start_collection(store, make(store.path, SyntheticBackend(plan))).wait(60).stage == "done"
+    assert start_job(store, TraceJob(store, make(store.path, SyntheticBackend(plan)))).wait(60).stage == "done"
     store.close()
 
 
@@ -84,7 +62,7 @@ def test_a_failed_collection_says_why(tmp_path, request_for):
     store = SharedStore(new_store(tmp_path / "s.duckdb"))
     request = make(store.path, SyntheticBackend(plan))
     bad = TraceRequest(db=request.db, model=request.model, corpus=request.corpus, langs=["xx_Nope"])
-    state = start_collection(store, bad).wait(60)
+    state = start_job(store, TraceJob(store, bad)).wait(60)
     assert state.stage == "failed" and "xx_Nope" in state.error
     store.close()
 
@@ -97,7 +75,7 @@ def test_a_store_another_process_reads_is_opened_read_only_and_refuses_to_collec
         store = SharedStore(db)
         assert not store.writable and "in use by process" in store.why_read_only
         with pytest.raises(StoreError, match="cannot write"):
-            start_collection(store, make(db, SyntheticBackend(plan)))
+            start_job(store, TraceJob(store, make(db, SyntheticBackend(plan))))
         with store.reading() as reader:
             assert q.list_runs(reader) == []
         store.close()

@@ -24,7 +24,7 @@ from moe_core.languages import language
 from polyroute.analyses import analyze_divergence
 from polyroute.cli import main
 from polyroute.run_data import RunData, Selection
-from polyroute.tracing import TraceRequest, start_trace
+from polyroute.workflows.trace import TraceRequest, start_trace
 from store import open_store
 from tests.conftest import PARALLEL, write_jsonl
 from tests.helpers import file_digest, trace_argv

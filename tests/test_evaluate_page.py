@@ -11,22 +11,18 @@ from pathlib import Path
 from typing import Any
 
 from scipy.stats import pearsonr
-from streamlit.testing.v1 import AppTest
 
 from moe_core.demo import DEMO_MODEL_DIR
 from moe_core.errors import PolyrouteError
 from moe_core.records import TaskScore
-from moe_core.steering import LayerExperts, SteeringPlan
-from polyroute.cli import main
-from polyroute.jobs import Job, JobState, Outcome, start_job
+from polyroute.background import Job, JobState, Outcome, start_job
 from polyroute.ui.data import shared_store
-from polyroute.ui.evaluate import PASTED_PLAN, STEERING_PLAN
+from polyroute.ui.evaluate import STEERING_PLAN
 from store import SharedStore, Store, open_store
 from store import queries as q
 from store import writer as w
-from tests.apptest import chart, charts, open_page, wait_for_job
-from tests.test_evaluation_tasks import _mgsm
-from tests.test_steering_page import controls
+from tests.apptest import chart, charts, open_page
+from tests.helpers import PLAN, SWEEP, cli_scores, fill_in, finish, mgsm_copy, steering_controls, stored_scores
 
 LANGS = ["deu_Latn", "eng_Latn", "fra_Latn", "kan_Knda", "kaz_Cyrl", "tam_Taml", "tel_Telu", "tur_Latn", "uzn_Latn"]
 VARIANTS = {"unsteered": 0.0, "strength=0": 0.0, "strength=0.5": 0.05, "strength=1": 0.1}  # -> accuracy gain
@@ -79,49 +75,8 @@ def test_evaluate_shows_scores_the_sweep_and_the_correlation(app_db):
     assert not [c for c in charts(at) if c.title.startswith("Divergence from")]
 
 
-# The demo model: 4 layers, all MoE, 8 experts. A 2-point sweep of a soft plan on expert 5 in the middle.
-PLAN = SteeringPlan(method="soft", band=(1, 2), experts=(LayerExperts(layer=1, experts=(5,)),
-                    LayerExperts(layer=2, experts=(5,))), strength=1.0, source="test")  # fmt: skip
-SWEEP, TOKENS = "lambda=0,4", 8
-
-
-def fill_in(at: AppTest, corpus: str, *, plan: str = PLAN.to_json(), sweep: str = SWEEP) -> AppTest:
-    """The form of a new evaluation: MGSM on `corpus`, English and German, 2 items, a pasted plan."""
-    at.selectbox(key="widget_evaluate_task").set_value("mgsm").run()
-    at.text_input(key="widget_evaluate_corpus").set_value(corpus).run()
-    at.multiselect(key=f"evaluate_langs_{corpus}_None").set_value(["eng_Latn", "deu_Latn"]).run()
-    at.number_input(key="widget_evaluate_limit").set_value(2).run()
-    at.number_input(key="widget_evaluate_tokens").set_value(TOKENS).run()
-    at.radio(key="widget_evaluate_plan").set_value(PASTED_PLAN).run()
-    at.text_area(key="widget_evaluate_plan_json").set_value(plan).run()
-    at.text_input(key="widget_evaluate_sweep").set_value(sweep).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def finish(at: AppTest) -> str:
-    """Start the evaluation, poll the page until it says the run is complete; that message."""
-    at.button(key="evaluate_start").click().run()
-    return str(wait_for_job(at, timeout=180).success[0].value)
-
-
-def stored_scores(store: Store, run_id: int) -> list[tuple[str, str, str, float, int]]:
-    return sorted((r.lang, r.variant, r.metric, r.value, r.n) for r in q.eval_results(store, run_id))
-
-
-def cli_scores(folder: Path, corpus: str) -> list[tuple[str, str, str, float, int]]:
-    """What `polyroute eval` stores for the page's request, into a store of its own."""
-    db, plan = folder / "cli.duckdb", PLAN.save(folder / "plan.json")
-    args = ["eval", "--task", "mgsm", "--model", str(DEMO_MODEL_DIR), "--corpus", corpus, "--langs"]
-    args += ["eng_Latn,deu_Latn", "--limit", "2", "--max-new-tokens", str(TOKENS), "--plan", str(plan)]
-    assert main([*args, "--sweep", SWEEP, "--db", str(db)]) == 0
-    with open_store(db, read_only=True) as store:
-        (run,) = q.list_runs(store)
-        return stored_scores(store, run.run_id)
-
-
 def test_an_evaluation_run_on_the_page_stores_what_polyroute_eval_stores(app_db, tmp_path):
-    corpus = f"mgsm:{_mgsm(tmp_path / 'mgsm')}"
+    corpus = f"mgsm:{mgsm_copy(tmp_path / 'mgsm')}"
     at = open_page("pages/evaluate.py")
     assert at.expander[0].label == "Run an evaluation" and at.expander[0].proto.expanded
     message = finish(fill_in(at, corpus))
@@ -140,7 +95,7 @@ def test_an_evaluation_run_on_the_page_stores_what_polyroute_eval_stores(app_db,
 
 def test_bad_settings_are_messages_and_start_nothing(app_db, tmp_path):
     add_evaluation(app_db)
-    corpus = f"mgsm:{_mgsm(tmp_path / 'mgsm')}"
+    corpus = f"mgsm:{mgsm_copy(tmp_path / 'mgsm')}"
     at = fill_in(open_page("pages/evaluate.py"), corpus, sweep="lambda=a")
     assert not at.expander[0].proto.expanded  # the store holds scores: the form waits, closed
     assert any("'a' is not a number" in info.value for info in at.info) and at.button(key="evaluate_start").disabled
@@ -174,7 +129,7 @@ def test_the_plan_built_on_the_steering_page_is_offered(app_db):
     assert any("Build a plan on the **Steering** page first" in info.value for info in at.info)
     assert at.text_input(key="widget_evaluate_sweep").disabled
     at.switch_page("pages/steering.py").run()
-    controls(at, strength=2.0, experts=[5])
+    steering_controls(at, strength=2.0, experts=[5])
     at.switch_page("pages/evaluate.py").run()
     assert at.radio(key="widget_evaluate_plan").value == STEERING_PLAN and not at.exception
     assert any("soft steering of layers 2-2, strength 2" in caption.value for caption in at.caption)
@@ -196,7 +151,7 @@ class Holding(Job[JobState[Any]]):
 
 
 def test_start_waits_while_another_job_writes_the_store(app_db, tmp_path):
-    at = fill_in(open_page("pages/evaluate.py"), f"mgsm:{_mgsm(tmp_path / 'mgsm')}")
+    at = fill_in(open_page("pages/evaluate.py"), f"mgsm:{mgsm_copy(tmp_path / 'mgsm')}")
     held = shared_store(str(app_db))  # the app's own instance, as a job of the app would hold it
     other = start_job(held, Holding(held))
     try:

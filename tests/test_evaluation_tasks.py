@@ -3,7 +3,6 @@ formats, sweep variants, and `polyroute eval` end to end on a tiny real model.""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from moe_core.steering import LayerExperts, PlanError, SteeringPlan
 from polyroute.cli import main
 from store import open_store
 from store import queries as q
-from tests.conftest import write_jsonl
+from tests.helpers import belebele_copy, mgsm_copy, run_id_of
 
 
 def _row(lang: str, item: str = "1", **fields: object) -> TextRow:
@@ -63,36 +62,6 @@ def test_xquad_exact_match_and_f1_against_every_gold():
     assert scores["f1"] == pytest.approx((1.0 + 0.0) / 2)
 
 
-def _belebele(code: str, n: int) -> dict[str, object]:
-    return {
-        "link": f"https://en.wikibooks.org/wiki/page{n // 2}", "question_number": n % 2 + 1,
-        "flores_passage": f"{code} passage {n} about the city.", "question": f"{code} question {n}?",
-        "mc_answer1": "one", "mc_answer2": "two", "mc_answer3": "three", "mc_answer4": "four",
-        "correct_answer_num": str(n % 4 + 1), "dialect": code, "ds": "2023-05-03",
-    }  # fmt: skip
-
-
-def _mgsm(folder: Path) -> Path:
-    folder.mkdir(exist_ok=True)
-    (folder / "mgsm_en.tsv").write_text(
-        "Janet has 3 ducks and buys 4 more. How many ducks?\t7\nA farm has 2,000 eggs and sells 5. How many?\t1,995\n",
-        encoding="utf-8",
-    )
-    (folder / "mgsm_de.tsv").write_text(
-        "Janet hat 3 Enten und kauft 4 dazu. Wie viele Enten?\t7\n"
-        "Ein Hof hat 2.000 Eier und verkauft 5. Wie viele?\t1995\n",
-        encoding="utf-8",
-    )
-    return folder
-
-
-def _belebele_copy(folder: Path) -> Path:
-    folder.mkdir(exist_ok=True)
-    for code in ("eng_Latn", "deu_Latn"):
-        write_jsonl(folder / f"{code}.jsonl", [_belebele(code, n) for n in range(3)])
-    return folder
-
-
 def _flores_copy(folder: Path) -> Path:
     (folder / "dev").mkdir(parents=True)
     (folder / "dev" / "eng_Latn.dev").write_text("The cat sleeps.\nRain fell.\n", encoding="utf-8")
@@ -101,13 +70,13 @@ def _flores_copy(folder: Path) -> Path:
 
 
 def test_prompts_from_real_format_copies(tmp_path):
-    mgsm = load_corpus(f"mgsm:{_mgsm(tmp_path / 'mgsm')}")
+    mgsm = load_corpus(f"mgsm:{mgsm_copy(tmp_path / 'mgsm')}")
     row = next(r for r in mgsm.rows if r.lang == "deu_Latn" and r.item_id == "2")
     assert TASKS["mgsm"].prompt(row, None) == "Question: Ein Hof hat 2.000 Eier und verkauft 5. Wie viele?\nAnswer:"
     check_fields(TASKS["mgsm"], mgsm.rows, mgsm.source)
     assert TASKS["mgsm"].score(["\\boxed{1995}"], [row])["accuracy"] == 1
 
-    belebele = load_corpus(f"belebele:{_belebele_copy(tmp_path / 'belebele')}")
+    belebele = load_corpus(f"belebele:{belebele_copy(tmp_path / 'belebele')}")
     row = belebele.rows[0]
     prompt = TASKS["belebele"].prompt(row, None)
     assert prompt.startswith(f"{row.lang} passage 0") and prompt.endswith("D. four\nAnswer:")
@@ -172,20 +141,14 @@ def test_bad_sweeps_are_refused(text):
         parse_sweep(text)
 
 
-def _run_id(out: str) -> int:
-    match = re.search(r"^run (\d+):", out, re.MULTILINE)
-    assert match, out
-    return int(match.group(1))
-
-
 def test_eval_mgsm_with_a_lambda_sweep_end_to_end(tiny_model, tmp_path, capsys):
     model, db = tiny_model("qwen3_moe"), tmp_path / "s.duckdb"
     plan = _plan(layers=(0, 1, 2)).save(tmp_path / "plan.json")
-    args = ["eval", "--task", "mgsm", "--model", str(model), "--corpus", f"mgsm:{_mgsm(tmp_path / 'mgsm')}"]
+    args = ["eval", "--task", "mgsm", "--model", str(model), "--corpus", f"mgsm:{mgsm_copy(tmp_path / 'mgsm')}"]
     args += ["--langs", "eng_Latn,deu_Latn", "--plan", str(plan), "--sweep", "lambda=0,8", "--max-new-tokens", "6"]
     assert main([*args, "--db", str(db)]) == 0
     out = capsys.readouterr().out
-    run_id = _run_id(out)
+    run_id = run_id_of(out)
     assert "strength=8" in out and "language_consistency" in out
     with open_store(db, read_only=True) as store:
         run = q.get_run(store, run_id)
@@ -218,10 +181,10 @@ def test_eval_mgsm_with_a_lambda_sweep_end_to_end(tiny_model, tmp_path, capsys):
 def test_eval_belebele_with_a_plan(tiny_model, tmp_path, capsys):
     model, db = tiny_model("qwen3_moe"), tmp_path / "s.duckdb"
     plan = _plan(strength=3.0).save(tmp_path / "plan.json")
-    corpus = f"belebele:{_belebele_copy(tmp_path / 'belebele')}"
+    corpus = f"belebele:{belebele_copy(tmp_path / 'belebele')}"
     args = ["eval", "--task", "belebele", "--model", str(model), "--corpus", corpus, "--langs", "deu_Latn"]
     assert main([*args, "--plan", str(plan), "--limit", "2", "--db", str(db)]) == 0
-    run_id = _run_id(capsys.readouterr().out)
+    run_id = run_id_of(capsys.readouterr().out)
     with open_store(db, read_only=True) as store:
         results = q.eval_results(store, run_id)
         assert [(r.lang, r.variant, r.metric, r.n) for r in results] == [
@@ -234,7 +197,7 @@ def test_eval_belebele_with_a_plan(tiny_model, tmp_path, capsys):
 
 def test_eval_refuses_bad_input_before_running(tiny_model, tmp_path, capsys):
     model, db = tiny_model("qwen3_moe"), tmp_path / "s.duckdb"
-    mgsm = f"mgsm:{_mgsm(tmp_path / 'mgsm')}"
+    mgsm = f"mgsm:{mgsm_copy(tmp_path / 'mgsm')}"
     base = ["eval", "--model", str(model), "--langs", "deu_Latn", "--db", str(db)]
     assert main([*base, "--task", "gsm8k", "--corpus", mgsm]) == 2
     assert "unknown task 'gsm8k'" in capsys.readouterr().err
@@ -256,7 +219,7 @@ def test_eval_flores_translates_from_english_with_a_window_sweep(tiny_model, tmp
     args = ["eval", "--task", "flores", "--model", str(model), "--corpus", corpus, "--langs", "deu_Latn"]
     args += ["--plan", str(plan), "--sweep", "window=early,late", "--max-new-tokens", "4", "--db", str(db)]
     assert main(args) == 0
-    run_id = _run_id(capsys.readouterr().out)
+    run_id = run_id_of(capsys.readouterr().out)
     with open_store(db, read_only=True) as store:
         results = q.eval_results(store, run_id)
         assert sorted((r.variant, r.metric) for r in results) == [

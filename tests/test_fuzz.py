@@ -20,8 +20,7 @@ import httpx
 import pytest
 
 from polyroute.cli import main
-from tests.helpers import snapshot, trace_argv
-from tests.test_remote import Served, serving
+from tests.helpers import Served, serving, snapshot, trace_argv
 
 pytestmark = pytest.mark.slow
 TOKEN = "fuzz-token"

@@ -1,4 +1,4 @@
-"""Background jobs of the app (`polyroute.jobs`): one job writes a store at a time, whatever its kind
+"""Background jobs of the app (`polyroute.background`): one job writes a store at a time, whatever its kind
 (a collection and an adaptation into one store are refused at once, each is fine alone and into
 another store); a job's error or bug becomes its state and the next job may start."""
 
@@ -12,14 +12,14 @@ import pytest
 
 from moe_core.errors import PolyrouteError
 from moe_core.synthetic import SyntheticBackend, synthetic_corpus
-from polyroute.adapting import AdaptRequest
-from polyroute.collect import current_collection, start_collection
-from polyroute.jobs import Job, JobState, current_job, start_job
-from polyroute.tracing import TraceRequest
-from polyroute.ui.adapt import current_adaptation, start_training
+from polyroute.background import Job, JobState, current_job, start_job
+from polyroute.background.adapt import AdaptationJob
+from polyroute.background.trace import TraceJob
+from polyroute.workflows.adapt import AdaptRequest
+from polyroute.workflows.trace import TraceRequest
 from store import SharedStore, Store
 from tests.conftest import planted_routing, write_jsonl
-from tests.test_collect import GatedBackend, new_store
+from tests.helpers import GatedBackend, new_store
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +50,7 @@ def test_a_job_ends_done_or_failed_with_what_went_wrong(tmp_path: Path):
     store = SharedStore(new_store(tmp_path / "s.duckdb"))
     for ending, stage, error in (("done", "done", ""), ("error", "failed", "xx_Nope"), ("bug", "failed", "KeyError")):
         job = start_job(store, GateJob(store, ending))
-        assert job.snapshot().running and current_job(store, "gate") is job
+        assert job.snapshot().running and current_job(store, GateJob) is job
         job.gate.set()
         state = job.wait(60)
         assert (state.stage, state.running) == (stage, False) and error in state.error
@@ -67,29 +67,29 @@ def test_one_job_at_a_time_writes_a_store_whatever_its_kind(tmp_path: Path):
     gate = start_job(store, GateJob(store))
     plan = planted_routing(n_items=2)
     with pytest.raises(PolyrouteError, match=r"a gate job into .* is already running"):
-        start_collection(store, _trace_request(tmp_path, store.path, SyntheticBackend(plan), plan))
+        start_job(store, TraceJob(store, _trace_request(tmp_path, store.path, SyntheticBackend(plan), plan)))
     with pytest.raises(PolyrouteError, match="already running"):
-        start_training(store, adapt)
+        start_job(store, AdaptationJob(store, adapt))
     # ... but not a job into another store.
-    assert start_training(other, adapt).wait(60).stage == "failed"
+    assert start_job(other, AdaptationJob(other, adapt)).wait(60).stage == "failed"
     gate.gate.set()
     gate.wait(60)
 
     # A running collection blocks an adaptation of its store; once it is done, the adaptation starts.
     backend = GatedBackend(plan)
-    collection = start_collection(store, _trace_request(tmp_path, store.path, backend, plan))
+    collection = start_job(store, TraceJob(store, _trace_request(tmp_path, store.path, backend, plan)))
     while collection.snapshot().sequences_done == 0:
         assert collection.wait(0.05).running
     run_id = collection.snapshot().run_id
     with pytest.raises(PolyrouteError, match=rf"a collection into .* is already running \(run {run_id}\)"):
-        start_training(store, adapt)
-    assert current_adaptation(store) is None
+        start_job(store, AdaptationJob(store, adapt))
+    assert current_job(store, AdaptationJob) is None
     backend.gate.set()
     assert collection.wait(60).stage == "done"
-    adaptation = start_training(store, adapt)
+    adaptation = start_job(store, AdaptationJob(store, adapt))
     state = adaptation.wait(60)  # started, and refused before any model loads: /nowhere is no model
-    assert state.stage == "failed" and state.error and current_adaptation(store) is adaptation
-    assert current_collection(store) is collection  # the registry keeps each kind's latest job
+    assert state.stage == "failed" and state.error and current_job(store, AdaptationJob) is adaptation
+    assert current_job(store, TraceJob) is collection  # the registry keeps each kind's latest job
     store.close()
     other.close()
 

@@ -70,6 +70,29 @@ def test_pages_hold_no_sql_and_touch_no_tensors():
         assert not [s for s in strings if SQL.search(s)], page
 
 
+def _modules(path: Path) -> set[str]:
+    """Every module the file imports (`a.b.c` for `from a.b import c`: it may be a module), lazy ones included."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names |= {node.module, *(f"{node.module}.{alias.name}" for alias in node.names)}
+    return names
+
+
+def test_the_ui_never_imports_the_command_line():
+    """The app and the CLI share jobs (polyroute.workflows), background jobs and analyses, never each other."""
+    ui = [ROOT / "app.py", *_files("pages"), *_files("polyroute/ui"), *_files("polyroute/background")]
+    cli = re.compile(r"polyroute\.cli(\.|$)|polyroute\.\w+_cli$")
+    found = {str(f.relative_to(ROOT)): sorted(m for m in _modules(f) if cli.match(m)) for f in ui}
+    assert {name: bad for name, bad in found.items() if bad} == {}
+    # Nor do the layers below the CLI: whole jobs, analyses and run data know no flags.
+    below = [*_files("polyroute/workflows"), *_files("polyroute/analyses"), ROOT / "polyroute/run_data.py"]
+    found = {str(f.relative_to(ROOT)): sorted(m for m in _modules(f) if cli.match(m)) for f in below}
+    assert {name: bad for name, bad in found.items() if bad} == {}
+
+
 def test_importing_the_store_loads_no_model_library():
     code = (
         "import sys, store, store.writer, store.queries, store.sandbox; "
@@ -87,3 +110,12 @@ def test_the_analyses_are_pure_numpy_and_scipy():
     analysis_files = _files("moe_core/analysis")
     engine = [n for f in analysis_files for n in re.findall(r"from (moe_core\.\w+)", f.read_text())]
     assert set(engine) <= {"moe_core.analysis"}
+
+
+def test_every_page_is_in_the_navigation():
+    """A page file the navigation (polyroute/ui/frame.py) leaves out would open only by its URL."""
+    from polyroute.ui.frame import NAVIGATION
+
+    linked = {link.path for _, links in NAVIGATION for link in links}
+    files = {path.relative_to(ROOT).as_posix() for path in _files("pages")} | {"app.py"}
+    assert linked == files

@@ -108,7 +108,7 @@ def test_pages_load_no_model_library():
     import sys
 
     code = (
-        "import sys, polyroute.ui.frame, polyroute.ui.charts, polyroute.collect; "
+        "import sys, polyroute.ui.frame, polyroute.ui.charts, polyroute.background.trace; "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     root = Path(__file__).resolve().parents[1]

@@ -10,10 +10,10 @@ import duckdb
 import numpy as np
 import pytest
 
-from moe_core.errors import PolyrouteError
+from moe_core.errors import ParameterError, PolyrouteError
 from moe_core.steering.plan import SteeringPlan
 from polyroute import plans
-from polyroute.cli import main
+from polyroute.cli import flag, main
 from store import open_store
 from store import queries as q
 from tests.conftest import planted_routing, write_jsonl
@@ -25,7 +25,7 @@ TASK_EXPERTS = {(3, 6), (4, 13)}
 def task_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run 1: generic text; run 2: task text routed to TASK_EXPERTS; one synthetic model traces both."""
     from moe_core.synthetic import SyntheticBackend, synthetic_corpus
-    from polyroute.tracing import TraceRequest, start_trace
+    from polyroute.workflows.trace import TraceRequest, start_trace
 
     root = tmp_path_factory.mktemp("task_plans")
     plan = planted_routing(n_items=16, task_items=8, task_experts=tuple(sorted(TASK_EXPERTS)))
@@ -111,10 +111,13 @@ def test_task_experts_agree_with_delta_tau_against_the_generic_run(task_store):
     assert "run 2" in plan.source and "generic run 1" in plan.source and "tau 0.4" in plan.source
     _check_shape(task_store, 2, plan)
     # the generic run against the task run has no task expert: a clear error, not an empty plan
+    # The message names the parameters (the page shows it so); the CLI says them as its flags.
     with pytest.raises(
-        PolyrouteError, match=r"no expert passes tau 0\.4 in layers 3-4: lower the threshold tau \(--tau\)"
-    ):
+        PolyrouteError, match=r"no expert passes tau 0\.4 in layers 3-4: lower the threshold tau or widen the band"
+    ) as raised:
         _build(task_store, plans.task_experts, 1, 2, "eng_Latn", tau=0.4)
+    assert isinstance(raised.value, ParameterError)
+    assert raised.value.named(flag).endswith("lower the threshold --tau or widen the band (--layers)")
 
 
 def test_language_experts_agree_with_delta_tau_against_english(planted_store):

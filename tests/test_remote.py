@@ -4,17 +4,12 @@ the token rule, bad requests, and a server killed mid-trace."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -28,55 +23,14 @@ from moe_core.backends.remote import RemoteBackend
 from moe_core.errors import RemoteError
 from moe_core.steering import LayerExperts, SteeringPlan
 from polyroute.cli import main
-from polyroute.tracing import TraceRequest, resume_trace, start_trace
+from polyroute.workflows.trace import TraceRequest, resume_trace, start_trace
 from store import open_store
 from store import queries as q
-from tests.test_evaluation_tasks import _mgsm
+from tests.helpers import Served, mgsm_copy, serving
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token"
 ROUTING_TABLES = ("sequences", "tokens", "route_codes", "router_probs", "router_logits")
-
-
-@dataclass
-class Served:
-    url: str
-    process: subprocess.Popen[str]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serving(model: Path, *extra: str, host: str = "127.0.0.1", startup_s: float = 90) -> Iterator[Served]:
-    """A real `polyroute serve` process; yields once /health answers (within `startup_s`)."""
-    port = _free_port()
-    argv = [sys.executable, "-m", "polyroute.cli", "serve", "--model", str(model), "--host", host, "--port", str(port)]
-    # A session of its own, so that teardown also ends what the server started (vLLM's engine processes).
-    process = subprocess.Popen(
-        [*argv, *extra], stderr=subprocess.PIPE, text=True, env={**os.environ}, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + startup_s
-        while True:
-            if process.poll() is not None:
-                raise AssertionError(f"polyroute serve exited: {process.stderr.read() if process.stderr else ''}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"polyroute serve did not come up in {startup_s:.0f} s"
-            time.sleep(0.2)
-        yield Served(url=url, process=process)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -286,7 +240,7 @@ def test_the_cli_traces_steers_and_evaluates_on_a_server(server, model, corpus_f
     assert "unsteered:" in out and "steered:" in out
     assert main([*steer[:2], f"{server.url},{server.url}", *steer[3:]]) == 2
     assert "runs on one" in capsys.readouterr().err
-    mgsm = _mgsm(tmp_path / "mgsm")
+    mgsm = mgsm_copy(tmp_path / "mgsm")
     evaluate = ["eval", "--task", "mgsm", "--corpus", f"mgsm:{mgsm}", "--langs", "eng_Latn,deu_Latn", "--db", str(db)]
     assert main([*evaluate, "--backend", server.url, "--plan", str(plan), "--max-new-tokens", "4"]) == 0
     assert main([*evaluate, "--model", str(model), "--plan", str(plan), "--max-new-tokens", "4"]) == 0

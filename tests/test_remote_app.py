@@ -14,10 +14,18 @@ from polyroute.ui.data import shared_store
 from polyroute.ui.model_place import HERE, SERVER
 from store import queries as q
 from tests.apptest import open_page, wait_for_job
-from tests.test_evaluate_page import cli_scores, fill_in, finish, stored_scores
-from tests.test_evaluation_tasks import _mgsm
-from tests.test_remote import Served, _free_port, serving
-from tests.test_steering_page import controls, generate
+from tests.helpers import (
+    Served,
+    cli_scores,
+    fill_in,
+    finish,
+    free_port,
+    generate,
+    mgsm_copy,
+    serving,
+    steering_controls,
+    stored_scores,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -49,16 +57,16 @@ def test_collect_runs_on_the_server_and_stores_here(demo_server, app_db: Path):
 
 
 def test_steering_on_the_server_writes_what_it_writes_here(demo_server, demo_app_db):
-    there = controls(on_server(open_page("pages/steering.py"), demo_server.url), strength=4.0, experts=[5])
+    there = steering_controls(on_server(open_page("pages/steering.py"), demo_server.url), strength=4.0, experts=[5])
     assert any("The GPU server runs" in m.value for m in there.markdown)
     here = open_page("pages/steering.py")
     here.radio(key="widget_model_place").set_value(HERE).run()
-    here = controls(here, strength=4.0, experts=[5])
+    here = steering_controls(here, strength=4.0, experts=[5])
     assert generate(there) == generate(here)
 
 
 def test_evaluate_runs_on_the_server_and_stores_what_polyroute_eval_stores_here(demo_server, app_db, tmp_path):
-    corpus = f"mgsm:{_mgsm(tmp_path / 'mgsm')}"
+    corpus = f"mgsm:{mgsm_copy(tmp_path / 'mgsm')}"
     at = on_server(open_page("pages/evaluate.py"), demo_server.url)
     assert "widget_evaluate_model" not in [box.key for box in at.text_input]  # the server has its model
     assert any(f"{demo_server.url} runs **polyroute-demo**" in m.value for m in at.markdown)
@@ -71,7 +79,7 @@ def test_evaluate_runs_on_the_server_and_stores_what_polyroute_eval_stores_here(
 
 
 def test_an_unreachable_server_is_a_message(app_db):
-    at = on_server(open_page("pages/steering.py"), f"http://127.0.0.1:{_free_port()}")
+    at = on_server(open_page("pages/steering.py"), f"http://127.0.0.1:{free_port()}")
     assert "cannot reach the Polyroute server" in at.warning[0].value
     assert not at.exception
     at = on_server(open_page("pages/collect.py"), "")

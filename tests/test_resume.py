@@ -4,7 +4,6 @@ and the store never holds a half-written sequence."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -15,24 +14,12 @@ import pytest
 
 from moe_core.tiny import build_tiny_model
 from polyroute.cli import main
-from tests.conftest import PARALLEL, write_jsonl
-from tests.helpers import assert_summaries_match_a_rebuild
+from tests.helpers import PROGRESS, assert_summaries_match_a_rebuild, repeated_corpus
 
-PROGRESS = re.compile(rb"(\d+)/(\d+) \[")
 ROUTES_BY_TEXT = """
 SELECT s.item_id, s.lang, r.pos, r.layer, r.rank, r.expert
 FROM routes r JOIN sequences s USING (run_id, seq_id) ORDER BY ALL
 """
-
-
-def _corpus(path, copies: int):
-    rows = [
-        {"item_id": f"{copy}-{i}", "lang": lang, "text": f"{text} ({copy})"}
-        for copy in range(copies)
-        for lang, texts in PARALLEL.items()
-        for i, text in enumerate(texts)
-    ]
-    return write_jsonl(path, rows)
 
 
 def _check_whole(con: duckdb.DuckDBPyConnection, layers: int, k: int) -> int:
@@ -58,7 +45,7 @@ def _check_whole(con: duckdb.DuckDBPyConnection, layers: int, k: int) -> int:
 @pytest.mark.slow
 def test_sigkill_then_resume_stores_every_sequence_once(tmp_path):
     model = build_tiny_model("qwen3_moe", tmp_path / "model", layers=6, hidden=256, experts=16, top_k=4)
-    corpus = _corpus(tmp_path / "corpus.jsonl", copies=20)  # 360 sequences
+    corpus = repeated_corpus(tmp_path / "corpus.jsonl", copies=20)  # 360 sequences
     db = tmp_path / "store.duckdb"
     args = ["--model", str(model), "--corpus", str(corpus), "--langs", "eng_Latn,deu_Latn,rus_Cyrl"]
     command = [sys.executable, "-m", "polyroute.cli", "trace", *args, "--db", str(db), "--batch-size", "1"]

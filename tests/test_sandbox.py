@@ -7,15 +7,13 @@ from __future__ import annotations
 import re
 import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from store import SharedStore, SqlRefused, sandbox
 from store.sandbox import EXAMPLES, TABLES, run_sql
-from tests.helpers import file_digest
+from tests.helpers import file_digest, opened
 
 FILES = "reading files is not allowed here"
 ONE = "one statement at a time"
@@ -100,19 +98,6 @@ def traced(tmp_path_factory: pytest.TempPathFactory, tiny_store: Path) -> Path:
     db.parent.mkdir()
     shutil.copyfile(tiny_store, db)
     return db
-
-
-@contextmanager
-def opened(kind: str, db: Path) -> Iterator[Path | SharedStore]:
-    """The CLI's source (the file) or the app's (a shared store of it, closed when the block ends)."""
-    if kind == "path":
-        yield db
-        return
-    shared = SharedStore(db)
-    try:
-        yield shared
-    finally:
-        shared.close()
 
 
 def test_the_hostile_list_is_long_enough_and_its_sequence_is_real(traced):

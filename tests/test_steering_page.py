@@ -6,31 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from polyroute.ui.steering import STEERED, UNSTEERED
 from tests.apptest import chart, charts, open_page
+from tests.helpers import generate, steering_controls
 
 PAGE = "pages/steering.py"
 MASS = "Routing mass on the plan's experts"
-
-
-def controls(at: AppTest, *, method: str = "soft", strength: float = 0.5, experts: list[int] | None = None) -> AppTest:
-    at.radio(key="steering_source").set_value("experts I choose").run()
-    at.selectbox(key="steering_method").set_value(method).run()
-    if method in ("soft", "adaptive"):  # the others have no strength: its slider is disabled
-        at.slider(key="steering_strength").set_value(strength).run()
-    at.multiselect(key="steering_experts").set_value(experts or [0]).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def generate(at: AppTest) -> tuple[str, str]:
-    at.button(key="steering_generate").click().run()
-    assert not at.exception, at.exception
-    assert not at.warning, [w.value for w in at.warning]
-    left, right = at.columns[-2:]
-    return left.markdown[1].value, right.markdown[1].value
 
 
 def test_a_preset_builds_a_plan_whose_experts_are_shown(demo_app_db):
@@ -53,7 +35,7 @@ def test_a_preset_builds_a_plan_whose_experts_are_shown(demo_app_db):
 
 
 def test_generate_shows_both_outputs_and_a_strong_push_moves_mass_in_the_band(demo_app_db):
-    at = controls(open_page(PAGE), strength=4.0, experts=[5])
+    at = steering_controls(open_page(PAGE), strength=4.0, experts=[5])
     assert at.dataframe[0].value["layer"].tolist() == [2]
     generate(at)
     assert [c.markdown[0].value for c in at.columns[-2:]] == [
@@ -70,7 +52,7 @@ def test_generate_shows_both_outputs_and_a_strong_push_moves_mass_in_the_band(de
 
 
 def test_strength_zero_changes_nothing(demo_app_db):
-    at = controls(open_page(PAGE), strength=0.0, experts=[1, 3])
+    at = steering_controls(open_page(PAGE), strength=0.0, experts=[1, 3])
     plain, steered = generate(at)
     assert plain == steered and ":red-background" not in plain
     assert "did not change the text" in at.info[0].value
@@ -92,7 +74,7 @@ def test_impossible_plans_are_refused_with_a_message(demo_app_db):
     assert not at.exception and "not valid JSON" in at.warning[0].value
 
     # Ablating every expert leaves a token nothing to choose.
-    at = controls(at, method="ablate", experts=list(range(8)))
+    at = steering_controls(at, method="ablate", experts=list(range(8)))
     assert not at.exception and "leaves fewer than the 2" in at.warning[0].value
 
 

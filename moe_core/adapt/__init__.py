@@ -4,7 +4,7 @@ language (and, given a task corpus, a benchmark task's scores) before and after;
 slices as a small adapter and merge it into a full checkpoint.
 
 Which experts a stored trace run selects is `moe_core.analysis.rise` (pure numpy), applied by
-`polyroute.adapting`, which joins this engine with the store. The modules:
+`polyroute.workflows.adapt`, which joins this engine with the store. The modules:
 - `settings`: the training settings and the progress and loss records (no torch: pages import it);
 - `subnetwork`: where a selected expert's weights are (fused slices or modules) and the mask that
   trains only them;

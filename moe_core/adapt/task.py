@@ -2,7 +2,7 @@
 and checked as `polyroute eval` reads them, and the scores and answers of the model as it is now,
 through the evaluation runner and the backend that holds the model being trained.
 
-No torch and no store: the backend generates, `polyroute.adapting` records what comes back.
+No torch and no store: the backend generates, `polyroute.workflows.adapt` records what comes back.
 """
 
 from __future__ import annotations

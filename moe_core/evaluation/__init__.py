@@ -6,5 +6,5 @@
   it should be in.
 - `tasks`: one spec per task (the fields it needs, its prompt, its scorer); `sweeps`: the variants
   a plan and `--sweep` give; `runner.evaluate`: generate with a backend and score, never touching
-  the store (polyroute/evaluation.py stores the result).
+  the store (polyroute/workflows/evaluate.py stores the result).
 """

@@ -1,7 +1,7 @@
 """Run a task on a backend: generate every variant's answers, language by language, and score them.
 
 The engine half of an evaluation: it returns `TaskScore` and `GeneratedAnswer` records and never
-touches the store (polyroute/evaluation.py writes them).
+touches the store (polyroute/workflows/evaluate.py writes them).
 """
 
 from __future__ import annotations

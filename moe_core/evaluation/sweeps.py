@@ -11,14 +11,11 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
-from moe_core.analysis.rise import depth_zones
+from moe_core.analysis.zones import ZONES, zone_layers
 from moe_core.errors import PolyrouteError
 from moe_core.steering.plan import PlanError, SteeringPlan
 
 UNSTEERED, PLAN = "unsteered", "plan"
-ZONES = ("early", "middle", "late")  # depth_zones' 0, 1, 2
 Variant = tuple[str, SteeringPlan | None]
 
 
@@ -58,8 +55,7 @@ def parse_sweep(text: str) -> Sweep:
 def window_plan(plan: SteeringPlan, zone: str, *, n_layers: int, moe_layers: Sequence[int]) -> SteeringPlan:
     """`plan` with its band moved to the MoE layers of depth zone `zone` (first to last of them),
     keeping only the experts it lists for layers inside that window."""
-    layers = np.asarray(sorted(moe_layers))
-    inside = [int(layer) for layer in layers[depth_zones(layers, n_layers) == ZONES.index(zone)]]
+    inside = zone_layers(moe_layers, n_layers, zone)
     if not inside:
         raise PlanError(f"the model's {n_layers} layers have no MoE layer in the {zone} zone: sweep other windows")
     band = (inside[0], inside[-1])

@@ -2,10 +2,12 @@
 
 Each function takes a `RunData` (the run, the selected languages and layers, read lazily) and
 returns an `AnalysisResult` whose params name every setting that produced it (docs/methods.md gives
-the formulas; `moe_core.analysis` computes them).
+the formulas; `moe_core.analysis` computes them). `ANALYSES` (registry.py) is the one table of them
+that the CLI, its `--help` and the app read: a new analysis is a function here and an entry there.
 """
 
 from polyroute.analyses.experts import analyze_experts, analyze_isolation, analyze_rise, analyze_shared
+from polyroute.analyses.registry import ANALYSES
 from polyroute.analyses.routing import (
     analyze_consistency,
     analyze_correlation,
@@ -15,6 +17,7 @@ from polyroute.analyses.routing import (
 )
 
 __all__ = [
+    "ANALYSES",
     "analyze_consistency",
     "analyze_correlation",
     "analyze_divergence",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from moe_core.analysis import experts, rise
-from moe_core.errors import PolyrouteError
+from moe_core.errors import ParameterError
 from polyroute.run_data import AnalysisResult, RunData, Table, lang_facts, rounded
 
 
@@ -14,7 +14,7 @@ def analyze_experts(data: RunData, *, tau: float = 0.3, reference: RunData | Non
     """Delta-tau specialised experts: each language against the reference language of the run, or,
     with a reference run (generic text), the task experts of the run's reference language."""
     if not 0 <= tau <= 1:
-        raise PolyrouteError(f"--tau must lie in [0, 1], not {tau}")
+        raise ParameterError(f"{{tau}} must lie in [0, 1], not {tau}")
     target = data.sequence_mean_frequencies
     if reference is not None:
         return _task_experts(data, reference, tau)
@@ -50,9 +50,9 @@ def analyze_experts(data: RunData, *, tau: float = 0.3, reference: RunData | Non
 def _task_experts(data: RunData, reference: RunData, tau: float) -> AnalysisResult:
     lang = data.selection.ref
     if lang not in reference.langs:
-        raise PolyrouteError(f"reference run {reference.layout.run_id} has no {lang}: choose --ref from both runs")
+        raise ParameterError(f"reference run {reference.layout.run_id} has no {lang}: choose {{ref}} from both runs")
     if data.layout.model_id != reference.layout.model_id or data.layers != reference.layers:
-        raise PolyrouteError("task experts compare two runs of the same model: --ref-run traced another model")
+        raise ParameterError("task experts compare two runs of the same model: {ref_run} traced another model")
     target = data.sequence_mean_frequencies[data.ref_position()]
     generic = reference.sequence_mean_frequencies[reference.ref_position()]
     deltas = experts.delta(target, generic)
@@ -74,7 +74,7 @@ def _task_experts(data: RunData, reference: RunData, tau: float) -> AnalysisResu
 def analyze_shared(data: RunData, *, k: int = 15, thr: float = 0.4, group: list[str] | None = None) -> AnalysisResult:
     """Shared and exclusive experts over the selected languages, and each language's reliance on them."""
     if k < 1 or not 0 < thr <= 1:
-        raise PolyrouteError(f"--k must be at least 1 and --thr in (0, 1]; got k={k}, thr={thr}")
+        raise ParameterError(f"{{k}} must be at least 1 and {{thr}} in (0, 1]; got k={k}, thr={thr}")
     freq = data.frequencies
     shares = experts.expert_shares(freq, k)
     common = experts.shared(shares, thr)
@@ -115,7 +115,7 @@ def analyze_shared(data: RunData, *, k: int = 15, thr: float = 0.4, group: list[
     if group:
         missing = [lang for lang in group if lang not in data.langs]
         if missing:
-            raise PolyrouteError(f"--group names {', '.join(missing)}, which the analysed languages lack")
+            raise ParameterError(f"{{group}} names {', '.join(missing)}, which the analysed languages lack")
         in_group = np.isin(data.langs, group)
         for_group = experts.exclusive_to(shares, in_group, thr)
         tables.append(
@@ -153,11 +153,11 @@ def analyze_rise(
 ) -> AnalysisResult:
     """The RISE subnetwork of a target language: scores, zones and the K experts it would train."""
     if target not in data.langs:
-        raise PolyrouteError(f"--target {target} is not among the analysed languages: {', '.join(data.langs)}")
+        raise ParameterError(f"{{target}} {target} is not among the analysed languages: {', '.join(data.langs)}")
     if budget < 1:
-        raise PolyrouteError("--budget must be at least 1")
+        raise ParameterError("{budget} must be at least 1")
     if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1):
-        raise PolyrouteError(f"--ratios must be three non-negative shares that sum to 1, not {ratios}")
+        raise ParameterError(f"{{ratios}} must be three non-negative shares that sum to 1, not {ratios}")
     freq = data.frequencies
     index = data.langs.index(target)
     scores = rise.rise_scores(freq, index, alpha=alpha)
@@ -221,10 +221,10 @@ def analyze_isolation(data: RunData, *, high: int = 4, low: int = 2, top_n: int 
     is_high = np.array([c is not None and c >= high for c in classes])
     is_low = np.array([c is not None and c <= low for c in classes])
     if not is_high.any() or not is_low.any():
-        raise PolyrouteError(
+        raise ParameterError(
             f"isolation needs languages of resource class >= {high} and <= {low} (Joshi et al.); the run's are "
             + ", ".join(f"{lang} ({c})" for lang, c in zip(data.langs, classes, strict=True))
-            + ": change --high/--low"
+            + ": change {high}/{low}"
         )
     n = top_n or 2 * data.layout.top_k
     freq = data.frequencies

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from moe_core.analysis import correlation, divergence, routing, similarity, summaries
-from moe_core.errors import PolyrouteError
+from moe_core.errors import ParameterError, PolyrouteError
 from polyroute.run_data import AnalysisResult, RunData, Table, lang_facts, mean_by_group, rounded
 from store import queries as q
 
@@ -111,7 +111,7 @@ def _token_entropy(data: RunData) -> np.ndarray | None:
 def analyze_consistency(data: RunData, *, max_pairs: int = 128, seed: int = 0) -> AnalysisResult:
     """Within-sequence consistency: mean Jaccard of token pairs' top-k sets, per language and layer."""
     if max_pairs < 1:
-        raise PolyrouteError("--max-pairs must be at least 1")
+        raise ParameterError("{max_pairs} must be at least 1")
     layout = data.layout
     if (max_pairs, seed) == (summaries.CONSISTENCY_PAIRS, summaries.CONSISTENCY_SEED):
         means = data.mean_consistency  # kept by the writer
@@ -143,10 +143,10 @@ def analyze_similarity(
     if len(data.langs) < 2:
         raise PolyrouteError("similarity compares languages: analyse at least two")
     if measure not in ("divergence", "cosine"):
-        raise PolyrouteError(f"unknown --measure {measure!r}: use divergence or cosine")
+        raise ParameterError(f"unknown {{measure}} {measure!r}: use divergence or cosine")
     band_layers = [layer for layer, keep in zip(data.layers, data.middle_band(), strict=True) if keep]
     if not band_layers:
-        raise PolyrouteError("the middle zone holds no MoE layer of this model: choose the band with --layers A-B")
+        raise ParameterError("the middle zone holds no MoE layer of this model: choose the band with {layers} A-B")
     # Read only the band's layers: the rest would cost time and memory and change nothing.
     in_band = data if data.selection.layers else data.narrowed((band_layers[0], band_layers[-1]))
     band = np.ones(len(in_band.layers), dtype=bool)
@@ -200,7 +200,7 @@ def analyze_similarity(
 def analyze_correlation(data: RunData, scores: Mapping[str, float], *, score_name: str = "score") -> AnalysisResult:
     """Pearson and Spearman correlation between middle-band divergence and a per-language score."""
     div = analyze_divergence(data)
-    band_mean = {row[0]: row[-1] for row in div.table("band_mean").rows}
+    band_mean = {row["lang"]: row["divergence"] for row in div.table("band_mean").records()}
     langs = [lang for lang in data.langs if lang != data.selection.ref and lang in scores]
     x = np.array([np.nan if band_mean[lang] is None else band_mean[lang] for lang in langs], dtype=float)
     y = np.array([scores[lang] for lang in langs], dtype=float)

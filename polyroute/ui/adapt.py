@@ -1,5 +1,5 @@
 """The Adapt page's work (RISE): the subnetwork a choice selects, previewed from the store without a
-model; training it as a background job of the app (`polyroute.jobs`, like a collection); and an
+model; training it as a background job of the app (`polyroute.background.adapt`); and an
 adaptation run read back from the store: its experts on a layer x expert map, and each language's
 held-out loss before and after.
 
@@ -17,85 +17,21 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from moe_core.adapt import AdaptProgress
 from moe_core.analysis.rise import ZONES, depth_zones
 from moe_core.errors import PolyrouteError
 from moe_core.model_identity import config_hash
-from polyroute.adapting import AdaptOutcome, AdaptRequest, Subnetwork, select, start_adaptation
-from polyroute.jobs import Job, JobState, current_job, start_job
 from polyroute.ui.charts import with_language_facts
 from polyroute.ui.data import Version, shared_store
+from polyroute.ui.forms import folder_problem
 from polyroute.ui.frame import explained, lang_name
-from store import SharedStore, Store
+from polyroute.workflows.adapt import Subnetwork, select
+from store import SharedStore
 from store import queries as q
 from store.writer import AdaptedExpert
 
-STAGES = {
-    "loading": "Loading the model",
-    "before": "Held-out loss before training",
-    "training": "Training the selected experts",
-    "after": "Held-out loss after training",
-}
 ZONE_COLOURS = ("#4c78a8", "#f58518", "#54a24b")  # shallow, middle, deep
 BEFORE, AFTER = "before training", "after training"
 LOSS_COLUMNS = ("loss before", "loss after", "change")
-
-
-# Training in the background. -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class AdaptationState(JobState[AdaptOutcome]):
-    """Where an adaptation stands: `stage` is loading, before, training, after, done or failed;
-    `done` of `total` batches (evaluation) or steps (training)."""
-
-    done: int = 0
-    total: int = 0
-    loss: float | None = None  # the latest training step's loss
-
-    @property
-    def fraction(self) -> float:
-        return min(self.done / self.total, 1.0) if self.total else 0.0
-
-    @property
-    def text(self) -> str:
-        """The progress bar's words: the stage, how far it got, and the training loss."""
-        words = f"{STAGES.get(self.stage, self.stage)}"
-        if self.stage != "loading" and self.total:
-            unit = "step" if self.stage == "training" else "batch"
-            words += f": {unit} {self.done} of {self.total}"
-        if self.stage == "training" and self.loss is not None:
-            words += f" · loss {self.loss:.3f}"
-        return f"{words} · {self.seconds:.0f} s"
-
-
-class Adaptation(Job[AdaptationState]):
-    """An adaptation in its own thread, writing its run through the app's shared store."""
-
-    kind, what = "adaptation", "an adaptation"
-
-    def __init__(self, store: SharedStore, request: AdaptRequest) -> None:
-        super().__init__(store, AdaptationState())
-        self.request = request
-
-    def work(self, store: Store) -> AdaptOutcome:
-        return start_adaptation(self.request, self._progress, store=store)
-
-    def _progress(self, step: AdaptProgress) -> None:
-        loss = step.loss if step.loss is not None else self.snapshot().loss
-        self._update(stage=step.stage, done=step.done, total=step.total, loss=loss)
-
-
-def current_adaptation(store: SharedStore) -> Adaptation | None:
-    """The latest adaptation of `store` in this process (running or finished), if any."""
-    found = current_job(store, Adaptation.kind)
-    assert found is None or isinstance(found, Adaptation)
-    return found
-
-
-def start_training(store: SharedStore, request: AdaptRequest) -> Adaptation:
-    """Train `request` into `store` in the background; refused while another job writes it."""
-    return start_job(store, Adaptation(store, request))
 
 
 # Choosing the experts, without a model. ---------------------------------------------------------
@@ -120,7 +56,7 @@ def preview(
     ratios: tuple[float, float, float],
     alpha: float,
 ) -> Subnetwork:
-    """The experts RISE selects for `target` from trace run `run_id` (`polyroute.adapting.select`)."""
+    """The experts RISE selects for `target` from trace run `run_id` (`polyroute.workflows.adapt.select`)."""
     del run_version  # part of the cache key only
     with shared_store(path).reading() as store:
         return select(store, run_id, target, budget, ratios, alpha)
@@ -129,8 +65,8 @@ def preview(
 @st.cache_data(show_spinner=False, max_entries=16)
 def model_problem(folder: str, path: str, model_id: str) -> str:
     """Why `folder` cannot be trained for a run that traced `model_id` ("" when it can)."""
-    if not (Path(folder) / "config.json").is_file():
-        return f"{folder} is not a model folder (it has no config.json): enter the folder of a checkpoint."
+    if problem := folder_problem(folder):
+        return problem
     # The identity is the hash the trace recorded (read without loading the model or importing torch).
     with shared_store(path).reading() as store:
         traced = q.model_config_hash(store, model_id)

@@ -7,32 +7,21 @@ is still being collected is read afresh as it grows, and a finished one is compu
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from moe_core.analysis import rise
+from moe_core.analysis.zones import zone_band
 from moe_core.corpora import load_corpus
-from polyroute import analyses
+from polyroute.analyses.registry import ANALYSES
 from polyroute.run_data import AnalysisResult, RunData, Selection
 from store import SharedStore, open_store, token_paths
 from store import queries as q
 from store.token_paths import TokenPath, TracedItem
 
 Version = tuple[str, int]  # (status, sequences stored)
-
-ANALYSES: dict[str, Callable[..., AnalysisResult]] = {
-    "divergence": analyses.analyze_divergence,
-    "entropy": analyses.analyze_entropy,
-    "consistency": analyses.analyze_consistency,
-    "experts": analyses.analyze_experts,
-    "shared": analyses.analyze_shared,
-    "similarity": analyses.analyze_similarity,
-    "correlation": analyses.analyze_correlation,
-}
 
 
 def shared_store(path: str) -> SharedStore:
@@ -75,11 +64,11 @@ def analysis(
     ref: str = "eng_Latn",
     **options: Any,
 ) -> AnalysisResult:
-    """`polyroute.analyses.analyze_<name>` of a run's selection, as the CLI computes it."""
+    """The analysis `name` (`polyroute.analyses.registry.ANALYSES`) of a run's selection, as the CLI computes it."""
     del run_version  # part of the cache key only
     with shared_store(path).reading() as store:
         data = RunData(store, run_id, Selection(langs=langs, layers=layers, ref=ref))
-        return ANALYSES[name](data, **options)
+        return ANALYSES[name].function(data, **options)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -104,12 +93,8 @@ def item_paths(path: str, run_id: int, run_version: Version, item_id: str, langs
 
 
 def middle_band(layout: q.RunLayout) -> tuple[int, int]:
-    """The RISE middle zone's decoder layers (docs/methods.md), or the middle MoE layer when it holds none."""
-    layers = layout.layers
-    middle = layers[rise.depth_zones(layers, layout.n_layers) == 1]
-    if not middle.size:
-        middle = layers[len(layers) // 2 : len(layers) // 2 + 1]
-    return int(middle[0]), int(middle[-1])
+    """The middle depth zone's MoE layers (docs/methods.md), as `zones.zone_band` chooses them."""
+    return zone_band(layout.layers, layout.n_layers, "middle")
 
 
 def table(result: AnalysisResult, name: str) -> pd.DataFrame:

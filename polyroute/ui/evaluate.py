@@ -1,5 +1,5 @@
-"""The Evaluate page's work: an evaluation (`polyroute.evaluation`, what `polyroute eval` runs) as a
-background job of the app (`polyroute.jobs`, like a collection), on this machine or on a GPU server,
+"""The Evaluate page's work: an evaluation (`polyroute.workflows.evaluate`, what `polyroute eval` runs)
+as a background job of the app (`polyroute.background.evaluate`), on this machine or on a GPU server,
 and the form that launches it and says what is wrong with its settings before anything starts.
 
 The form is drawn above the stored scores, so a problem with it is a message beside the form and
@@ -8,8 +8,6 @@ never ends the page (`frame.explained` would stop it, and hide the scores below)
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,84 +19,19 @@ from moe_core.errors import PolyrouteError
 from moe_core.evaluation.sweeps import Sweep, parse_sweep
 from moe_core.evaluation.tasks import TASKS, get_task, read_items
 from moe_core.steering import SteeringPlan
-from polyroute.evaluation import EvalOutcome, EvalRequest, run_evaluation
-from polyroute.jobs import Job, JobState, busy_message, current_job, start_job, writing_job
+from polyroute.background import current_job, start_job
+from polyroute.background.evaluate import EvaluationJob, EvaluationState
 from polyroute.ui.data import corpus_languages
+from polyroute.ui.forms import NO_SERVER, folder_problem, job_gate
 from polyroute.ui.frame import keep, lang_name, remembered
 from polyroute.ui.model_place import ModelPlace, connected, describe
 from polyroute.ui.progress import follow, started
-from store import SharedStore, Store, StoreError
+from polyroute.workflows.evaluate import EvalOutcome, EvalRequest
+from store import SharedStore, StoreError
 
 NO_PLAN, STEERING_PLAN, PASTED_PLAN = "no plan (unsteered only)", "the plan on the Steering page", "a plan I paste"
 STEERING_KEY = "steering_plan"  # where pages/steering.py keeps the plan it shows
 CHOSEN_RUN, NEW_RUN = "evaluate_run", "evaluate_new_run"  # the page's run selectbox, and a run to show in it
-
-
-@dataclass(frozen=True, kw_only=True)
-class EvaluationState(JobState[EvalOutcome]):
-    """Where an evaluation stands: `stage` is loading, generating, done or failed; `done` of `total`
-    answers (every item in every language, once per variant)."""
-
-    done: int = 0
-    total: int = 0
-
-    @property
-    def fraction(self) -> float:
-        return min(self.done / self.total, 1.0) if self.total else 0.0
-
-    @property
-    def text(self) -> str:
-        if self.stage == "loading":
-            return f"Loading the model and the benchmark … {self.seconds:.0f} s"
-        return f"Run {self.run_id}: {self.done:,} of {self.total:,} answers · {self.seconds:.0f} s"
-
-
-class Evaluation(Job[EvaluationState]):
-    """An evaluation in its own thread, writing its run through the app's shared store."""
-
-    kind, what = "evaluation", "an evaluation"
-
-    def __init__(self, store: SharedStore, request: EvalRequest) -> None:
-        super().__init__(store, EvaluationState())
-        self.request = request
-
-    def work(self, store: Store) -> EvalOutcome:
-        try:
-            return run_evaluation(self.request, self._progress, store=store)
-        finally:
-            self.release()
-
-    def release(self) -> None:
-        """Close a server's client: it was made for this job alone (see `start_evaluation`)."""
-        close = getattr(self.request.model, "close", None)
-        if close is not None:
-            close()
-
-    def _progress(self, run_id: int, total: int) -> Callable[[int], None]:
-        self._update(stage="generating", run_id=run_id, total=total)
-
-        def advance(n: int) -> None:
-            self._update(done=self.snapshot().done + n)
-
-        return advance
-
-
-def current_evaluation(store: SharedStore) -> Evaluation | None:
-    """The latest evaluation of `store` in this process (running or finished), if any."""
-    found = current_job(store, Evaluation.kind)
-    assert found is None or isinstance(found, Evaluation)
-    return found
-
-
-def start_evaluation(store: SharedStore, request: EvalRequest) -> Evaluation:
-    """Evaluate `request` into `store` in the background; refused while another job writes it. A
-    `RemoteBackend` in `request.model` belongs to the job from here on, which closes it."""
-    job = Evaluation(store, request)
-    try:
-        return start_job(store, job)
-    except BaseException:
-        job.release()
-        raise
 
 
 def server_client(url: str, token: str | None) -> Backend:
@@ -139,7 +72,7 @@ def show_progress(store: SharedStore) -> None:
         if state.outcome is not None:
             st.session_state[NEW_RUN] = state.outcome.run_id
 
-    follow(lambda: current_evaluation(store), "evaluate", running=lambda s: s.text, done=done, ended=ended)
+    follow(lambda: current_job(store, EvaluationJob), "evaluate", running=lambda s: s.text, done=done, ended=ended)
 
 
 def launcher(store: SharedStore, place: ModelPlace) -> None:
@@ -150,7 +83,7 @@ def launcher(store: SharedStore, place: ModelPlace) -> None:
     model_col, task_col = st.columns(2)
     if place.remote:
         if not place.servers:
-            problems.append("Enter the URL of a GPU server (`polyroute serve`) in the sidebar.")
+            problems.append(NO_SERVER)
         else:
             try:
                 info = connected(place.servers[0], place.token).info()
@@ -165,8 +98,8 @@ def launcher(store: SharedStore, place: ModelPlace) -> None:
                 help="A Hugging Face checkpoint folder of an MoE model. The default is the tiny demo model.",
             ).strip()
         ).expanduser()
-        if not (folder / "config.json").is_file():
-            problems.append(f"{folder} is not a model folder (it has no config.json): enter a checkpoint's folder.")
+        if problem := folder_problem(folder):
+            problems.append(problem)
     task = task_col.selectbox(
         "Task",
         list(TASKS),
@@ -221,12 +154,10 @@ def launcher(store: SharedStore, place: ModelPlace) -> None:
             )
         except PolyrouteError as error:
             problems.append(str(error))
-    if not store.writable:
-        problems.append(f"This app opened the store read-only, so it cannot add runs: {store.why_read_only}")
-    writer = writing_job(store)  # an evaluation, or another job writing this store
-    running = writer is not None
-    if writer is not None and writer.kind != Evaluation.kind:
-        problems.append(f"The evaluation waits: {busy_message(writer, store)}.")
+    gate = job_gate(store, EvaluationJob, cannot="add runs", waits="The evaluation")
+    running = gate.running
+    if gate.problem:
+        problems.append(gate.problem)
     for problem in problems:
         st.info(problem, icon=":material/info:")
     if not st.button("Start the evaluation", type="primary", disabled=bool(problems) or running, key="evaluate_start"):
@@ -245,7 +176,7 @@ def launcher(store: SharedStore, place: ModelPlace) -> None:
             sweep=sweep,
             max_new_tokens=None if max_new_tokens is None else int(max_new_tokens),
         )
-        start_evaluation(store, request)
+        start_job(store, EvaluationJob(store, request))
     except (PolyrouteError, StoreError) as error:
         st.warning(str(error), icon=":material/info:")
         return

@@ -2,7 +2,7 @@
 of it once it ends, and one rerun of the whole page then, so that the page's button comes back and
 the new run is listed.
 
-The job runs in a thread of the app (`polyroute.jobs`) and never touches Streamlit; this fragment
+The job runs in a thread of the app (`polyroute.background`) and never touches Streamlit; this fragment
 polls its snapshot every 2 s while it runs. Polling each second kept other sessions' widgets from
 ever loading on a busy 2-core machine (five browsers and a collection at once; tests/test_browser.py).
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from polyroute.jobs import DONE, Job
+from polyroute.background import DONE, Job
 
 State = Any  # a job's own JobState subclass, with a `fraction` in [0, 1]
 

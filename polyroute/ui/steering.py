@@ -1,7 +1,7 @@
 """The Steering page's work: the model loaded once per folder, plans from presets or controls,
 generation without and with a plan, the words that changed, and the per-layer mass chart.
 
-Routing mass is measured as `polyroute steer` measures it (`steer_cli.mass_at`), so the page and
+Routing mass is measured as `polyroute steer` measures it (`polyroute.workflows.steer.mass_at`), so the page and
 the CLI report the same numbers for the same plan and prompt.
 """
 
@@ -14,17 +14,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import altair as alt
-import numpy as np
 import pandas as pd
 import streamlit as st
 
-from moe_core.analysis import rise
+from moe_core.analysis.zones import zone_band
 from moe_core.backends.base import Backend
 from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.steering import LayerExperts, SteeringPlan
 from polyroute import plans
-from polyroute.steer_cli import mass_at, shown
 from polyroute.ui.data import Version, shared_store
+from polyroute.workflows.steer import mass_at, shown
 
 if TYPE_CHECKING:  # torch loads only when a model does
     from moe_core.backends.hf import HFBackend
@@ -37,18 +36,15 @@ LANGUAGE, EXCLUSIVE = "push a language's experts (soft)", "silence a language's 
 def load_backend(folder: str) -> HFBackend:
     """The model in `folder`, loaded once per process (a failed load is not cached: a fixed folder retries)."""
     from moe_core.backends.hf import HFBackend
-    from polyroute.output import quiet_libraries
+    from polyroute.workflows.common import quiet_libraries
 
     quiet_libraries()
     return HFBackend(folder)
 
 
 def middle_band(layers: Sequence[int], n_layers: int) -> tuple[int, int]:
-    """The MoE layers of the middle depth zone (docs/methods.md steers there), else all of them."""
-    moe = np.asarray(layers)
-    inside = moe[rise.depth_zones(moe, n_layers) == 1]
-    chosen = inside if inside.size else moe
-    return int(chosen.min()), int(chosen.max())
+    """The MoE layers of the middle depth zone (docs/methods.md steers there): `zones.zone_band`."""
+    return zone_band(layers, n_layers, "middle")
 
 
 @st.cache_data(show_spinner="Finding the experts…", max_entries=64)

@@ -7,24 +7,20 @@ Kept apart from the backends so that `polyroute --help` does not load torch.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from moe_core.analysis.flow import mass_on_experts
 from moe_core.errors import PolyrouteError
 from moe_core.records import RoutingBatch
 from moe_core.steering import SteeringPlan
-from polyroute.arguments import device, positive_int
-from polyroute.output import print_table
-from polyroute.serve_cli import add_client_args, model_or_server
+from polyroute.cli.arguments import device, positive_int
+from polyroute.cli.options import add_client_args, model_or_server
+from polyroute.cli.output import print_table
+from polyroute.workflows.steer import mass_at, shown
 
 
-def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register `steer` on the `polyroute` sub-command set (it needs no store: `add_db` is unused)."""
-    del add_db
+def add_parser(commands: Any) -> None:
+    """Register `steer` on the `polyroute` sub-command set (it needs no store)."""
     steer = commands.add_parser(
         "steer", help="generate from one prompt without and with a steering plan, and show how routing moved"
     )
@@ -35,13 +31,13 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     steer.add_argument("--device", type=device, default="cpu", help="cpu or cuda (default cpu)")
     steer.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
     add_client_args(steer, sharded=False)
+    steer.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from moe_core.backends.base import Backend, GenerationParams
     from moe_core.backends.options import HFOptions
-    from polyroute.output import quiet_libraries
-    from polyroute.tracing import hf_backend
+    from polyroute.workflows.common import hf_backend, quiet_libraries
 
     if not args.prompt.strip():
         raise PolyrouteError("--prompt is empty: give the text to continue")
@@ -66,10 +62,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def shown(text: str) -> str:
-    return text if text.strip() else "(nothing: the model ended the text at once)"
-
-
 def mass_table(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n_experts: int) -> list[tuple[Any, ...]]:
     """Per steered layer: its experts, and the mean routing mass on them without and with the plan
     (over every token each generation fed through the model)."""
@@ -82,13 +74,3 @@ def mass_table(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n
         experts = ",".join(map(str, entry.experts))
         rows.append((entry.layer, experts, f"{before:.3f}", f"{after:.3f}", f"{after - before:+.3f}"))
     return rows
-
-
-def mass_at(batch: RoutingBatch, layer: int, experts: Sequence[int], n_experts: int) -> float:
-    """The mean routing mass on `experts` in decoder layer `layer`, over every token of `batch`
-    (the CLI's table and the Steering page's chart both measure it so)."""
-    position = [int(found) for found in batch.layers].index(layer)
-    chosen = np.zeros((1, n_experts), dtype=bool)
-    chosen[0, list(experts)] = True
-    weights = None if batch.expert_weights is None else batch.expert_weights[:, position : position + 1]
-    return float(mass_on_experts(batch.expert_ids[:, position : position + 1], weights, chosen)[0])

@@ -1,5 +1,5 @@
-"""How commands print: rows as an aligned text table, CSV or JSON on stdout, with the loading
-bars and notices of the model libraries silenced so that ours are readable.
+"""How commands print: rows as an aligned text table, CSV or JSON on stdout (the model libraries'
+loading bars are silenced by `polyroute.workflows.common.quiet_libraries`).
 
 JSON is strict (NaN and infinities print as the strings "NaN", "Infinity", "-Infinity"), and a
 table shows control characters as escapes (`\x1b`) instead of sending them to the terminal.
@@ -53,14 +53,3 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, dict):
         return {key: _json_value(item) for key, item in value.items()}
     return value
-
-
-def quiet_libraries() -> None:
-    """transformers' and the Hub's loading bars and notices would bury ours."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    from huggingface_hub.utils import logging as hub_logging
-
-    hub_logging.set_verbosity_error()

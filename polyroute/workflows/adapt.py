@@ -3,7 +3,7 @@ them on target-language text -> held-out loss per language before and after (and
 corpus, the task's scores) -> an `adaptation` run in the store and an adapter folder (the trained
 slices and a manifest) on disk.
 
-The composition root of one job, shared by the CLI and the app, like tracing.py: every input is
+The composition root of one job, shared by the CLI and the app, like trace.py: every input is
 checked (the trace run, target, budget, ratios, corpora, the task, the model and that the run traced it)
 before anything is written, so a bad request leaves the store as it was; the run's rows are
 written in one transaction when training is done, and the run is marked failed if it stops early.
@@ -32,7 +32,7 @@ from moe_core.languages import normalise_lang
 from moe_core.records import TaskScore
 from polyroute.analyses import analyze_rise
 from polyroute.run_data import RunData, Selection
-from polyroute.tracing import record_corpus
+from polyroute.workflows.common import record_corpus
 from store import Store, StoreError, open_store
 from store import queries as q
 from store import writer as w

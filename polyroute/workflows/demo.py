@@ -23,7 +23,7 @@ from moe_core.backends.options import HFOptions
 from moe_core.corpora import BUILTIN, ParallelCorpus, load_corpus
 from moe_core.demo import DEMO_MODEL_DIR, DEMO_MODEL_ID
 from moe_core.model_identity import config_hash
-from polyroute.tracing import ProgressFactory, TraceRequest, start_trace
+from polyroute.workflows.trace import ProgressFactory, TraceRequest, start_trace
 from store import Store, open_store
 from store import queries as q
 from store import writer as w

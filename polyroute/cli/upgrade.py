@@ -5,18 +5,19 @@ rebuild a run's routing summaries after its rows were edited by hand."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from typing import Any
 
 from moe_core.errors import PolyrouteError
+from polyroute.cli.options import add_db
 
 
-def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(commands: Any) -> None:
     upgrade = commands.add_parser("upgrade", help="upgrade a store written by an earlier Polyroute, in place")
     upgrade.add_argument(
         "--rebuild-run", type=int, metavar="RUN_ID", help="also rebuild this run's routing summaries from its rows"
     )
     add_db(upgrade)
+    upgrade.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,13 +15,13 @@ from typing import Any
 
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
-from polyroute.arguments import device, positive_int
-from polyroute.serve_cli import add_client_args, model_or_server
+from polyroute.cli.arguments import device, positive_int
+from polyroute.cli.options import add_client_args, add_db, model_or_server
 
 TASK_NAMES = ("belebele", "mgsm", "flores", "xquad", "polymath")  # moe_core.evaluation.tasks.TASKS, without its imports
 
 
-def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(commands: Any) -> None:
     """Register `eval` on the `polyroute` sub-command set."""
     ev = commands.add_parser("eval", help="score a model on a benchmark, without and with a steering plan")
     ev.add_argument("--task", required=True, help=f"one of {', '.join(TASK_NAMES)}")
@@ -38,6 +38,7 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     ev.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 or auto")
     add_client_args(ev, sharded=False)
     add_db(ev)
+    ev.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,8 +47,9 @@ def run(args: argparse.Namespace) -> int:
     from moe_core.backends.options import HFOptions
     from moe_core.evaluation.sweeps import parse_sweep
     from moe_core.evaluation.tasks import get_task
-    from polyroute.evaluation import EvalRequest, run_evaluation
-    from polyroute.output import print_table, quiet_libraries
+    from polyroute.cli.output import print_table
+    from polyroute.workflows.common import quiet_libraries
+    from polyroute.workflows.evaluate import EvalRequest, run_evaluation
 
     get_task(args.task)  # an unknown task fails before the store or a model is touched
     if args.plan is not None and not args.plan.is_file():

@@ -1,5 +1,8 @@
-"""Background jobs of the app: work that writes a store (a trace run, an adaptation) in a thread of
-the app's process, through the app's shared store, while every page keeps reading it.
+"""Background jobs of the app: a whole job (`polyroute.workflows`: a trace, an evaluation, an
+adaptation) in a thread of the app's process, writing through the app's shared store while every
+page keeps reading it. The job classes: `trace.TraceJob`, `evaluate.EvaluationJob`,
+`adapt.AdaptationJob`; one way to start one (`start_job(store, TraceJob(store, request))`) and one to
+find it again (`current_job(store, TraceJob)`).
 
 Jobs are kept in a process-wide registry by store and kind, so a user can leave a page (or open it
 in another tab) and still find the job and its progress. One job at a time writes a store, whatever
@@ -73,6 +76,10 @@ class Job(ABC, Generic[S]):
         """Run the job in its thread (`start_job` calls this once it has registered the job)."""
         self._thread.start()
 
+    def release(self) -> None:
+        """Let go of what the job was handed for itself alone (a server's client) when it ends or is
+        refused; nothing by default."""
+
     def snapshot(self) -> S:
         with self._lock:
             return self._state
@@ -107,10 +114,12 @@ _jobs: dict[tuple[Path, str], Job[Any]] = {}
 _registry = threading.Lock()
 
 
-def current_job(store: SharedStore, kind: str) -> Job[Any] | None:
-    """The latest job of `kind` on `store` in this process (running or finished), if any."""
+def current_job(store: SharedStore, job_class: type[J]) -> J | None:
+    """The latest job of `job_class` on `store` in this process (running or finished), if any."""
     with _registry:
-        return _jobs.get((store.path, kind))
+        found = _jobs.get((store.path, job_class.kind))
+    assert found is None or isinstance(found, job_class)
+    return found
 
 
 def writing_job(store: SharedStore) -> Job[Any] | None:
@@ -130,13 +139,18 @@ def busy_message(job: Job[Any], store: SharedStore) -> str:
 
 
 def start_job(store: SharedStore, job: J) -> J:
-    """Start `job` on `store`; refused when the store is read-only here or another job writes it."""
-    if not store.writable:
-        raise StoreError(f"this app cannot write {store.path}: {store.why_read_only}")
-    with _registry:
-        for (path, _), other in _jobs.items():
-            if path == store.path and other.snapshot().running:
-                raise PolyrouteError(busy_message(other, store))
-        _jobs[(store.path, job.kind)] = job
-        job.start()
+    """Start `job` on `store`; refused when the store is read-only here or another job writes it
+    (the refused job is released)."""
+    try:
+        if not store.writable:
+            raise StoreError(f"this app cannot write {store.path}: {store.why_read_only}")
+        with _registry:
+            for (path, _), other in _jobs.items():
+                if path == store.path and other.snapshot().running:
+                    raise PolyrouteError(busy_message(other, store))
+            _jobs[(store.path, job.kind)] = job
+            job.start()
+    except BaseException:
+        job.release()
+        raise
     return job

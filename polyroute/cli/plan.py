@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from moe_core.analysis.zones import ZONES
 from moe_core.errors import PolyrouteError
 from moe_core.languages import normalise_lang, parse_langs
 from polyroute import plans
-from polyroute.analyze_cli import parse_layers
+from polyroute.cli.arguments import parse_layers
+from polyroute.cli.options import add_db
 from store import open_store
 
 KINDS = {
@@ -25,7 +26,7 @@ KINDS = {
 }
 
 
-def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(commands: Any) -> None:
     plan = commands.add_parser("plan", help="build a steering plan (JSON) from a stored run")
     kinds = plan.add_subparsers(dest="plan_kind", required=True, metavar="KIND")
     for name, help_text in KINDS.items():
@@ -53,6 +54,7 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
         default = plans.ADAPTIVE_STRENGTH if name == "shared" else plans.SOFT_STRENGTH
         parser.add_argument("--layers", metavar="A-B", help="decoder layers to steer (default: the middle zone)")
         parser.add_argument("--strength", type=float, default=default, help=f"lambda (default {default})")
+    plan.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _window(text: str) -> str | tuple[int, int]:
-    if text in plans.WINDOWS:
+    if text in ZONES:
         return text
     if not text[:1].isdigit():
         raise PolyrouteError(f"--window takes early, middle, late or A-B, not {text!r}")

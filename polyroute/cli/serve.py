@@ -1,6 +1,6 @@
 """`polyroute serve --model DIR [--backend hf|vllm] [--host 127.0.0.1] [--port N] [--token T]`: run a
-model behind HTTP for the app and the CLI on other machines (`--backend http://HOST:PORT` there),
-plus the client-side flags those commands share.
+model behind HTTP for the app and the CLI on other machines (`--backend http://HOST:PORT` there;
+those client-side flags are declared in `polyroute.cli.options`).
 
 Kept apart from the backends so that `polyroute --help` does not load torch.
 """
@@ -10,20 +10,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from moe_core.errors import PolyrouteError
-from polyroute.arguments import device, port, positive_float, positive_int
-
-ENGINES = ("hf", "vllm")
-TOKEN_ENV = "POLYROUTE_TOKEN"
+from moe_core.backends.vllm.options import add_parallel_arguments, parallel_settings
+from polyroute.cli.arguments import device, port, positive_float, positive_int
+from polyroute.cli.options import ENGINES, TOKEN_ENV
 
 
-def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
-    """Register `serve` (it needs no store: `add_db` is unused)."""
-    del add_db
+def add_parser(commands: Any) -> None:
+    """Register `serve` (it needs no store)."""
     serve = commands.add_parser("serve", help="serve a model over HTTP for the app and CLI on other machines")
     serve.add_argument("--model", type=Path, required=True, help="a local MoE checkpoint folder")
     serve.add_argument("--backend", default="hf", choices=ENGINES, help="the engine: hf (transformers) or vllm")
@@ -56,6 +52,7 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
         "--check-routed-experts", action="store_true",
         help="also take vLLM's own routed-experts ids (a GPU) and check the capture against them",
     )  # fmt: skip
+    add_parallel_arguments(engine)  # vLLM's data parallelism: --data-parallel-size ..., --headless
     serve.add_argument(
         "--max-request-mb", type=positive_float, default=16, help="largest request body in MiB (default 16)"
     )
@@ -66,48 +63,14 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     serve.add_argument(
         "--max-seconds", type=positive_float, default=600, help="time limit of one request (default 600)"
     )
-
-
-def add_client_args(parser: argparse.ArgumentParser, *, sharded: bool) -> None:
-    """`--backend` and `--token` for commands that can run their model on `polyroute serve`."""
-    several = " (several, comma-separated, share the run by language)" if sharded else ""
-    parser.add_argument(
-        "--backend",
-        default="hf",
-        help=f"hf (the model folder, here; default) or the URL of a `polyroute serve`, http://HOST:PORT{several}",
-    )
-    parser.add_argument("--token", default=os.environ.get(TOKEN_ENV), help=f"the server's bearer token (${TOKEN_ENV})")
-
-
-def servers(args: argparse.Namespace, *, sharded: bool) -> tuple[str, ...]:
-    """The server URLs `--backend` names; none for the local hf backend."""
-    if args.backend == "hf":
-        return ()
-    urls = tuple(url.strip() for url in args.backend.split(",") if url.strip())
-    if not urls or any(url in ENGINES for url in urls):
-        raise PolyrouteError(f"--backend {args.backend}: give hf, or server URLs like http://gpu-box:8765")
-    if len(urls) > 1 and not sharded:
-        raise PolyrouteError(f"--backend names {len(urls)} servers; this command runs on one: give one URL")
-    return urls
-
-
-def model_or_server(args: argparse.Namespace) -> Path | Any:
-    """`--model DIR` (loaded later by the job), or the one server `--backend URL` names, connected."""
-    urls = servers(args, sharded=False)
-    if urls and args.model is not None:
-        raise PolyrouteError("give --model or --backend URL, not both: a server runs the model it was started with")
-    if urls:
-        from moe_core.backends.remote import RemoteBackend
-
-        return RemoteBackend(urls[0], token=args.token)
-    if args.model is None:
-        raise PolyrouteError("no model: pass --model DIR, or --backend URL of a `polyroute serve`")
-    return args.model
+    serve.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from moe_core.server import Limits, Server, check_binding, check_port, serve
 
+    if parallel_settings(args, args.backend).get("headless"):  # refuses data-parallel flags without vllm
+        return _headless(args)
     # Before the model loads (a real one takes minutes): who may connect, and whether the port is free.
     check_binding(args.host, args.token)
     check_port(args.host, args.port)
@@ -131,29 +94,45 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from polyroute.output import quiet_libraries
+    from polyroute.workflows.common import quiet_libraries
 
     quiet_libraries()
     if args.backend == "vllm":
         from moe_core.backends.vllm import load_vllm_backend
 
-        return load_vllm_backend(
-            args.model,
-            dtype=args.dtype,
-            max_tokens=args.max_tokens,
-            template=args.template,
-            model_id=args.model_id,
-            tensor_parallel_size=args.tensor_parallel_size,
-            gpu_memory_utilization=args.gpu_memory_utilization,
-            kv_cache_memory_bytes=args.kv_cache_mb << 20 if args.kv_cache_mb else None,
-            max_model_len=args.max_model_len,
-            enforce_eager=args.enforce_eager,
-            check_routed_experts=args.check_routed_experts,
-        )
+        return load_vllm_backend(args.model, **_vllm_settings(args))
     from moe_core.backends.options import HFOptions
-    from polyroute.tracing import hf_backend
+    from polyroute.workflows.common import hf_backend
 
     options = HFOptions(
         device=args.device, dtype=args.dtype, max_tokens=args.max_tokens, template=args.template, model_id=args.model_id
     )
     return hf_backend(args.model, options)
+
+
+def _vllm_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "dtype": args.dtype,
+        "max_tokens": args.max_tokens,
+        "template": args.template,
+        "model_id": args.model_id,
+        "tensor_parallel_size": args.tensor_parallel_size,
+        "gpu_memory_utilization": args.gpu_memory_utilization,
+        "kv_cache_memory_bytes": args.kv_cache_mb << 20 if args.kv_cache_mb else None,
+        "max_model_len": args.max_model_len,
+        "enforce_eager": args.enforce_eager,
+        "check_routed_experts": args.check_routed_experts,
+        **parallel_settings(args, args.backend),
+    }
+
+
+def _headless(args: argparse.Namespace) -> int:
+    """`--headless`: this node's data-parallel engines for the head node's server, and no server here."""
+    from moe_core.backends.vllm import VLLMOptions, serve_headless
+    from polyroute.workflows.common import quiet_libraries
+
+    options = VLLMOptions(**_vllm_settings(args))
+    quiet_libraries()
+    print(f"polyroute serve: data-parallel engines for {args.data_parallel_address}", file=sys.stderr, flush=True)
+    serve_headless(args.model, options)
+    return 0

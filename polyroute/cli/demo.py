@@ -1,30 +1,32 @@
-"""`polyroute demo`: build the demo store the app opens on (see polyroute/demo.py).
+"""`polyroute demo`: build the demo store the app opens on (see polyroute/workflows/demo.py).
 
-Kept apart from polyroute/demo.py so that `polyroute --help` does not load torch.
+Kept apart from polyroute/workflows/demo.py so that `polyroute --help` does not load torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
+from polyroute.cli.options import add_db
 
-def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
+
+def add_parser(commands: Any) -> None:
     """Register `demo` on the `polyroute` sub-command set."""
     demo = commands.add_parser(
         "demo", help="build the demo store: the shipped tiny MoE traced over every built-in language"
     )
     add_db(demo)
+    demo.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Build (or find) the demo run in `args.db` and say what was done."""
     from tqdm import tqdm
 
-    from polyroute.demo import build_demo_store
-    from polyroute.output import quiet_libraries
+    from polyroute.workflows.common import quiet_libraries
+    from polyroute.workflows.demo import build_demo_store
 
     quiet_libraries()
     bars: list[tqdm[Any]] = []

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,14 @@ from moe_core.analysis.rise import DEFAULT_RATIOS
 from moe_core.corpora import BUILTIN
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
-from polyroute.arguments import device, seed
-from polyroute.eval_cli import TASK_NAMES
+from polyroute.cli.arguments import device, seed
+from polyroute.cli.eval import TASK_NAMES
+from polyroute.cli.options import add_db
 
 DEFAULT_SPLITS = {"train": "train", "eval": "heldout"}  # of the built-in corpus
 
 
-def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parser(commands: Any) -> None:
     """Register `adapt` (and `adapt merge`) on the `polyroute` sub-command set."""
     adapt = commands.add_parser(
         "adapt",
@@ -62,10 +62,11 @@ def add_parser(commands: Any, add_db: Callable[[argparse.ArgumentParser], None])
     merge.add_argument("--adapter", type=Path, required=True, help="the adapter folder `polyroute adapt` saved")
     merge.add_argument("--out", type=Path, required=True, help="the new checkpoint folder")
     merge.add_argument("--base", type=Path, help="the base checkpoint (default: the one the adapter names)")
+    adapt.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from polyroute.output import quiet_libraries
+    from polyroute.workflows.common import quiet_libraries
 
     quiet_libraries()
     return _merge(args) if args.adapt_command == "merge" else _adapt(args)
@@ -82,9 +83,9 @@ def _merge(args: argparse.Namespace) -> int:
 def _adapt(args: argparse.Namespace) -> int:
     from moe_core.adapt import AdaptProgress, TrainSettings
     from moe_core.backends.options import HFOptions
-    from polyroute.adapting import AdaptRequest, start_adaptation
-    from polyroute.analyze_cli import parse_ratios
-    from polyroute.output import print_table
+    from polyroute.cli.arguments import parse_ratios
+    from polyroute.cli.output import print_table
+    from polyroute.workflows.adapt import AdaptRequest, start_adaptation
 
     missing = [name for name in ("model", "run", "target", "budget") if getattr(args, name) is None]
     if missing:

@@ -79,3 +79,26 @@ def device(text: str) -> str:
     if not _DEVICE.fullmatch(text):
         raise argparse.ArgumentTypeError(f"must be cpu, cuda or cuda:N, not {text!r}")
     return text
+
+
+def parse_layers(text: str) -> tuple[int, int]:
+    """`8-35` or `12` -> an inclusive range of decoder-layer indices."""
+    first, _, last = text.partition("-")
+    try:
+        band = (int(first), int(last or first))
+    except ValueError:
+        raise PolyrouteError(f"--layers takes A-B or one layer, e.g. 8-35, not {text!r}") from None
+    if band[0] > band[1]:
+        raise PolyrouteError(f"--layers {text}: the first layer must not come after the last")
+    return band
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """The shallow,middle,deep shares of K that `--ratios` gives (`analyze rise` and `adapt`)."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 3:
+        raise PolyrouteError(f"--ratios takes three shares, e.g. 0.35,0.25,0.40, not {text!r}")
+    return values[0], values[1], values[2]

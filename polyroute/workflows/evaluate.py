@@ -1,6 +1,6 @@
 """Evaluation runs, end to end: benchmark corpus -> backend (unsteered, steered, swept) -> store.
 
-Like tracing.py, the composition root of one job: it opens the store first (a locked store fails
+Like trace.py, the composition root of one job: it opens the store first (a locked store fails
 before a model loads), checks the corpus and plans before generating, records the run with every
 setting that decides its numbers, and marks it failed when it stops early.
 """
@@ -20,7 +20,7 @@ from moe_core.evaluation.sweeps import Sweep, build_variants
 from moe_core.evaluation.tasks import get_task, read_items
 from moe_core.records import TaskScore
 from moe_core.steering.plan import SteeringPlan
-from polyroute.tracing import hf_backend, record_corpus
+from polyroute.workflows.common import hf_backend, record_corpus
 from store import Store, StoreError, open_store
 from store import writer as w
 

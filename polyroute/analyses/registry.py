@@ -1,0 +1,179 @@
+"""The one table of analyses: name -> function, its parameters and its help. `polyroute analyze`
+builds a subcommand and its flags from each entry (and `--help` shows the help), and the app's
+cached reads (`polyroute.ui.data.analysis`) call the function by name.
+
+A parameter is a keyword of the function, except the `input`s: what the caller resolves into the
+function's arguments (another run as `reference`, per-language scores from a run or a file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from moe_core.analysis.rise import DEFAULT_RATIOS
+from polyroute.analyses.experts import analyze_experts, analyze_isolation, analyze_rise, analyze_shared
+from polyroute.analyses.routing import (
+    analyze_consistency,
+    analyze_correlation,
+    analyze_divergence,
+    analyze_entropy,
+    analyze_similarity,
+)
+from polyroute.run_data import AnalysisResult
+
+# What a parameter's text means: int, float, str, flag (on when given), seed (0 .. 2**63-1), lang (one
+# FLORES-200 code), langs (comma-separated codes), ratios (three comma-separated shares), path, run (id).
+KINDS = ("int", "float", "str", "flag", "seed", "lang", "langs", "ratios", "path", "run")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Param:
+    """One parameter of an analysis; the CLI's flag is `--name` with `-` for `_`."""
+
+    name: str
+    kind: str = "str"
+    default: Any = None
+    help: str | None = None
+    choices: tuple[Any, ...] | None = None
+    required: bool = False
+    metavar: str | None = None
+    input: bool = False  # resolved by the caller, not passed to the function under this name
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Analysis:
+    name: str
+    function: Callable[..., AnalysisResult]
+    help: str
+    params: tuple[Param, ...] = ()
+
+
+_TOP_N = Param(name="top_n", kind="int", help="top experts per language and layer compared (default 2k)")
+
+ANALYSES: dict[str, Analysis] = {
+    entry.name: entry
+    for entry in (
+        Analysis(
+            name="divergence",
+            function=analyze_divergence,
+            help="per-layer divergence of each language from --ref over aligned pairs (the U-shape)",
+        ),
+        Analysis(
+            name="entropy",
+            function=analyze_entropy,
+            help="routing entropy per layer (sequence-level; token-level with --token-level)",
+            params=(Param(name="token_level", kind="flag", help="also per-token entropy (needs --save-logits)"),),
+        ),
+        Analysis(
+            name="consistency",
+            function=analyze_consistency,
+            help="within-sequence consistency: mean Jaccard of token pairs' top-k sets",
+            params=(
+                Param(
+                    name="max_pairs",
+                    kind="int",
+                    default=128,
+                    help="pairs per sequence beyond which to sample (default 128)",
+                ),
+                Param(name="seed", kind="seed", default=0),
+            ),
+        ),
+        Analysis(
+            name="experts",
+            function=analyze_experts,
+            help="Delta-tau specialised experts: language experts, or task experts with --ref-run",
+            params=(
+                Param(name="tau", kind="float", default=0.3, help="Delta threshold (default 0.3)"),
+                Param(
+                    name="ref_run",
+                    kind="run",
+                    help="a run over generic text: find the task experts of --run",
+                    input=True,
+                ),
+            ),
+        ),
+        Analysis(
+            name="shared",
+            function=analyze_shared,
+            help="shared and exclusive experts over the languages (k, thr) and reliance on them",
+            params=(
+                Param(name="k", kind="int", default=15, help="experts kept per language and layer (default 15)"),
+                Param(name="thr", kind="float", default=0.4, help="share threshold (default 0.4)"),
+                Param(name="group", kind="langs", help="also list the experts exclusive to these languages together"),
+            ),
+        ),
+        Analysis(
+            name="rise",
+            function=analyze_rise,
+            help="RISE scores and the budgeted subnetwork of --target",
+            params=(
+                Param(name="target", kind="lang", required=True, help="the language to adapt, e.g. ben_Beng"),
+                Param(name="budget", kind="int", default=32, help="experts to select, K (default 32)"),
+                Param(
+                    name="ratios",
+                    kind="ratios",
+                    default=",".join(map(str, DEFAULT_RATIOS)),
+                    help="shallow,middle,deep shares of K",
+                ),
+                Param(name="alpha", kind="float", default=10.0, help="weight of the frequency terms (default 10)"),
+            ),
+        ),
+        Analysis(
+            name="similarity",
+            function=analyze_similarity,
+            help="language similarity in the band, clusters vs families, the expert-sharing graph",
+            params=(
+                Param(name="measure", default="divergence", choices=("divergence", "cosine")),
+                Param(name="clusters", kind="int", help="clusters to cut (default: the number of families)"),
+                _TOP_N,
+            ),
+        ),
+        Analysis(
+            name="isolation",
+            function=analyze_isolation,
+            help="routing isolation between high- and low-resource languages by layer",
+            params=(
+                Param(name="high", kind="int", default=4, help="resource classes >= this are high (default 4)"),
+                Param(name="low", kind="int", default=2, help="resource classes <= this are low (default 2)"),
+                _TOP_N,
+            ),
+        ),
+        Analysis(
+            name="correlation",
+            function=analyze_correlation,
+            help="correlation between middle-band divergence and per-language scores (--eval-run or --scores)",
+            params=(
+                Param(
+                    name="eval_run",
+                    kind="run",
+                    metavar="RUN_ID",
+                    help="an evaluation run of the store (`polyroute eval`)",
+                    input=True,
+                ),
+                Param(name="metric", help="with --eval-run: the metric (default: the run's only one)", input=True),
+                Param(
+                    name="variant",
+                    help="with --eval-run: unsteered (default), a plan, or a sweep point",
+                    input=True,
+                ),
+                Param(
+                    name="scores",
+                    kind="path",
+                    help="or a CSV/TSV/JSON file with a lang column and a score column",
+                    input=True,
+                ),
+                Param(
+                    name="score_column",
+                    help="with --scores: the score column (default: the only numeric one)",
+                    input=True,
+                ),
+            ),
+        ),
+    )
+}
