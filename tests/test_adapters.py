@@ -7,10 +7,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from moe_core.adapters import resolve_adapter
+from moe_core.adapters import families, resolve_adapter
 from moe_core.backends.hf import HFBackend
 from moe_core.errors import ModelError
-from moe_core.tiny import build_tiny_model
+from moe_core.tiny import FAMILY_CONFIGS, build_tiny_model
 
 
 def _config(arch: str, **values) -> SimpleNamespace:
@@ -71,3 +71,18 @@ def test_a_moe_config_whose_layers_are_all_dense_is_refused(tmp_path):
     assert config["mlp_only_layers"] == [0, 1]
     with pytest.raises(ModelError, match="has no MoE layer with this config"):
         HFBackend(folder)
+
+
+def test_the_family_registry_is_keyed_by_each_adapters_own_architectures():
+    registry = families()
+    for arch, adapter in registry.items():
+        assert arch in adapter.architectures and resolve_adapter(_config(arch)) is adapter
+    # Every family has a tiny checkpoint the capture and steering tests run over (flex_olmo: the generic path).
+    assert {adapter.family for adapter in registry.values()} == set(FAMILY_CONFIGS) - {"flex_olmo"}
+
+
+def test_every_architecture_vllm_steers_is_a_registered_family():
+    # The steerable table is plain data (vLLM itself loads only when a model registers), so this runs without vLLM.
+    from moe_core.backends.vllm.registry import STEERABLE
+
+    assert set(STEERABLE) <= set(families()), set(STEERABLE) - set(families())

@@ -1,4 +1,5 @@
-"""Adapter registry: one module per family, imported lazily by `config.architectures[0]`.
+"""Adapter registry: one module per family (`ADAPTER = MoEAdapter(...)`), keyed by the adapter's own
+`architectures`. A new family is a new module in this package: `families()` finds it.
 
 `resolve_adapter(config)` returns the family's adapter, the generic one for other transformers MoE
 decoders whose router follows the common pattern, or raises ModelError naming the architecture
@@ -8,6 +9,8 @@ and the supported ones (for dense models, unknown architectures and unusual rout
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from functools import cache
 from typing import Any
 
 import transformers
@@ -16,22 +19,22 @@ from moe_core.adapters.base import MoEAdapter, RouterSite, find_routers, router_
 from moe_core.adapters.generic import generic_adapter
 from moe_core.errors import ModelError
 
-__all__ = ["MoEAdapter", "RouterSite", "find_routers", "resolve_adapter"]
+__all__ = ["MoEAdapter", "RouterSite", "families", "find_routers", "resolve_adapter"]
 
-_FAMILY_MODULES = {
-    "Qwen2MoeForCausalLM": "qwen2_moe",
-    "Qwen3MoeForCausalLM": "qwen3_moe",
-    "OlmoeForCausalLM": "olmoe",
-    "MixtralForCausalLM": "mixtral",
-    "PhimoeForCausalLM": "phimoe",
-    "DeepseekV2ForCausalLM": "deepseek_v2",
-    "DeepseekV3ForCausalLM": "deepseek_v3",
-    "Glm4MoeForCausalLM": "glm4_moe",
-    "Dots1ForCausalLM": "dots1",
-    "GptOssForCausalLM": "gpt_oss",
-    "GraniteMoeForCausalLM": "granitemoe",
-    "GraniteMoeSharedForCausalLM": "granitemoe",
-}
+_NOT_FAMILIES = {"base", "generic"}  # the package's modules that define no family
+
+
+@cache
+def families() -> dict[str, MoEAdapter]:
+    """Every family's adapter by each architecture it names (`config.architectures[0]` of a checkpoint)."""
+    found: dict[str, MoEAdapter] = {}
+    for module in sorted(info.name for info in pkgutil.iter_modules(__path__) if info.name not in _NOT_FAMILIES):
+        adapter: MoEAdapter = importlib.import_module(f"{__name__}.{module}").ADAPTER
+        for arch in adapter.architectures:
+            if arch in found:
+                raise ValueError(f"{arch} is claimed by the adapters {found[arch].family} and {adapter.family}")
+            found[arch] = adapter
+    return found
 
 
 def _supported_hint() -> str:
@@ -50,9 +53,8 @@ def resolve_adapter(config: Any) -> MoEAdapter:
             'config.json names no architecture: add "architectures": ["<Family>ForCausalLM"]; ' + _supported_hint()
         )
     arch = architectures[0]
-    if arch in _FAMILY_MODULES:
-        module = importlib.import_module(f"moe_core.adapters.{_FAMILY_MODULES[arch]}")
-        adapter: MoEAdapter = module.ADAPTER
+    adapter = families().get(arch)
+    if adapter is not None:
         return adapter
     model_class = getattr(transformers, arch, None)
     if model_class is None:
