@@ -597,12 +597,12 @@ _TWO_NODES = {"data_parallel_size": 4, "data_parallel_size_local": 2, "data_para
     ("change", "message"),
     [
         ({"data_parallel_size": 0}, "data_parallel_size must be at least 1, not 0"),
-        ({"data_parallel_size_local": 1}, "--data-parallel-size-local only apply to vLLM's data parallelism"),
+        ({"data_parallel_size_local": 1}, "--data-parallel-size-local: these spread vLLM's data parallelism"),
         (
             {"data_parallel_address": "10.0.0.1", "data_parallel_rpc_port": 13345},
-            "--data-parallel-address, --data-parallel-rpc-port only apply",
+            "--data-parallel-address, --data-parallel-rpc-port: these spread",
         ),
-        ({"headless": True}, "--headless only apply"),
+        ({"headless": True}, "--headless: these spread"),
         ({"data_parallel_size": 2, "data_parallel_size_local": 3}, "between 1 and data_parallel_size \\(2\\), not 3"),
         ({"data_parallel_size": 2, "data_parallel_size_local": 0}, "between 1 and data_parallel_size"),
         ({"data_parallel_size": 2, "data_parallel_rpc_port": 70000}, "a port in 1-65535, not 70000"),
@@ -737,3 +737,21 @@ def test_each_backend_names_its_capture_and_the_server_tells_its_clients(tiny_mo
     source = (PACKAGE / "backend.py").read_text(encoding="utf-8")
     assert 'GATE_CAPTURE = "polyroute-router-gate"' in source
     assert 'CHECKED_CAPTURE = "polyroute-router-gate+vllm-routed-experts"' in source
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--data-parallel-size", "2"], "--data-parallel-size: data parallelism is vLLM's (--backend vllm)"),
+        (["--backend", "vllm", "--data-parallel-size", "0"], "data_parallel_size must be at least 1, not 0"),
+        (["--backend", "vllm", "--headless"], "--headless: these spread vLLM's data parallelism"),
+        (["--backend", "vllm", "--data-parallel-size", "2", "--headless"], "--headless runs this node's share"),
+        (["--backend", "vllm", "--data-parallel-size", "x"], "invalid int value: 'x'"),
+    ],
+)
+def test_serves_data_parallel_flags_are_checked_before_any_model_loads(flags, message, tmp_path, capsys):
+    from polyroute.cli import main
+
+    assert main(["serve", "--model", str(tmp_path / "nowhere"), "--port", "18764", *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1

@@ -417,6 +417,18 @@ def _stored_routing(db: Path) -> dict[str, list[tuple[object, ...]]]:
         con.close()
 
 
+def _captures(db: Path) -> list[str]:
+    """The capture each run of the store records in its params."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return [
+            json.loads(params)["capture"]
+            for (params,) in con.execute("SELECT params FROM runs ORDER BY run_id").fetchall()
+        ]
+    finally:
+        con.close()
+
+
 def _assert_same_rows(ours: list[tuple[object, ...]], theirs: list[tuple[object, ...]], table: str) -> None:
     assert len(ours) == len(theirs), table
     for row, their_row in zip(ours, theirs, strict=True):
@@ -446,6 +458,9 @@ def test_polyroute_serve_with_vllm_serves_trace_and_steer_and_stores_what_a_loca
         assert main(steer) == 0
         served_steer = capsys.readouterr().out
     local, served = _stored_routing(tmp_path / "local.duckdb"), _stored_routing(tmp_path / "served.duckdb")
+    # Each run records which capture filled it: the server's gates, here the hf backend's hooks.
+    assert _captures(tmp_path / "served.duckdb") == ["polyroute-router-gate"]
+    assert _captures(tmp_path / "local.duckdb") == ["hf-hooks"]
     assert all(served[table] for table in ROUTING_TABLES)
     for table in ROUTING_TABLES:
         _assert_same_rows(served[table], local[table], table)

@@ -100,8 +100,11 @@ class DataParallelEngine:
         return self._wait(every())
 
     def shutdown(self) -> None:
-        try:
+        async def stop() -> None:  # on the loop's own thread: AsyncLLM cancels its tasks there
             self.llm.shutdown()
+
+        try:
+            self._wait(stop())
         finally:
             self._stop_loop()
 

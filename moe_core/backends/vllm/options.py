@@ -100,7 +100,7 @@ class VLLMOptions:
         given = [_flag(name) for name, value in spanning.items() if value is not None]
         if size == 1 and given:
             raise PolyrouteError(
-                f"{', '.join(given)} only apply to vLLM's data parallelism: add --data-parallel-size N (N > 1) "
+                f"{', '.join(given)}: these spread vLLM's data parallelism; add --data-parallel-size N (N > 1) "
                 "or drop them"
             )
         if local is not None and not 1 <= local <= size:
