@@ -182,7 +182,7 @@ def build(decisions: int, db: Path) -> dict[str, Any]:
 def sizes_of(db: Path, decisions: int) -> dict[str, Any]:
     sizes = table_sizes(db)
     file_mb = db.stat().st_size / 2**20
-    routes_mb = sizes.get("route_codes", 0.0)
+    routes_mb = sizes.get("route_lists", 0.0)
     probs_mb = sizes.get("router_probs", 0.0)
     per = 2**20 / decisions
     return {

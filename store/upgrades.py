@@ -49,12 +49,11 @@ def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, to
     layout = q.run_layout(store, run_id)
     assert layout is not None
     partners = summaries.Partners()
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
 
-    def flush() -> None:
-        index = np.concatenate([block[0] for block in pending])
-        experts = np.concatenate([block[1] for block in pending]).astype(np.int64)
-        weights = None if pending[0][2] is None else np.concatenate([block[2] for block in pending])
+    def add(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> None:
+        index = np.concatenate([block[0] for block in blocks])
+        experts = np.concatenate([block[1] for block in blocks]).astype(np.int64)
+        weights = None if blocks[0][2] is None else np.concatenate([block[2] for block in blocks])
         lengths = layout.seq_tokens[index]
         seq_ids = layout.seq_ids[index]
         soft = q.sequence_router_probs(store, layout, seq_ids)
@@ -73,24 +72,14 @@ def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, to
             ),
             partners,
         )
-        pending.clear()
 
-    # The rows stream on a cursor of their own: a query on `con` would end the stream. Sorted: the
-    # unsorted fast path may start over, and a sequence must count once.
-    reader = Store(store.path, con.cursor(), read_only=True)
-    try:
-        for block in q.token_expert_batches(reader, layout, with_weights=True, ordered=True):
-            pending.append(block)
-            if sum(len(block[0]) for block in pending) >= SEQUENCES_PER_STEP:
-                done += sum(len(block[0]) for block in pending)
-                flush()
-                if progress:
-                    progress(done, total)
-    finally:
-        reader.close()
-    if pending:
-        done += sum(len(block[0]) for block in pending)
-        flush()
+    # A chunk of sequences at a time, each read whole before it is written: the summaries go in on
+    # the same connection (and transaction), which would end a stream still open on it.
+    for start in range(0, len(layout.seq_ids), SEQUENCES_PER_STEP):
+        chunk = layout.seq_ids[start : start + SEQUENCES_PER_STEP]
+        bounds = (int(chunk[0]), int(chunk[-1]))
+        add(list(q.token_expert_batches(store, layout, with_weights=True, ordered=True, seq_range=bounds)))
+        done += len(chunk)
         if progress:
             progress(done, total)
     return done

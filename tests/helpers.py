@@ -12,7 +12,7 @@ from pathlib import Path
 
 import duckdb
 
-TABLES = ("models", "languages", "corpora", "texts", "runs", "sequences", "tokens", "route_codes", "router_probs")
+TABLES = ("models", "languages", "corpora", "texts", "runs", "sequences", "tokens", "route_lists", "router_probs")
 
 
 def snapshot(db: Path) -> dict[str, object]:
