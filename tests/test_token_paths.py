@@ -193,7 +193,8 @@ def test_an_id_only_run_has_no_weights_and_a_damaged_one_is_refused(traced, tmp_
     con = duckdb.connect(str(id_only))
     # One decision too few: the first layer loses its first token's top-1 expert.
     con.execute(
-        "UPDATE route_lists SET experts = experts[2:] WHERE seq_id = ? AND layer = (SELECT min(layer) FROM route_lists)",  # noqa: E501
+        "UPDATE route_lists SET experts = experts[2:] "
+        "WHERE seq_id = ? AND layer = (SELECT min(layer) FROM route_lists)",
         [weighted.seq_id],
     )
     con.close()
