@@ -1,6 +1,7 @@
 """Ordered schema migrations: `migrations/NNN_name.sql`, each applied once. Every pending migration
 and its data step (`store.upgrades.DATA_STEPS`) run in one transaction: the SQL in version order,
-then the data steps, which read through today's queries and so need today's schema."""
+then the data steps in the order `DATA_STEPS` lists them (they read through today's queries, so
+they need today's schema)."""
 
 from __future__ import annotations
 
@@ -51,10 +52,10 @@ def migrate(con: duckdb.DuckDBPyConnection, progress: Callable[[int, int], None]
         for version, name, sql in pending:
             con.execute(sql)
             con.execute(f"INSERT INTO {LEDGER} (version, name) VALUES (?, ?)", [version, name])
-        for version, name, _ in pending:
-            step = upgrades.DATA_STEPS.get(version)
-            if step:
-                step(con, progress or upgrades.progress_bar(f"upgrading the store: {name}"))
+        names = {version: name for version, name, _ in pending}
+        for version, step in upgrades.DATA_STEPS.items():
+            if version in names:
+                step(con, progress or upgrades.progress_bar(f"upgrading the store: {names[version]}"))
         con.commit()
     except BaseException:  # an interrupted upgrade leaves the store as it was
         con.rollback()

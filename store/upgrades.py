@@ -22,6 +22,33 @@ Progress = Callable[[int, int], None]  # (sequences done, sequences in all)
 SEQUENCES_PER_STEP = 256
 
 
+_PACK = """
+INSERT INTO route_lists
+SELECT run_id, seq_id, layer, list(expert ORDER BY pos, rank),
+       CASE WHEN count(weight_code) > 0 THEN list(weight_code ORDER BY pos, rank) END
+FROM route_codes
+WHERE run_id = ? AND seq_id BETWEEN ? AND ?
+GROUP BY run_id, seq_id, layer
+ORDER BY seq_id, layer
+"""
+
+
+def pack_routes(con: duckdb.DuckDBPyConnection, progress: Progress | None = None) -> None:
+    """Migration 006: every run's rows of `route_codes` packed into `route_lists`, a few hundred
+    sequences at a time (one statement over a 500M-row table took more than 20 GB), then the old
+    table dropped."""
+    sequences = con.execute("SELECT run_id, seq_id FROM sequences ORDER BY run_id, seq_id").fetchnumpy()
+    runs, seq_ids = sequences["run_id"], sequences["seq_id"]
+    for start in range(0, len(seq_ids), SEQUENCES_PER_STEP):
+        end = start + SEQUENCES_PER_STEP
+        for run_id in np.unique(runs[start:end]):
+            chunk = seq_ids[start:end][runs[start:end] == run_id]
+            con.execute(_PACK, [int(run_id), int(chunk[0]), int(chunk[-1])])
+        if progress:
+            progress(min(end, len(seq_ids)), len(seq_ids))
+    con.execute("DROP TABLE route_codes")
+
+
 def build_summaries(con: duckdb.DuckDBPyConnection, progress: Progress | None = None) -> None:
     """Migration 005: the routing summaries of every stored sequence, from its routes and router
     probabilities, exactly as the writer would have added them."""
@@ -99,5 +126,9 @@ def progress_bar(description: str) -> Progress:
     return update
 
 
-# Version -> the data step that runs after that version's SQL.
-DATA_STEPS: dict[int, Callable[[duckdb.DuckDBPyConnection, Progress | None], None]] = {5: build_summaries}
+# Version -> its data step. The steps of pending versions run after all their SQL, in this order
+# (the summaries read the packed routes).
+DATA_STEPS: dict[int, Callable[[duckdb.DuckDBPyConnection, Progress | None], None]] = {
+    6: pack_routes,
+    5: build_summaries,
+}

@@ -2,6 +2,8 @@
 -- weight codes of every token of the sequence, in (pos, rank) order. Measured on a 500M-decision
 -- store (bench/scale.py): 2.9 bytes per decision against 4.2 for a row per decision, and a tenth of
 -- the rows to insert. `routes` keeps its columns and meaning as a view that unpacks the lists.
+-- The data step (`store.upgrades.pack_routes`) moves the rows of `route_codes` here, a few hundred
+-- sequences at a time, then drops it.
 CREATE TABLE route_lists (
     run_id       INTEGER NOT NULL,
     seq_id       INTEGER NOT NULL,
@@ -10,18 +12,7 @@ CREATE TABLE route_lists (
     weight_codes USMALLINT[]           -- the same order; weight = code * runs.weight_unit (NULL: id-only)
 );
 
-INSERT INTO route_lists
-SELECT run_id, seq_id, layer,
-       list(expert ORDER BY pos, rank),
-       CASE WHEN count(weight_code) > 0 THEN list(weight_code ORDER BY pos, rank) END
-FROM route_codes
-GROUP BY run_id, seq_id, layer
-ORDER BY run_id, seq_id, layer;
-
-DROP VIEW routes;
-DROP TABLE route_codes;
-
-CREATE VIEW routes AS
+CREATE OR REPLACE VIEW routes AS
 SELECT u.run_id, u.seq_id, CAST((u.i - 1) // m.top_k AS INTEGER) AS pos, u.layer,
        CAST((u.i - 1) % m.top_k AS UTINYINT) AS rank, u.expert, CAST(u.code * r.weight_unit AS FLOAT) AS weight
 FROM (
