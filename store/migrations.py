@@ -1,5 +1,7 @@
-"""Ordered schema migrations: `migrations/NNN_name.sql`, each applied once, in its own transaction
-together with its data step (`store.upgrades.DATA_STEPS`), if it has one."""
+"""Ordered schema migrations: `migrations/NNN_name.sql`, each applied once. Every pending migration
+and its data step (`store.upgrades.DATA_STEPS`) run in one transaction: the SQL in version order,
+then the data steps in the order `DATA_STEPS` lists them (they read through today's queries, so
+they need today's schema)."""
 
 from __future__ import annotations
 
@@ -43,22 +45,24 @@ def migrate(con: duckdb.DuckDBPyConnection, progress: Callable[[int, int], None]
     )
     done = set(applied(con))
     pending = [(version, name, sql) for version, name, sql in available() if version not in done]
-    for version, name, sql in pending:
-        con.begin()
-        try:
+    if not pending:
+        return
+    con.begin()
+    try:
+        for version, name, sql in pending:
             con.execute(sql)
-            step = upgrades.DATA_STEPS.get(version)
-            if step:
-                step(con, progress or upgrades.progress_bar(f"upgrading the store: {name}"))
             con.execute(f"INSERT INTO {LEDGER} (version, name) VALUES (?, ?)", [version, name])
-            con.commit()
-        except BaseException:  # an interrupted upgrade leaves the store as it was
-            con.rollback()
-            raise
-    if pending:
-        # Schema changes go into the database file at once: with DuckDB 1.5.6, a read-only connection
-        # failed to replay our ALTER TABLEs from the write-ahead log of a killed writer (test_resume).
-        con.execute("CHECKPOINT")
+        names = {version: name for version, name, _ in pending}
+        for version, step in upgrades.DATA_STEPS.items():
+            if version in names:
+                step(con, progress or upgrades.progress_bar(f"upgrading the store: {names[version]}"))
+        con.commit()
+    except BaseException:  # an interrupted upgrade leaves the store as it was
+        con.rollback()
+        raise
+    # Schema changes go into the database file at once: with DuckDB 1.5.6, a read-only connection
+    # failed to replay our ALTER TABLEs from the write-ahead log of a killed writer (test_resume).
+    con.execute("CHECKPOINT")
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:

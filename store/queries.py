@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import numpy as np
+import pyarrow as pa
 
 from store.connection import Store
 from store.errors import StoreError
@@ -391,78 +392,108 @@ def token_expert_batches(
     store: Store,
     layout: RunLayout,
     layers: tuple[int, int] | None = None,
-    rows_per_batch: int = 1 << 22,
+    rows_per_batch: int = 1 << 14,
     *,
     with_weights: bool = False,
     ordered: bool = False,
+    seq_range: tuple[int, int] | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
     """Every token's top-k experts in the MoE layers within the inclusive range `layers` (default
     all), streamed in batches of whole sequences: (sequence indices [s] into `layout.seq_ids`,
     experts [n, Y', k] uint16, weights [n, Y', k] float32 or None), the tokens of those sequences
     one sequence after another. Weights come `with_weights`, when the run stored them.
+    `rows_per_batch` counts `route_lists` rows (one per sequence and layer); `seq_range` keeps the
+    sequences whose seq_id lies in that inclusive range.
 
-    Rows stream in the order the writer inserted them, (seq, pos, layer, rank) per sequence, which
-    is checked as they come; should the check fail, the stream starts again from a sorted read, so
-    a sequence may come twice: key results by sequence index, and the later one wins. `ordered`
-    reads sorted from the start, each sequence once.
+    Rows stream in the order the writer inserted them, (seq, layer) per sequence, which is checked
+    as they come; should the check fail, the stream starts again from a sorted read, so a sequence
+    may come twice: key results by sequence index, and the later one wins. `ordered` reads sorted
+    from the start, each sequence once.
     """
     first, last = _layer_range(layout, layers)
-    per_token = int(((layout.layers >= first) & (layout.layers <= last)).sum()) * layout.top_k
-    weight = ", c.weight_code * r.weight_unit AS weight" if with_weights else ""
+    selected = layout.layers[(layout.layers >= first) & (layout.layers <= last)]
+    codes = ", weight_codes" if with_weights else ""
     query = (
-        f"SELECT c.seq_id, c.expert{weight} FROM route_codes AS c JOIN runs AS r USING (run_id) "
-        "WHERE c.run_id = ? AND c.layer BETWEEN ? AND ?"
+        f"SELECT seq_id, layer, experts{codes} FROM route_lists "
+        "WHERE run_id = ? AND layer BETWEEN ? AND ? AND seq_id BETWEEN ? AND ?"
     )
-    params = [layout.run_id, first, last]
-    sorted_query = query + " ORDER BY c.seq_id, c.pos, c.layer, c.rank"
+    low, high = seq_range or (int(layout.seq_ids.min(initial=0)), int(layout.seq_ids.max(initial=0)))
+    params = [layout.run_id, first, last, low, high]
+    unit = store.con.execute("SELECT weight_unit FROM runs WHERE run_id = ?", [layout.run_id]).fetchone()
+    expected = (layout.seq_ids >= low) & (layout.seq_ids <= high)
+    blocks = _SequenceBlocks(layout, selected, float(unit[0]) if unit else 0.0, expected)
+    sorted_query = query + " ORDER BY seq_id, layer"
     if ordered:
-        yield from _sequence_blocks(store, layout, sorted_query, params, per_token, rows_per_batch)
+        yield from blocks.read(store, sorted_query, params, rows_per_batch)
         return
     try:
-        yield from _sequence_blocks(store, layout, query, params, per_token, rows_per_batch)
+        yield from blocks.read(store, query, params, rows_per_batch)
     except _OutOfOrder:
-        yield from _sequence_blocks(store, layout, sorted_query, params, per_token, rows_per_batch)
+        again = _SequenceBlocks(layout, selected, blocks.unit, expected)
+        yield from again.read(store, sorted_query, params, rows_per_batch)
 
 
-def _sequence_blocks(
-    store: Store, layout: RunLayout, query: str, params: list[Any], per_token: int, rows_per_batch: int
-) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
-    seen = np.zeros(len(layout.seq_ids), dtype=bool)
-    columns: dict[str, np.ndarray] = {}
-    for batch in store.con.execute(query, params).to_arrow_reader(rows_per_batch):
-        for name in batch.schema.names:
-            values = batch.column(name)
-            if name == "weight":  # NULL weights (an id-only run) become NaN
-                values = values.fill_null(np.nan).cast("float32")
-            columns[name] = np.concatenate([columns[name], values.to_numpy()]) if name in columns else values.to_numpy()
-        seq_ids = columns["seq_id"]
+@dataclass
+class _SequenceBlocks:
+    """`route_lists` rows put back together as whole sequences of [tokens, layers, k] arrays."""
+
+    layout: RunLayout
+    layers: np.ndarray  # [Y'] the selected MoE layers
+    unit: float  # runs.weight_unit
+    expected: np.ndarray  # [S] bool: the sequences the read must give
+
+    def read(
+        self, store: Store, query: str, params: list[Any], rows_per_batch: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+        seen = ~self.expected  # a sequence outside the range counts as met: it must not come
+        pending: list[pa.RecordBatch] = []
+        for batch in store.con.execute(query, params).to_arrow_reader(rows_per_batch):
+            pending.append(batch)
+            rows = pa.Table.from_batches(pending).combine_chunks()
+            seq_ids = rows.column("seq_id").to_numpy()
+            done = 0 if (seq_ids == seq_ids[-1]).all() else int(np.flatnonzero(seq_ids != seq_ids[-1])[-1]) + 1
+            if done:  # the last sequence may go on in the next batch
+                yield self._block(seen, rows.slice(0, done))
+            pending = rows.slice(done).to_batches()
+        if pending:
+            yield self._block(seen, pa.Table.from_batches(pending).combine_chunks())
+        if not seen.all():
+            raise StoreError(f"run {self.layout.run_id} has sequences without routing rows: the store is incomplete")
+
+    def _block(self, seen: np.ndarray, rows: pa.Table) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The sequences of `rows`, after checking each is whole, known and met for the first time."""
+        layout, n_layers, top_k = self.layout, len(self.layers), self.layout.top_k
+        seq_ids = rows.column("seq_id").to_numpy()
+        experts = rows.column("experts").combine_chunks()
+        lengths = np.diff(experts.offsets.to_numpy())
         starts = np.flatnonzero(np.r_[True, seq_ids[1:] != seq_ids[:-1]])
-        done = starts[-1]  # the last sequence may go on in the next batch
-        if done:
-            yield _checked_block(layout, seen, {k: v[:done] for k, v in columns.items()}, starts[:-1], per_token)
-        columns = {name: values[done:] for name, values in columns.items()}
-    if len(columns.get("seq_id", ())):
-        yield _checked_block(layout, seen, columns, np.zeros(1, np.int64), per_token)
-    if not seen.all():
-        raise StoreError(f"run {layout.run_id} has sequences without routing rows: the store is incomplete")
-
-
-def _checked_block(
-    layout: RunLayout, seen: np.ndarray, columns: dict[str, np.ndarray], starts: np.ndarray, per_token: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """The sequences of one block, after checking each is whole, known and met for the first time."""
-    seq_ids = columns["seq_id"]
-    index = np.searchsorted(layout.seq_ids, seq_ids[starts])
-    lengths = np.diff(np.append(starts, len(seq_ids)))
-    in_run = bool((index < len(seen)).all()) and np.array_equal(layout.seq_ids[index], seq_ids[starts])
-    if not in_run or seen[index].any() or not np.array_equal(lengths, layout.seq_tokens[index] * per_token):
-        raise _OutOfOrder
-    seen[index] = True
-    shape = (-1, per_token // layout.top_k, layout.top_k)
-    weights = columns.get("weight")
-    if weights is not None and np.isnan(weights).all():
+        index = np.searchsorted(layout.seq_ids, seq_ids[starts])
+        whole = len(seq_ids) == len(starts) * n_layers and bool((index < len(seen)).all())
+        if whole:
+            tokens = layout.seq_tokens[index]
+            whole = (
+                np.array_equal(layout.seq_ids[index], seq_ids[starts])
+                and not seen[index].any()
+                and (rows.column("layer").to_numpy().reshape(-1, n_layers) == self.layers).all()
+                and (lengths.reshape(-1, n_layers) == (tokens * top_k)[:, None]).all()
+            )
+        if not whole:
+            raise _OutOfOrder
+        seen[index] = True
+        # Values run (sequence, layer, pos, rank); the analyses want (sequence, pos, layer, rank).
+        offsets = experts.offsets.to_numpy()
+        row_start = (offsets[:-1] - offsets[0]).reshape(-1, n_layers)
+        token_row = np.repeat(row_start, tokens, axis=0)  # [n, Y'] each token's sequence's rows
+        pos = np.arange(int(tokens.sum())) - np.repeat(np.cumsum(tokens) - tokens, tokens)
+        gather = (token_row + (pos * top_k)[:, None])[:, :, None] + np.arange(top_k)
         weights = None
-    return index, columns["expert"].reshape(shape), None if weights is None else weights.reshape(shape)
+        if "weight_codes" in rows.column_names:
+            codes = rows.column("weight_codes").combine_chunks()
+            if codes.null_count == 0:  # an id-only run stores none
+                if not np.array_equal(np.diff(codes.offsets.to_numpy()), lengths):
+                    raise StoreError(f"run {layout.run_id}: weight codes unlike its experts; the store is damaged")
+                weights = (codes.flatten().to_numpy()[gather].astype(np.float64) * self.unit).astype(np.float32)
+        return index, experts.flatten().to_numpy()[gather], weights
 
 
 def router_logit_batches(

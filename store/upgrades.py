@@ -22,6 +22,33 @@ Progress = Callable[[int, int], None]  # (sequences done, sequences in all)
 SEQUENCES_PER_STEP = 256
 
 
+_PACK = """
+INSERT INTO route_lists
+SELECT run_id, seq_id, layer, list(expert ORDER BY pos, rank),
+       CASE WHEN count(weight_code) > 0 THEN list(weight_code ORDER BY pos, rank) END
+FROM route_codes
+WHERE run_id = ? AND seq_id BETWEEN ? AND ?
+GROUP BY run_id, seq_id, layer
+ORDER BY seq_id, layer
+"""
+
+
+def pack_routes(con: duckdb.DuckDBPyConnection, progress: Progress | None = None) -> None:
+    """Migration 006: every run's rows of `route_codes` packed into `route_lists`, a few hundred
+    sequences at a time (one statement over a 500M-row table took more than 20 GB), then the old
+    table dropped."""
+    sequences = con.execute("SELECT run_id, seq_id FROM sequences ORDER BY run_id, seq_id").fetchnumpy()
+    runs, seq_ids = sequences["run_id"], sequences["seq_id"]
+    for start in range(0, len(seq_ids), SEQUENCES_PER_STEP):
+        end = start + SEQUENCES_PER_STEP
+        for run_id in np.unique(runs[start:end]):
+            chunk = seq_ids[start:end][runs[start:end] == run_id]
+            con.execute(_PACK, [int(run_id), int(chunk[0]), int(chunk[-1])])
+        if progress:
+            progress(min(end, len(seq_ids)), len(seq_ids))
+    con.execute("DROP TABLE route_codes")
+
+
 def build_summaries(con: duckdb.DuckDBPyConnection, progress: Progress | None = None) -> None:
     """Migration 005: the routing summaries of every stored sequence, from its routes and router
     probabilities, exactly as the writer would have added them."""
@@ -49,12 +76,11 @@ def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, to
     layout = q.run_layout(store, run_id)
     assert layout is not None
     partners = summaries.Partners()
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
 
-    def flush() -> None:
-        index = np.concatenate([block[0] for block in pending])
-        experts = np.concatenate([block[1] for block in pending]).astype(np.int64)
-        weights = None if pending[0][2] is None else np.concatenate([block[2] for block in pending])
+    def add(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> None:
+        index = np.concatenate([block[0] for block in blocks])
+        experts = np.concatenate([block[1] for block in blocks]).astype(np.int64)
+        weights = None if blocks[0][2] is None else np.concatenate([block[2] for block in blocks])
         lengths = layout.seq_tokens[index]
         seq_ids = layout.seq_ids[index]
         soft = q.sequence_router_probs(store, layout, seq_ids)
@@ -73,24 +99,14 @@ def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, to
             ),
             partners,
         )
-        pending.clear()
 
-    # The rows stream on a cursor of their own: a query on `con` would end the stream. Sorted: the
-    # unsorted fast path may start over, and a sequence must count once.
-    reader = Store(store.path, con.cursor(), read_only=True)
-    try:
-        for block in q.token_expert_batches(reader, layout, with_weights=True, ordered=True):
-            pending.append(block)
-            if sum(len(block[0]) for block in pending) >= SEQUENCES_PER_STEP:
-                done += sum(len(block[0]) for block in pending)
-                flush()
-                if progress:
-                    progress(done, total)
-    finally:
-        reader.close()
-    if pending:
-        done += sum(len(block[0]) for block in pending)
-        flush()
+    # A chunk of sequences at a time, each read whole before it is written: the summaries go in on
+    # the same connection (and transaction), which would end a stream still open on it.
+    for start in range(0, len(layout.seq_ids), SEQUENCES_PER_STEP):
+        chunk = layout.seq_ids[start : start + SEQUENCES_PER_STEP]
+        bounds = (int(chunk[0]), int(chunk[-1]))
+        add(list(q.token_expert_batches(store, layout, with_weights=True, ordered=True, seq_range=bounds)))
+        done += len(chunk)
         if progress:
             progress(done, total)
     return done
@@ -110,5 +126,9 @@ def progress_bar(description: str) -> Progress:
     return update
 
 
-# Version -> the data step that runs after that version's SQL.
-DATA_STEPS: dict[int, Callable[[duckdb.DuckDBPyConnection, Progress | None], None]] = {5: build_summaries}
+# Version -> its data step. The steps of pending versions run after all their SQL, in this order
+# (the summaries read the packed routes).
+DATA_STEPS: dict[int, Callable[[duckdb.DuckDBPyConnection, Progress | None], None]] = {
+    6: pack_routes,
+    5: build_summaries,
+}

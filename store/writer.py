@@ -333,12 +333,11 @@ class BatchWriter:
         )
 
     def _tables(self, keys: Sequence[SequenceKey], batch: RoutingBatch) -> dict[str, pa.Table]:
-        n_tokens, n_layers, top_k = batch.expert_ids.shape
+        n_tokens, n_layers, _ = batch.expert_ids.shape
         run = self._run_id
         seq_ids = np.array([key.seq_id for key in keys], dtype=np.int32)
         token_seq = np.repeat(seq_ids, batch.seq_lengths)
         token_pos = (np.arange(n_tokens) - np.repeat(batch.offsets[:-1], batch.seq_lengths)).astype(np.int32)
-        per_token = n_layers * top_k
         tables = {
             "sequences": pa.table(
                 {
@@ -360,17 +359,7 @@ class BatchWriter:
                     "generated": batch.generated,
                 }
             ),
-            "route_codes": pa.table(
-                {
-                    "run_id": np.full(n_tokens * per_token, run, np.int32),
-                    "seq_id": np.repeat(token_seq, per_token),
-                    "pos": np.repeat(token_pos, per_token),
-                    "layer": np.tile(np.repeat(batch.layers.astype(np.int16), top_k), n_tokens),
-                    "rank": np.tile(np.arange(top_k, dtype=np.uint8), n_tokens * n_layers),
-                    "expert": batch.expert_ids.reshape(-1).astype(np.uint16),
-                    "weight_code": self._weight_codes(batch.expert_weights, n_tokens * per_token),
-                }
-            ),
+            "route_lists": self._route_lists(seq_ids, batch),
         }
         if batch.router_probs is not None:
             tables["router_probs"] = _per_layer_lists(run, seq_ids, batch.layers, batch.router_probs)
@@ -393,17 +382,48 @@ class BatchWriter:
         codes = np.rint(weights / self._weight_unit)  # as _weight_codes rounds them
         return (codes.astype(np.float64) * self._weight_unit).astype(np.float32)
 
-    def _weight_codes(self, weights: np.ndarray | None, count: int) -> pa.Array:
-        if weights is None:
-            return pa.nulls(count, pa.uint16())
-        codes = np.rint(weights.reshape(-1) / self._weight_unit)
+    def _route_lists(self, seq_ids: np.ndarray, batch: RoutingBatch) -> pa.Table:
+        """One row per sequence and MoE layer: its tokens' top-k experts and weight codes in (pos, rank)
+        order, gathered from the batch's [tokens, layers, k] arrays in one pass."""
+        _, n_layers, top_k = batch.expert_ids.shape
+        lengths = batch.seq_lengths.astype(np.int64)
+        # order[j] = the flat batch index of the j-th value: sequence, then layer, then pos and rank.
+        starts = np.repeat(batch.offsets[:-1].astype(np.int64), lengths * n_layers)
+        token = starts + _ranges(np.repeat(lengths, n_layers))
+        layer = np.repeat(np.tile(np.arange(n_layers), len(lengths)), np.repeat(lengths, n_layers))
+        order = ((token * n_layers + layer)[:, None] * top_k + np.arange(top_k)).reshape(-1)
+        offsets = np.zeros(len(lengths) * n_layers + 1, dtype=np.int32)
+        np.cumsum(np.repeat(lengths * top_k, n_layers), out=offsets[1:])
+        experts = pa.ListArray.from_arrays(offsets, batch.expert_ids.reshape(-1).astype(np.uint16)[order])
+        if batch.expert_weights is None:
+            codes = pa.nulls(len(offsets) - 1, pa.list_(pa.uint16()))
+        else:
+            codes = pa.ListArray.from_arrays(offsets, self._weight_codes(batch.expert_weights.reshape(-1)[order]))
+        return pa.table(
+            {
+                "run_id": np.full(len(offsets) - 1, self._run_id, np.int32),
+                "seq_id": np.repeat(seq_ids, n_layers),
+                "layer": np.tile(batch.layers.astype(np.int16), len(seq_ids)),
+                "experts": experts,
+                "weight_codes": codes,
+            }
+        )
+
+    def _weight_codes(self, weights: np.ndarray) -> np.ndarray:
+        codes = np.rint(weights / self._weight_unit)
         if codes.size and (codes.min() < 0 or codes.max() > WEIGHT_LEVELS):
             bound = self._weight_unit * WEIGHT_LEVELS
             raise StoreError(
                 f"a routing weight ({weights.min():.4g} .. {weights.max():.4g}) lies outside [0, {bound:g}], the range "
                 "the model's adapter declared: its weight bound (routed scaling factor) is wrong"
             )
-        return pa.array(codes.astype(np.uint16))
+        return codes.astype(np.uint16)
+
+
+def _ranges(lengths: np.ndarray) -> np.ndarray:
+    """0..n-1 for each n of `lengths`, concatenated."""
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.arange(int(lengths.sum())) - starts
 
 
 def _per_layer_lists(run: int, seq_ids: np.ndarray, layers: np.ndarray, probs: np.ndarray) -> pa.Table:

@@ -38,7 +38,7 @@ from tests.conftest import PARALLEL, write_jsonl
 if TYPE_CHECKING:
     from streamlit.testing.v1 import AppTest
 
-TABLES = ("models", "languages", "corpora", "texts", "runs", "sequences", "tokens", "route_codes", "router_probs")
+TABLES = ("models", "languages", "corpora", "texts", "runs", "sequences", "tokens", "route_lists", "router_probs")
 
 
 def snapshot(db: Path) -> dict[str, object]:

@@ -118,11 +118,11 @@ def test_sequence_router_probs_come_in_the_order_asked(planted_store):
 
 
 def _sorted_experts(db: Path, layout) -> np.ndarray:
-    rows = _rows(db, "SELECT expert FROM route_codes WHERE run_id = 1 ORDER BY seq_id, pos, layer, rank")
+    rows = _rows(db, "SELECT expert FROM routes WHERE run_id = 1 ORDER BY seq_id, pos, layer, rank")
     return np.array([row[0] for row in rows]).reshape(-1, len(layout.layers), layout.top_k)
 
 
-def _streamed(db: Path, layout, layers=None, rows_per_batch=1 << 22, **options) -> np.ndarray:
+def _streamed(db: Path, layout, layers=None, rows_per_batch=1 << 14, **options) -> np.ndarray:
     """Every token's experts from `token_expert_batches`, put back in seq_id order."""
     by_sequence = {}
     with open_store(db, read_only=True) as store:
@@ -140,17 +140,17 @@ def test_token_experts_stream_whole_sequences_in_order_even_when_rows_are_shuffl
     expected = _sorted_experts(planted_store, layout)
     np.testing.assert_array_equal(_streamed(planted_store, layout), expected)
     # Batches that cut sequences in two, and a layer range.
-    np.testing.assert_array_equal(_streamed(planted_store, layout, rows_per_batch=1000), expected)
-    np.testing.assert_array_equal(_streamed(planted_store, layout, (2, 5), rows_per_batch=777), expected[:, 2:6])
+    np.testing.assert_array_equal(_streamed(planted_store, layout, rows_per_batch=13), expected)
+    np.testing.assert_array_equal(_streamed(planted_store, layout, (2, 5), rows_per_batch=7), expected[:, 2:6])
     shuffled = tmp_path / "shuffled.duckdb"
     shutil.copy(planted_store, shuffled)
     con = duckdb.connect(str(shuffled))
-    con.execute("CREATE TEMP TABLE rows AS SELECT * FROM route_codes ORDER BY hash(seq_id, pos, layer, rank)")
-    con.execute("DELETE FROM route_codes")
-    con.execute("INSERT INTO route_codes SELECT * FROM rows")
+    con.execute("CREATE TEMP TABLE rows AS SELECT * FROM route_lists ORDER BY hash(seq_id, layer)")
+    con.execute("DELETE FROM route_lists")
+    con.execute("INSERT INTO route_lists SELECT * FROM rows")
     con.close()
-    np.testing.assert_array_equal(_streamed(shuffled, layout, rows_per_batch=1000), expected)
-    np.testing.assert_array_equal(_streamed(shuffled, layout, rows_per_batch=1000, ordered=True), expected)
+    np.testing.assert_array_equal(_streamed(shuffled, layout, rows_per_batch=13), expected)
+    np.testing.assert_array_equal(_streamed(shuffled, layout, rows_per_batch=13, ordered=True), expected)
 
 
 def test_an_id_only_run_is_analysed_from_activation_frequencies(planted_store, tmp_path):
@@ -158,7 +158,7 @@ def test_an_id_only_run_is_analysed_from_activation_frequencies(planted_store, t
     shutil.copy(planted_store, id_only)
     con = duckdb.connect(str(id_only))
     con.execute("DELETE FROM router_probs")
-    con.execute("UPDATE route_codes SET weight_code = NULL")
+    con.execute("UPDATE route_lists SET weight_codes = NULL")
     con.close()
     with open_store(id_only) as store:
         upgrades.rebuild_summaries(store, 1)  # the rows were edited by hand

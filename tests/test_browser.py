@@ -223,6 +223,6 @@ def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, 
         sums = summaries.language_sums(store.con, 2, layout.langs, layout.layers, layout.n_experts)
         # Every stored sentence has all its tokens' routes in every layer: nothing half-written.
         assert sums.hits.sum() == layout.seq_tokens.sum() * len(layout.layers) * layout.top_k
-        routes = store.con.execute("SELECT count(*) FROM route_codes WHERE run_id = 2").fetchone()
+        routes = store.con.execute("SELECT count(*) FROM routes WHERE run_id = 2").fetchone()
         assert routes == (layout.seq_tokens.sum() * len(layout.layers) * layout.top_k,)
         assert sums.soft_sum is not None  # router probabilities were stored

@@ -128,7 +128,7 @@ def test_an_id_only_run_is_shown_from_activation_frequencies_and_says_so(app_db:
     # What the vLLM backend stores: expert ids only, no routing weights, no router probabilities.
     con = duckdb.connect(str(app_db))
     con.execute("DELETE FROM router_probs")
-    con.execute("UPDATE route_codes SET weight_code = NULL")
+    con.execute("UPDATE route_lists SET weight_codes = NULL")
     con.close()
     with open_store(app_db) as store:
         upgrades.rebuild_summaries(store, 1)  # the rows were edited by hand

@@ -52,7 +52,7 @@ class Raw:
                 "SELECT m.n_layers, m.n_experts FROM runs JOIN models AS m USING (model_id) WHERE run_id = ?", [run_id]
             ).fetchone()
             seqs = con.execute("SELECT seq_id, lang, n_tokens FROM sequences WHERE run_id = ?", [run_id]).fetchall()
-            routes = con.execute("SELECT seq_id, layer, expert FROM route_codes WHERE run_id = ?", [run_id]).fetchall()
+            routes = con.execute("SELECT seq_id, layer, expert FROM routes WHERE run_id = ?", [run_id]).fetchall()
         row = {seq_id: i for i, (seq_id, _, _) in enumerate(seqs)}
         self.lang = np.array([lang for _, lang, _ in seqs])
         self.tokens = np.array([n for _, _, n in seqs], dtype=np.float64)

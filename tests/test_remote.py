@@ -30,7 +30,7 @@ from tests.helpers import Served, mgsm_copy, serving
 
 pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token"
-ROUTING_TABLES = ("sequences", "tokens", "route_codes", "router_probs", "router_logits")
+ROUTING_TABLES = ("sequences", "tokens", "route_lists", "router_probs", "router_logits")
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def _assert_every_sequence_whole(db: Path) -> None:
         rows = con.execute(
             """SELECT s.seq_id, s.n_tokens,
                       (SELECT count(*) FROM tokens t WHERE t.run_id = s.run_id AND t.seq_id = s.seq_id),
-                      (SELECT count(*) FROM route_codes r WHERE r.run_id = s.run_id AND r.seq_id = s.seq_id)
+                      (SELECT count(*) FROM routes r WHERE r.run_id = s.run_id AND r.seq_id = s.seq_id)
                FROM sequences s"""
         ).fetchall()
     finally:

@@ -28,7 +28,7 @@ def _check_whole(con: duckdb.DuckDBPyConnection, layers: int, k: int) -> int:
         """
         SELECT s.seq_id FROM sequences s
         LEFT JOIN (SELECT seq_id, count(*) n FROM tokens GROUP BY 1) t USING (seq_id)
-        LEFT JOIN (SELECT seq_id, count(*) n FROM route_codes GROUP BY 1) r USING (seq_id)
+        LEFT JOIN (SELECT seq_id, count(*) n FROM routes GROUP BY 1) r USING (seq_id)
         LEFT JOIN (SELECT seq_id, count(*) n FROM router_probs GROUP BY 1) p USING (seq_id)
         WHERE t.n IS DISTINCT FROM s.n_tokens OR r.n IS DISTINCT FROM s.n_tokens * ? OR p.n IS DISTINCT FROM ?
         """,
@@ -36,7 +36,7 @@ def _check_whole(con: duckdb.DuckDBPyConnection, layers: int, k: int) -> int:
     ).fetchall()
     assert broken == []
     orphans = con.execute(
-        "SELECT count(*) FROM route_codes WHERE seq_id NOT IN (SELECT seq_id FROM sequences)"
+        "SELECT count(*) FROM route_lists WHERE seq_id NOT IN (SELECT seq_id FROM sequences)"
     ).fetchone()[0]
     assert orphans == 0
     return con.execute("SELECT count(*) FROM sequences").fetchone()[0]

@@ -55,7 +55,7 @@ def test_migrations_are_applied_once_and_in_order(tmp_path):
     with open_store(db) as again:
         assert migrations.applied(again.con) == [v for v, _, _ in migrations.available()]
         tables = set(migrations.user_tables(again.con))
-    assert {"models", "languages", "corpora", "texts", "runs", "sequences", "tokens", "route_codes"} <= tables
+    assert {"models", "languages", "corpora", "texts", "runs", "sequences", "tokens", "route_lists"} <= tables
 
 
 def test_a_store_from_an_older_schema_is_migrated_and_keeps_its_rows(tmp_path):
@@ -80,10 +80,13 @@ def test_a_batch_is_stored_whole_with_routes_in_order(store):
     w.BatchWriter(store, run).write([([w.SequenceKey(0, "a", "eng_Latn"), w.SequenceKey(1, "a", "deu_Latn")], batch)])
     con = store.con
     assert con.execute("SELECT count(*) FROM tokens").fetchone()[0] == 5
-    routes = con.execute("SELECT seq_id, pos, layer, rank, expert, weight FROM routes").fetchnumpy()
+    stored = con.execute("SELECT seq_id, layer, len(experts) FROM route_lists").fetchall()
+    assert stored == [(0, 0, 6), (0, 1, 6), (1, 0, 4), (1, 1, 4)], "a row per (seq, layer) in order, as zone maps need"
+    routes = con.execute(
+        "SELECT seq_id, pos, layer, rank, expert, weight FROM routes ORDER BY seq_id, pos, layer, rank"
+    ).fetchnumpy()
     assert len(routes["seq_id"]) == 5 * 2 * 2
-    keys = np.stack([routes["seq_id"], routes["pos"], routes["layer"], routes["rank"]], axis=1).tolist()
-    assert keys == sorted(keys), "rows in (seq, pos, layer, rank) order, as zone maps need"
+    assert routes["pos"].tolist() == [p for p in (0, 1, 2) for _ in range(4)] + [p for p in (0, 1) for _ in range(4)]
     np.testing.assert_array_equal(routes["expert"], batch.expert_ids.reshape(-1))
     np.testing.assert_allclose(routes["weight"], 0.5, atol=1 / 65535)
     probs = con.execute("SELECT probs FROM router_probs ORDER BY seq_id, layer").fetchall()
@@ -94,10 +97,10 @@ def test_storing_a_sequence_twice_writes_nothing(store):
     run = _run(store)
     writer = w.BatchWriter(store, run)
     writer.write([([w.SequenceKey(0, "a", "eng_Latn")], _batch([3]))])
-    before = store.con.execute("SELECT count(*) FROM route_codes").fetchone()[0]
+    before = store.con.execute("SELECT count(*) FROM routes").fetchone()[0]
     with pytest.raises(StoreError, match="already holds"):
         writer.write([([w.SequenceKey(1, "b", "eng_Latn"), w.SequenceKey(0, "a", "eng_Latn")], _batch([2, 3]))])
-    assert store.con.execute("SELECT count(*) FROM route_codes").fetchone()[0] == before
+    assert store.con.execute("SELECT count(*) FROM routes").fetchone()[0] == before
     assert store.con.execute("SELECT count(*) FROM sequences").fetchone()[0] == 1
 
 

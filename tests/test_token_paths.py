@@ -182,7 +182,7 @@ def test_an_id_only_run_has_no_weights_and_a_damaged_one_is_refused(traced, tmp_
     id_only = tmp_path / "id-only.duckdb"
     shutil.copy(traced, id_only)
     con = duckdb.connect(str(id_only))
-    con.execute("UPDATE route_codes SET weight_code = NULL")
+    con.execute("UPDATE route_lists SET weight_codes = NULL")
     con.close()
     with open_store(traced, read_only=True) as store:
         weighted = item_token_paths(store, 1, "item2", ["eng_Latn"])[0]
@@ -191,7 +191,12 @@ def test_an_id_only_run_has_no_weights_and_a_damaged_one_is_refused(traced, tmp_
     assert ids_only.weights is None
     np.testing.assert_array_equal(ids_only.experts, weighted.experts)
     con = duckdb.connect(str(id_only))
-    con.execute("DELETE FROM route_codes WHERE seq_id = ? AND pos = 1 AND rank = 0", [weighted.seq_id])
+    # One decision too few: the first layer loses its first token's top-1 expert.
+    con.execute(
+        "UPDATE route_lists SET experts = experts[2:] "
+        "WHERE seq_id = ? AND layer = (SELECT min(layer) FROM route_lists)",
+        [weighted.seq_id],
+    )
     con.close()
     with open_store(id_only, read_only=True) as store, pytest.raises(StoreError, match="incomplete routing rows"):
         item_token_paths(store, 1, "item2", ["eng_Latn"])
@@ -296,7 +301,7 @@ def test_an_id_only_run_says_its_weights_are_missing(traced, tmp_path, monkeypat
     db = tmp_path / "id-only.duckdb"
     shutil.copy(traced, db)
     con = duckdb.connect(str(db))
-    con.execute("UPDATE route_codes SET weight_code = NULL")
+    con.execute("UPDATE route_lists SET weight_codes = NULL")
     con.close()
     at = _page(db, monkeypatch)
     assert any("expert ids only" in caption.value for caption in at.caption)

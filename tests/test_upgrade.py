@@ -124,7 +124,7 @@ def _contents(db: Path) -> list[tuple]:
     with duckdb.connect(str(db), read_only=True) as con:
         return [
             con.execute(f"SELECT count(*), sum(hash(t)) FROM {table} AS t").fetchone()
-            for table in ("runs", "sequences", "tokens", "route_codes", "router_probs")
+            for table in ("runs", "sequences", "tokens", "routes", "router_probs")
         ]
 
 
