@@ -5,7 +5,7 @@
 
 build: a synthetic trace run of about N routing decisions (48 MoE layers, top-8 of 128 experts,
 20 languages, 20-40 tokens a sequence: FLORES+ dev+devtest in 20 languages is about 500M), traced
-by `moe_core.synthetic` through the real pipeline and writer (`polyroute.tracing.start_trace`), into
+by `moe_core.synthetic` through the real pipeline and writer (`polyroute.workflows.trace.start_trace`), into
 a partial file renamed when complete; a complete store at --db of the same size is reused. Prints
 JSON: the store's size per table, bytes per decision (routes alone, the store without router
 probabilities, the whole store), and the ingest rate: decisions per second of the writer's own time
@@ -121,7 +121,7 @@ def stored_run(db: Path) -> dict[str, Any] | None:
 
 def build(decisions: int, db: Path) -> dict[str, Any]:
     from moe_core.synthetic import PlantedRouting, SyntheticBackend, synthetic_corpus
-    from polyroute.tracing import TraceRequest, start_trace
+    from polyroute.workflows.trace import TraceRequest, start_trace
     from store import writer
 
     n_items = items_for(decisions)
