@@ -1,0 +1,178 @@
+"""The engine against its papers' reference code, with the reference rules written out here:
+RISE's selection (init-neok/rise, `rise/expert_selector.py`), the published presets of 2601.14050
+(conctsai/Multilingualism-in-Mixture-of-Experts-LLMs, `scripts/`), and the `weight` distribution
+against the "total actual weight" of 2510.04694's code (lucasbandarkar/xl_moe_alignment,
+`routing_analysis/get_routing_weights.py`). Nothing here imports the helpers under test to build
+the expected values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from moe_core.analysis import rise
+
+RNG = np.random.default_rng(21)
+
+
+# RISE, as the reference selects --------------------------------------------------------------
+
+
+def _reference_rise(freq, target, n_layers, budget, ratios=(0.35, 0.25, 0.40), alpha=10.0):
+    """RISESelector.select, restated: freq [langs, n_layers, E] over every decoder layer (the
+    reference's stats hold all of them). Returns (sorted (layer, expert) list, per-zone counts)."""
+    n_langs, _, n_experts = freq.shape
+    l1 = round(n_layers * 0.375)
+    l2 = round(n_layers * (0.375 + 0.25))
+    zone_layers = {"shallow": list(range(0, l1)), "middle": list(range(l1, l2)), "deep": list(range(l2, n_layers))}
+
+    def mean(layer):
+        return np.mean([freq[lang, layer] for lang in range(n_langs)], axis=0)
+
+    def spec(layer):
+        m = mean(layer)
+        s = freq[target, layer] / np.where(m > 0, m, 1e-8)
+        return s * (1.0 + alpha * freq[target, layer])
+
+    def ovlp(layer):
+        rows = np.stack([freq[lang, layer] for lang in range(n_langs)])
+        mu, sd = np.mean(rows, axis=0), np.std(rows, axis=0)
+        o = 1.0 / (1.0 + sd / np.where(mu > 0, mu, 1e-8))
+        return o * (1.0 + alpha * mean(layer))
+
+    budgets = {"shallow": int(budget * ratios[0]), "middle": int(budget * ratios[1])}
+    budgets["deep"] = budget - budgets["shallow"] - budgets["middle"]
+    capacity = {zone: len(layers) * n_experts for zone, layers in zone_layers.items()}
+    overflow = 0
+    for zone in budgets:
+        if budgets[zone] > capacity[zone]:
+            overflow += budgets[zone] - capacity[zone]
+            budgets[zone] = capacity[zone]
+    while overflow > 0:
+        room = {zone: capacity[zone] - budgets[zone] for zone in budgets}
+        open_zones = [zone for zone, r in room.items() if r > 0]
+        assert open_zones, "the reference refuses a budget above every expert"
+        zone = max(open_zones, key=lambda z: room[z])
+        take = min(room[zone], overflow)
+        budgets[zone] += take
+        overflow -= take
+
+    chosen = []
+    for zone, score in (("shallow", spec), ("middle", ovlp), ("deep", spec)):
+        candidates = [(s, layer, e) for layer in zone_layers[zone] for e, s in enumerate(score(layer).tolist())]
+        candidates.sort(key=lambda c: c[0], reverse=True)
+        chosen += [(layer, e) for _, layer, e in candidates[: budgets[zone]]]
+    return sorted(chosen), (budgets["shallow"], budgets["middle"], budgets["deep"])
+
+
+def _routing_frequencies(n_langs, n_layers, n_experts, top_k=2):
+    """Frequencies like a trace's: each layer's sum to k; some experts no language uses."""
+    freq = RNG.dirichlet(np.full(n_experts, 0.7), size=(n_langs, n_layers)) * top_k
+    unused = RNG.random((n_layers, n_experts)) < 0.2
+    freq[:, unused] = 0
+    return freq
+
+
+@pytest.mark.parametrize("n_layers", [4, 16, 24, 48, 94])
+@pytest.mark.parametrize("ratios", [(0.35, 0.25, 0.40), (0.1, 0.8, 0.1), (0.6, 0.0, 0.4)])
+def test_rise_selection_equals_the_reference_code(n_layers, ratios):
+    n_langs, n_experts = 4, 6
+    capacity = n_layers * n_experts
+    for budget in sorted({1, 5, 13, capacity // 3, capacity // 2, capacity - 3, capacity}):
+        freq = _routing_frequencies(n_langs, n_layers, n_experts)
+        target = int(RNG.integers(n_langs))
+        expected, quotas = _reference_rise(freq, target, n_layers, budget, ratios)
+        got = rise.select_rise(
+            freq, target, layers=list(range(n_layers)), n_layers=n_layers, budget=budget, ratios=ratios
+        )
+        assert got.zones == "reference"
+        assert sorted(got.experts) == expected, (n_layers, budget)
+        assert got.quotas == quotas
+        assert len(got.experts) == len(set(got.experts)) == budget
+
+
+def test_the_reference_middle_zone_can_be_empty_and_its_share_goes_to_the_most_room():
+    # 4 layers: L1 = round(1.5) = 2, L2 = round(2.5) = 2 (halves to even): no middle zone.
+    assert rise.zone_bounds(4, "reference") == (2, 2)
+    assert rise.depth_zones(np.arange(4), 4, "reference").tolist() == [0, 0, 2, 2]
+    assert rise.depth_zones(np.arange(4), 4, "fraction").tolist() == [0, 0, 1, 2]
+    # 94 layers: shallow 0-34 (round(35.25)), middle 35-58, deep 59-93; the fractions give 0-35.
+    assert rise.zone_bounds(94, "reference") == (35, 59)
+    assert rise.zone_bounds(94, "fraction") == (36, 59)
+    # K = 20 -> 7, 5, 8: the middle's 5 go to the zone with the most room (shallow and deep tie at
+    # 16 - 7 = 9 vs 16 - 8 = 8: shallow), where the fraction rule gives them to deep (ratio 0.40) first.
+    assert rise.zone_quotas(20, rise.DEFAULT_RATIOS, [16, 0, 16], zones="reference") == (12, 0, 8)
+    assert rise.zone_quotas(20, rise.DEFAULT_RATIOS, [16, 0, 16], zones="fraction") == (7, 0, 13)
+
+
+def test_reference_zone_bounds_round_halves_to_even_for_every_depth():
+    for n_layers in range(1, 130):
+        l1, l2 = rise.zone_bounds(n_layers, "reference")
+        assert (l1, l2) == (round(n_layers * 3 / 8), round(n_layers * 5 / 8))
+        zones = rise.depth_zones(np.arange(n_layers), n_layers, "reference")
+        assert zones.tolist() == [0 if layer < l1 else 1 if layer < l2 else 2 for layer in range(n_layers)]
+
+
+def test_zones_follow_decoder_indices_when_a_layer_is_dense():
+    # Layer 0 dense, MoE layers 1-15 of 16: the zones are those of their decoder index, as the
+    # reference indexes its stats by decoder layer (`model.model.layers`).
+    layers = np.arange(1, 16)
+    for rule in rise.ZONE_RULES:
+        np.testing.assert_array_equal(rise.depth_zones(layers, 16, rule), rise.depth_zones(np.arange(16), 16, rule)[1:])
+    freq = _routing_frequencies(3, 15, 4)
+    got = rise.select_rise(freq, 0, layers=layers, n_layers=16, budget=12)
+    expected, _ = _reference_rise(np.concatenate([np.zeros((3, 1, 4)), freq], axis=1), 0, 16, 12)
+    # Layer 0 holds only zero-scored (Spec) candidates in the shallow zone; with a budget well
+    # inside the other layers' experts the reference picks none of them.
+    assert all(layer > 0 for layer, _ in expected)
+    assert sorted((int(layers[y]), e) for y, e in got.experts) == expected
+
+
+def _earlier_rise(freq, target, layers, n_layers, budget, ratios):
+    """Polyroute's earlier rules (zones="fraction"): depth fractions, overflow by ratio, unused O = 0."""
+    n_experts = freq.shape[-1]
+    zone = [0 if layer / n_layers < 0.375 else 1 if layer / n_layers < 0.625 else 2 for layer in layers]
+    mean = freq.mean(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s = np.where(mean > 0, freq[target] / mean, 0.0)
+        o = np.where(mean > 0, 1 / (1 + freq.std(axis=0) / mean), 0.0)
+    score = {0: s * (1 + 10 * freq[target]), 1: o * (1 + 10 * mean), 2: s * (1 + 10 * freq[target])}
+    pools = [
+        [
+            (y, e)
+            for _, y, e in sorted(
+                (-score[z][y, e], y, e) for y in range(len(layers)) if zone[y] == z for e in range(n_experts)
+            )
+        ]
+        for z in range(3)
+    ]
+    want = [math.floor(budget * ratios[0]), math.floor(budget * ratios[1])]
+    want.append(budget - sum(want))
+    take = [min(w, len(p)) for w, p in zip(want, pools, strict=True)]
+    spill = budget - sum(take)
+    for z in sorted(range(3), key=lambda z: -ratios[z]):
+        extra = min(spill, len(pools[z]) - take[z])
+        take[z] += extra
+        spill -= extra
+    return [pair for z in range(3) for pair in pools[z][: take[z]]]
+
+
+@pytest.mark.parametrize("n_layers", [4, 16, 94])
+def test_fraction_rules_select_as_polyroute_did(n_layers):
+    layers = list(range(n_layers))
+    for budget, ratios in ((7, (0.35, 0.25, 0.40)), (n_layers * 5 - 2, (0.1, 0.8, 0.1))):
+        freq = _routing_frequencies(3, n_layers, 5)
+        got = rise.select_rise(
+            freq, 1, layers=layers, n_layers=n_layers, budget=budget, ratios=ratios, zones="fraction"
+        )
+        assert list(got.experts) == _earlier_rise(freq, 1, layers, n_layers, budget, ratios)
+
+
+def test_an_unknown_zone_rule_is_refused():
+    with pytest.raises(ValueError, match="zones must be one of"):
+        rise.depth_zones(np.arange(4), 4, "rounded")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="zones must be one of"):
+        rise.select_rise(np.ones((2, 4, 3)), 0, layers=[0, 1, 2, 3], n_layers=4, budget=2, zones="x")  # type: ignore[arg-type]
