@@ -9,11 +9,14 @@ the expected values.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from moe_core.analysis import rise
+from moe_core.steering.plan import ABLATE, ADAPTIVE, PlanError
+from moe_core.steering.presets import PRESETS, preset_for, preset_names, scale_position
 
 RNG = np.random.default_rng(21)
 
@@ -176,3 +179,74 @@ def test_an_unknown_zone_rule_is_refused():
         rise.depth_zones(np.arange(4), 4, "rounded")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="zones must be one of"):
         rise.select_rise(np.ones((2, 4, 3)), 0, layers=[0, 1, 2, 3], n_layers=4, budget=2, zones="x")  # type: ignore[arg-type]
+
+
+# Presets of 2601.14050 -----------------------------------------------------------------------
+
+
+def test_the_presets_hold_the_published_settings():
+    shared = PRESETS["2601.14050"]
+    assert (shared.kind, shared.method, shared.k, shared.thr) == ("shared", ADAPTIVE, 20, 0.7)
+    assert shared.windows == ((10, 39),) and dict(shared.strengths) == {"eng_Latn": 0.022, "zho_Hans": 0.034}
+    for name in ("2601.14050-mgsm", "2601.14050-flores"):
+        preset = PRESETS[name]
+        assert (preset.kind, preset.method, preset.k, preset.thr) == ("exclusive", ABLATE, 15, 0.4)
+        assert preset.windows == ((0, 4), (22, 26), (43, 47))
+    xquad = PRESETS["2601.14050-xquad"]
+    assert (xquad.k, xquad.thr, xquad.windows) == (32, 0.5, ((0, 9), (19, 28), (38, 47)))
+    assert preset_names("shared") == ("2601.14050",)
+    assert preset_names("exclusive") == ("2601.14050-mgsm", "2601.14050-flores", "2601.14050-xquad")
+
+
+def test_a_48_layer_model_gets_exactly_the_published_windows():
+    for name, published in PRESETS.items():
+        preset = preset_for(name, moe_layers=range(48))
+        assert [w.band for w in preset.windows] == list(published.windows)
+        assert [w.layers for w in preset.windows] == [tuple(range(a, b + 1)) for a, b in published.windows]
+        assert (preset.k, preset.thr, preset.method) == (published.k, published.thr, published.method)
+
+
+def _scaled(layer, n_moe):
+    # round(layer (Y - 1) / 47), halves up, in exact fractions
+    return math.floor(Fraction(layer * (n_moe - 1), 47) + Fraction(1, 2))
+
+
+@pytest.mark.parametrize("first_moe", [0, 1, 3])  # leading dense layers, as DeepSeek's first_k_dense
+def test_other_depths_scale_each_window_by_the_stated_rule(first_moe):
+    for n_moe in range(1, 101):
+        moe_layers = list(range(first_moe, first_moe + n_moe))
+        for name, published in PRESETS.items():
+            preset = preset_for(name, moe_layers=moe_layers)
+            assert preset.n_moe_layers == n_moe
+            for window, (a, b) in zip(preset.windows, published.windows, strict=True):
+                start, end = _scaled(a, n_moe), _scaled(b, n_moe)
+                assert window.positions == (start, end)
+                assert 0 <= start <= end <= n_moe - 1  # non-empty and inside the model
+                assert window.layers == tuple(moe_layers[start : end + 1])
+
+
+def test_scaled_windows_on_sparse_moe_layers_and_small_models():
+    # MoE every other layer (decoder_sparse_step 2): windows hold decoder indices of MoE layers.
+    preset = preset_for("2601.14050", moe_layers=range(1, 48, 2))  # 24 MoE layers
+    (band,) = preset.windows
+    assert band.positions == (_scaled(10, 24), _scaled(39, 24)) == (5, 19)
+    assert band.layers == tuple(range(11, 40, 2)) and band.band == (11, 39)
+    # The demo's 4 layers: 10-39 -> 1-2; 0-4 / 22-26 / 43-47 -> 0-0 / 1-2 / 3-3.
+    assert preset_for("2601.14050", moe_layers=range(4)).windows[0].layers == (1, 2)
+    assert [w.layers for w in preset_for("2601.14050-mgsm", moe_layers=range(4)).windows] == [(0,), (1, 2), (3,)]
+    assert scale_position(47, 1) == 0
+
+
+def test_preset_lookups_explain_what_is_missing():
+    preset = preset_for("2601.14050", moe_layers=range(16))
+    assert preset.strength_for("eng_Latn") == 0.022 and preset.strength_for("zho_Hans") == 0.034
+    with pytest.raises(PlanError, match="only for source languages"):
+        preset.strength_for("deu_Latn")
+    exclusive = preset_for("2601.14050-xquad", moe_layers=range(16))
+    assert exclusive.window("late").band == (_scaled(38, 16), 15)
+    with pytest.raises(PlanError, match="no window"):
+        exclusive.window("deep")
+    with pytest.raises(PlanError, match="no lambda"):
+        exclusive.strength_for("eng_Latn")
+    with pytest.raises(PlanError, match="unknown preset"):
+        preset_for("2601.14050-belebele", moe_layers=range(16))
