@@ -13,8 +13,10 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
+import torch
 
-from moe_core.analysis import rise
+from moe_core.analysis import rise, summaries
+from moe_core.steering import scoring
 from moe_core.steering.plan import ABLATE, ADAPTIVE, PlanError
 from moe_core.steering.presets import PRESETS, preset_for, preset_names, scale_position
 
@@ -250,3 +252,52 @@ def test_preset_lookups_explain_what_is_missing():
         exclusive.strength_for("eng_Latn")
     with pytest.raises(PlanError, match="unknown preset"):
         preset_for("2601.14050-belebele", moe_layers=range(16))
+
+
+# The `weight` distribution against xl_moe_alignment's "total actual weight" --------------------
+
+
+def _total_actual_weight(logits, top_k, scoring_func):
+    """calculate_total_actual_weight_per_sequence for one sequence: logits [Y, T, E] -> [Y, E].
+    Softmax (or sigmoid), keep values >= the k-th largest, renormalise (+ 1e-20), mean over tokens."""
+    post = (
+        1 / (1 + np.exp(-logits))
+        if scoring_func == "sigmoid"
+        else np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    )
+    threshold = np.sort(post, axis=-1)[..., -top_k][..., None]
+    kept = post * (post >= threshold)
+    return (kept / (kept.sum(axis=-1, keepdims=True) + 1e-20)).mean(axis=1)
+
+
+@pytest.mark.parametrize(
+    "rule",
+    [
+        scoring.RoutingRule(name=scoring.SOFTMAX_TOPK, top_k=2),  # OLMoE: not renormalised
+        scoring.RoutingRule(name=scoring.SOFTMAX_TOPK, top_k=3, renorm=True),  # Qwen3-MoE
+        scoring.RoutingRule(name=scoring.SOFTMAX_TOPK, top_k=2, scale=2.5),  # scaled (DeepSeek-V2 greedy)
+        scoring.RoutingRule(name=scoring.TOPK_SOFTMAX, top_k=2),  # Mixtral, GPT-OSS, Granite
+        scoring.RoutingRule(name=scoring.SIGMOID_BIAS_GROUP_TOPK, top_k=2, renorm=True, scale=2.5),
+    ],
+    ids=lambda rule: f"{rule.name}-k{rule.top_k}-renorm{rule.renorm}-scale{rule.scale}",
+)
+def test_weight_distribution_equals_total_actual_weight(rule):
+    n_layers, n_experts, lengths = 3, 8, [5, 1, 9, 4]
+    logits = RNG.normal(size=(sum(lengths), n_layers, n_experts)).astype(np.float32)
+    ids, weights = [], []
+    for y in range(n_layers):  # the applied weights, as the router computes them
+        w, i = scoring.score(rule, torch.from_numpy(logits[:, y]), bias=torch.zeros(n_experts))
+        weights.append(w.numpy())
+        ids.append(i.numpy())
+    got = summaries.summarise_sequences(
+        np.stack(ids, axis=1), np.stack(weights, axis=1), np.array(lengths), n_experts, np.arange(len(lengths))
+    )
+    assert got.weight is not None
+    func = "sigmoid" if rule.name == scoring.SIGMOID_BIAS_GROUP_TOPK else "softmax"
+    start = 0
+    for s, length in enumerate(lengths):
+        sequence = logits[start : start + length].astype(np.float64).transpose(1, 0, 2)  # [Y, T, E], as theirs
+        np.testing.assert_allclose(
+            got.weight[s], _total_actual_weight(sequence, rule.top_k, func), rtol=1e-5, atol=1e-6
+        )
+        start += length
