@@ -291,15 +291,18 @@ def test_reliance_is_the_share_of_hits_on_the_given_experts():
 # RISE ----------------------------------------------------------------------------------------
 
 
-def test_rise_scores_match_their_definitions():
+@pytest.mark.parametrize("unused", ["zero", "reference"])
+def test_rise_scores_match_their_definitions(unused):
     freq = RNG.random((5, 4, 6))
-    freq[:, 1, 2] = 0  # never used: scores 0
-    got = rise.rise_scores(freq, 2, alpha=10)
+    freq[:, 1, 2] = 0  # never used: S = 0; O = 0 ("zero") or 1 (the reference's CV = 0 / 1e-8)
+    got = rise.rise_scores(freq, 2, alpha=10, unused=unused)
     for layer, e in itertools.product(range(4), range(6)):
         column = [freq[lang, layer, e] for lang in range(5)]
         mean = statistics.fmean(column)
         if mean == 0:
-            assert got.specificity[layer, e] == 0 and got.overlap[layer, e] == 0
+            overlap = 0 if unused == "zero" else 1
+            assert got.specificity[layer, e] == 0 and got.overlap[layer, e] == overlap
+            assert got.spec[layer, e] == 0 and got.ovlp[layer, e] == overlap
             continue
         s = column[2] / mean
         o = 1 / (1 + statistics.pstdev(column) / mean)
@@ -310,7 +313,8 @@ def test_rise_scores_match_their_definitions():
 
 
 def test_depth_zones_split_at_three_eighths_and_five_eighths():
-    zones = rise.depth_zones(np.arange(16), 16)
+    zones = rise.depth_zones(np.arange(16), 16, "fraction")
+    np.testing.assert_array_equal(zones, rise.depth_zones(np.arange(16), 16))  # fraction is depth_zones' default
     expected = [0 if layer / 16 < 0.375 else 1 if layer / 16 < 0.625 else 2 for layer in range(16)]
     assert zones.tolist() == expected
     assert rise.zone_budgets(10, (0.35, 0.25, 0.40)) == (3, 2, 5)
@@ -337,16 +341,16 @@ def _brute_selection(scores, zones, budget, ratios):
 def test_budgeted_selection_matches_a_brute_force_ranking(budget):
     freq = RNG.random((4, 8, 5))
     scores = rise.rise_scores(freq, 0)
-    zones = rise.depth_zones(np.arange(8), 8)  # 3 shallow, 2 middle, 3 deep layers (10, 15, 15 experts)
-    got = rise.select_subnetwork(scores, zones, budget)
+    zones = rise.depth_zones(np.arange(8), 8, "fraction")  # 3 shallow, 2 middle, 3 deep layers (15, 10, 15 experts)
+    got = rise.select_subnetwork(scores, zones, budget, zones="fraction")
     assert got == _brute_selection(scores, zones, budget, rise.DEFAULT_RATIOS)
     assert len(got) == len(set(got)) == min(budget, 40)
 
 
 def test_a_zone_too_small_spills_its_budget_to_the_others():
     freq = RNG.random((3, 8, 4))
-    zones = rise.depth_zones(np.arange(8), 8)
-    chosen = rise.select_subnetwork(rise.rise_scores(freq, 1), zones, 30, (0.1, 0.8, 0.1))
+    zones = rise.depth_zones(np.arange(8), 8, "fraction")
+    chosen = rise.select_subnetwork(rise.rise_scores(freq, 1), zones, 30, (0.1, 0.8, 0.1), zones="fraction")
     middle = [pair for pair in chosen if zones[pair[0]] == 1]
     assert len(middle) == 8 and len(chosen) == 30  # the middle zone has only 2 layers x 4 experts
 

@@ -16,6 +16,7 @@ from moe_core.evaluation.metrics import chrf_corpus
 from moe_core.evaluation.sweeps import build_variants, parse_sweep, window_plan
 from moe_core.evaluation.tasks import TASKS, check_fields, get_task
 from moe_core.steering import LayerExperts, PlanError, SteeringPlan
+from moe_core.steering.presets import preset_for
 from polyroute.cli import main
 from store import open_store
 from store import queries as q
@@ -133,6 +134,19 @@ def test_window_sweep_moves_the_band_to_each_depth_zone():
         window_plan(_plan(layers=(1, 2)), "late", n_layers=n_layers, moe_layers=moe)
     with pytest.raises(PlanError, match="no MoE layer in the middle zone"):
         window_plan(_plan(layers=(0,)), "middle", n_layers=3, moe_layers=(0, 2))
+
+
+def test_window_sweep_can_use_a_presets_windows():
+    plan = _plan(layers=(0, 1, 2, 3), band=(0, 3))
+    assert window_plan(plan, "middle", n_layers=4, moe_layers=range(4)).band == (2, 2)  # the depth zones
+    # A published preset's windows, scaled to 4 layers: 0-4, 22-26, 43-47 of 48 -> 0, 1-2, 3.
+    windows = {w.name: w.band for w in preset_for("2601.14050-mgsm", moe_layers=range(4)).windows}
+    variants = build_variants(
+        plan, parse_sweep("window=early,middle,late"), n_layers=4, moe_layers=range(4), windows=windows
+    )
+    assert [v.band for _, v in variants[1:] if v] == [(0, 0), (1, 2), (3, 3)]
+    with pytest.raises(PlanError, match="no late window given"):
+        window_plan(plan, "late", n_layers=4, moe_layers=range(4), windows={"early": (0, 0)})
 
 
 @pytest.mark.parametrize("text", ["lambda", "lambda=", "lambda=a", "window=deep", "depth=1", "lambda=1,1"])

@@ -2,13 +2,15 @@
 of a sweep over it (its strength lambda, or its layer band moved to a depth zone of the model).
 
 A variant is (name, plan or None); the names are what `eval_results.variant` holds: unsteered,
-plan, strength=0.25, window=middle.
+plan, strength=0.25, window=middle. A window is a depth zone of the model (`moe_core.analysis.zones`)
+or a band given by name, such as a published preset's
+(`moe_core.steering.presets`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from moe_core.analysis.zones import ZONES, zone_layers
@@ -52,13 +54,29 @@ def parse_sweep(text: str) -> Sweep:
     return Sweep(kind, values)
 
 
-def window_plan(plan: SteeringPlan, zone: str, *, n_layers: int, moe_layers: Sequence[int]) -> SteeringPlan:
-    """`plan` with its band moved to the MoE layers of depth zone `zone` (first to last of them),
-    keeping only the experts it lists for layers inside that window."""
-    inside = zone_layers(moe_layers, n_layers, zone)
-    if not inside:
-        raise PlanError(f"the model's {n_layers} layers have no MoE layer in the {zone} zone: sweep other windows")
-    band = (inside[0], inside[-1])
+def window_plan(
+    plan: SteeringPlan,
+    zone: str,
+    *,
+    n_layers: int,
+    moe_layers: Sequence[int],
+    windows: Mapping[str, tuple[int, int]] | None = None,
+) -> SteeringPlan:
+    """`plan` with its band moved to window `zone` (early, middle, late), keeping only the experts
+    it lists for layers inside that window.
+
+    The window is the MoE layers of that depth zone (`zones.zone_layers`, first to last of them),
+    or, given `windows` (name -> (first, last) decoder layers, e.g. a published preset's
+    `PresetWindow.band`), the band it names."""
+    if windows is not None:
+        if zone not in windows:
+            raise PlanError(f"no {zone} window given: the windows are {', '.join(windows) or 'none'}")
+        band = windows[zone]
+    else:
+        inside = zone_layers(moe_layers, n_layers, zone)
+        if not inside:
+            raise PlanError(f"the model's {n_layers} layers have no MoE layer in the {zone} zone: sweep other windows")
+        band = (inside[0], inside[-1])
     kept = tuple(entry for entry in plan.experts if band[0] <= entry.layer <= band[1])
     if not kept:
         raise PlanError(
@@ -69,9 +87,15 @@ def window_plan(plan: SteeringPlan, zone: str, *, n_layers: int, moe_layers: Seq
 
 
 def build_variants(
-    plan: SteeringPlan | None, sweep: Sweep | None, *, n_layers: int, moe_layers: Sequence[int]
+    plan: SteeringPlan | None,
+    sweep: Sweep | None,
+    *,
+    n_layers: int,
+    moe_layers: Sequence[int],
+    windows: Mapping[str, tuple[int, int]] | None = None,
 ) -> list[Variant]:
-    """The baseline, then the plan (without a sweep) or one variant per sweep point."""
+    """The baseline, then the plan (without a sweep) or one variant per sweep point. `windows` say
+    where a window sweep moves the band (`window_plan`)."""
     if sweep is not None and plan is None:
         raise PolyrouteError(f"--sweep {sweep} sweeps a plan: pass --plan plan.json too")
     variants: list[Variant] = [(UNSTEERED, None)]
@@ -84,5 +108,9 @@ def build_variants(
             (f"strength={float(value):g}", dataclasses.replace(plan, strength=float(value))) for value in sweep.values
         ]
     return variants + [
-        (f"window={zone}", window_plan(plan, zone, n_layers=n_layers, moe_layers=moe_layers)) for zone in sweep.values
+        (
+            f"window={zone}",
+            window_plan(plan, zone, n_layers=n_layers, moe_layers=moe_layers, windows=windows),
+        )
+        for zone in sweep.values
     ]
