@@ -35,8 +35,8 @@ with explained(), store.reading() as reader:
     runs = {run.run_id: run for run in q.list_runs(reader) if run.kind == "evaluation" and run.run_id in scored}
 if not runs:
     st.info(
-        "This store holds no evaluation yet: run one below, or from a terminal with `polyroute eval --task mgsm "
-        "--model MODEL_DIR --corpus mgsm:PATH --langs eng_Latn,deu_Latn --plan plan.json --sweep lambda=0,0.5,1`.",
+        "This store holds no evaluation yet: run one below, or from a terminal with `polyroute eval` "
+        "(`polyroute eval -h` lists what it takes).",
         icon=":material/info:",
     )
 with st.expander("Run an evaluation", expanded=not runs, icon=":material/play_arrow:"):
