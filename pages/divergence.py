@@ -10,6 +10,7 @@ from polyroute.ui.colours import group_values
 from polyroute.ui.data import analysis, middle_band, table
 from polyroute.ui.frame import (
     among,
+    band_caption,
     band_of,
     choose_run,
     choose_store,
@@ -87,7 +88,7 @@ band = (
     if len(layers) > 1
     else (layers[0], layers[0])
 )
-controls[2].caption(f"Band: {layers_text(band)}")
+band_caption(controls[2], f"divergence_band_{run_id}", band)
 legend = group_values(choice.langs, colour)
 if not langs:
     st.info("Choose at least one language to compare with the reference.")

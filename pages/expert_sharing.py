@@ -12,6 +12,7 @@ from polyroute.ui.colours import group_values
 from polyroute.ui.data import analysis, middle_band, table
 from polyroute.ui.frame import (
     among,
+    band_caption,
     band_of,
     between,
     choose_run,
@@ -60,7 +61,7 @@ band = (
     if len(layers) > 1
     else (layers[0], layers[0])
 )
-controls[0].caption(f"Band: {layers_text(band)}")
+band_caption(controls[0], f"sharing_band_{run_id}", band)
 measure = controls[1].radio(
     "Similarity from",
     ["divergence", "cosine"],
@@ -155,6 +156,7 @@ st.altair_chart(
         title=f"Languages linked by the experts they share in {layers_text(band)}",
         colour=graph_colour,
         legend=group_values(choice.langs, graph_colour) if graph_colour != "community" else (),
+        all_edges=edges,
     ),
     width="stretch",
 )

@@ -44,8 +44,15 @@ def group_colour(frame: pd.DataFrame, colour: str, legend: Sequence[str] | None 
         f"{colour}:N",
         title=GROUPINGS[colour],
         scale=fixed_scale(colour, values),
-        legend=alt.Legend(labelLimit=260, symbolLimit=0, columns=1 if len(values) <= 24 else 2),
+        # Beside the chart, names cut at 150 px; the chart is made tall enough for it (`legend_height`):
+        # a legend taller than its chart is cut off at the chart's foot.
+        legend=alt.Legend(labelLimit=150, symbolLimit=0),
     )
+
+
+def legend_height(n_values: int) -> int:
+    """The height a chart needs for a legend of `n_values` entries beside it (and its title)."""
+    return 30 * n_values + 110
 
 
 def layer_curves(
@@ -90,7 +97,10 @@ def layer_curves(
             .encode(x="start:Q", x2="end:Q", tooltip=alt.Tooltip("label:N", title="shaded"))
         )
     layers += [lines.add_params(hover)]
-    return alt.layer(*layers).properties(title=alt.Title(title, subtitle=subtitle), height=340)
+    shown = len(legend) if legend is not None else frame[colour].nunique()
+    return alt.layer(*layers).properties(
+        title=alt.Title(title, subtitle=subtitle), height=max(340, legend_height(shown))
+    )
 
 
 def ranked_bars(
@@ -207,22 +217,44 @@ def _overlap(a: tuple[float, float, float, float], b: tuple[float, float, float,
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def _layout(langs: Sequence[str], edges: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """Positions where languages that share more experts sit closer: Kamada-Kawai on distances
+    `most + 1 - shared` between every pair (a pair that shares none: the farthest), so every
+    language has a place relative to all others, whatever links are drawn, and separate groups
+    do not fly apart."""
+    most = int(edges["shared_experts"].max()) if len(edges) else 0
+    shared = {(a, b): int(n) for a, b, n in edges[["lang_a", "lang_b", "shared_experts"]].itertuples(index=False)}
+    distance: dict[str, dict[str, float]] = {a: {} for a in langs}
+    for i, a in enumerate(langs):
+        for b in langs[i + 1 :]:
+            n = shared.get((a, b), shared.get((b, a), 0))
+            distance[a][b] = distance[b][a] = float(most + 1 - n)
+    graph = nx.complete_graph(langs) if len(langs) > 1 else nx.empty_graph(langs)
+    if len(langs) < 3:
+        return {lang: (float(i), 0.0) for i, lang in enumerate(langs)}
+    start = nx.circular_layout(sorted(langs))  # seeded by the order, so reruns give the same picture
+    placed = nx.kamada_kawai_layout(graph, dist=distance, pos=start)
+    return {lang: (float(x), float(y)) for lang, (x, y) in placed.items()}
+
+
 def sharing_graph(
-    nodes: pd.DataFrame, edges: pd.DataFrame, *, title: str, colour: str = "community", legend: Sequence[str] = ()
+    nodes: pd.DataFrame,
+    edges: pd.DataFrame,
+    *,
+    title: str,
+    colour: str = "community",
+    legend: Sequence[str] = (),
+    all_edges: pd.DataFrame | None = None,
 ) -> alt.TopLevelMixin:
     """Languages as dots placed by a force layout of the links drawn, a line for each link as
     thick as the experts the two languages share, dots coloured by community (or by a language
     grouping, in the app's fixed colours), names placed so that they do not cover each other.
 
     nodes: lang, name, family, script, resource_class, community; edges: lang_a, lang_b, shared_experts
-    (the links to draw: see `strongest_links`).
+    (the links to draw: see `strongest_links`); all_edges: every pair's link, which places the dots
+    (default `edges`).
     """
-    graph = nx.Graph()
-    graph.add_nodes_from(nodes["lang"])
-    graph.add_weighted_edges_from(edges[["lang_a", "lang_b", "shared_experts"]].itertuples(index=False))
-    n = max(graph.number_of_nodes(), 1)
-    # Seeded, so the picture does not jump between reruns; k spreads the dots as their number grows.
-    position = nx.spring_layout(graph, weight="weight", seed=0, k=2.2 / n**0.5, iterations=200)
+    position = _layout(list(nodes["lang"]), edges if all_edges is None else all_edges)
     placed = nodes.assign(
         x=[position[lang][0] for lang in nodes["lang"]],
         y=[position[lang][1] for lang in nodes["lang"]],
@@ -254,7 +286,7 @@ def sharing_graph(
                 "shared_experts:Q",
                 title="Shared experts",
                 scale=alt.Scale(domain=[least, max(most, least + 1)], range=[0.8, 5]),
-                legend=alt.Legend(format="d", values=sorted({least, (least + most) // 2, most})),
+                legend=alt.Legend(format="d", values=sorted({least, (least + most) // 2, most}), orient="bottom"),
             ),
             tooltip=[
                 alt.Tooltip("link:N", title="languages"),
@@ -267,7 +299,12 @@ def sharing_graph(
         scale = alt.Scale(
             domain=communities, range=[COMMUNITY_COLOURS[i % len(COMMUNITY_COLOURS)] for i in range(len(communities))]
         )
-        fill = alt.Color("community:N", title="Community", scale=scale, legend=alt.Legend(symbolLimit=0))
+        fill = alt.Color(
+            "community:N",
+            title="Community",
+            scale=scale,
+            legend=alt.Legend(symbolLimit=0, symbolSize=140, orient="bottom"),
+        )
     else:
         fill = group_colour(placed, colour, legend or None)
     node_marks = (

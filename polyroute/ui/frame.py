@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from moe_core.errors import PolyrouteError
 from moe_core.languages import find_lang, language
@@ -144,14 +145,14 @@ def _url_text(value: object) -> str:
 def from_url(name: str, key: str, parse: Callable[[str], Any]) -> None:
     """Before the widget: the URL's `name`, when the session did not write it itself (a link opened,
     back or forward), becomes the choice under `key`. A value `parse` refuses (ValueError) is ignored;
-    the widget's own checks (`kept`) drop one that is no longer among its options."""
+    the widget's own checks (`kept`) drop one that is no longer among its options (KeyError)."""
     raw = st.query_params.get(name)
     written = st.session_state.setdefault(_WRITTEN, {})
     if raw is None or written.get(name) == raw:
         return
     try:
         st.session_state[key] = parse(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, KeyError):
         return
     written[name] = raw  # read once: later reruns keep what the user chooses
 
@@ -194,21 +195,25 @@ def url_widget(
     without it); `fix` returns the choice made valid for this rerun's options, or None to fall
     back to `default`; `show` writes it into the URL. `ranged`: a range slider, which learns that
     it has two ends from its `value`, so that is passed too."""
-    chosen = f"{key}_chosen"
-    from_url(name, chosen, parse)
-    value = st.session_state.get(chosen)
-    fixed = None if value is None else fix(value)
-    value = st.session_state[chosen] = default if fixed is None else fixed
+    chosen = f"{key}_chosen"  # kept as the URL's text: `all` stays all when the options change
+    from_url(name, chosen, str)
+    text = st.session_state.get(chosen)
+    try:
+        fixed = None if text is None else fix(parse(text))
+    except (ValueError, TypeError, KeyError):
+        fixed = None
+    value = default if fixed is None else fixed
+    st.session_state[chosen] = show(value)
     if key not in st.session_state or st.session_state[key] != value:
         st.session_state[key] = value
-    to_url(name, show(value))
+    to_url(name, st.session_state[chosen])
     found = {"key": key, "on_change": _copy_choice, "args": (key, chosen, name, show)}
     return {**found, "value": value} if ranged else found
 
 
 def _copy_choice(key: str, chosen: str, name: str, show: Callable[[Any], str]) -> None:
-    st.session_state[chosen] = st.session_state[key]
-    to_url(name, show(st.session_state[key]))
+    st.session_state[chosen] = show(st.session_state[key])
+    to_url(name, st.session_state[chosen])
 
 
 def among(options: Sequence[object]) -> Callable[[Any], Any]:
@@ -253,6 +258,17 @@ def show_langs(options: Sequence[str]) -> Callable[[Any], str]:
     return lambda chosen: "all" if list(chosen) == list(options) else _url_text(chosen)
 
 
+def band_caption(place: DeltaGenerator, key: str, band: Sequence[int]) -> None:
+    """Say the band in words under its slider; when both ends sit on one layer, the slider's two
+    numbers ("2 2") are hidden, since the words say it: "Band: layer 2"."""
+    place.caption(f"Band: {layers_text(band)}")
+    if band[0] == band[-1]:
+        place.markdown(
+            f"<style>.st-key-{key} [data-testid='stSliderThumbValue'] {{visibility: hidden}}</style>",
+            unsafe_allow_html=True,
+        )
+
+
 def layers_text(band: Sequence[int]) -> str:
     """`layer 2` or `layers 2-5`: a band of layers in a title."""
     first, last = band[0], band[-1]
@@ -276,21 +292,59 @@ def explained() -> Iterator[None]:
         st.stop()
 
 
+# Choices kept out of the URL: a secret, the store (in the URL as `store`, only when not the default),
+# and the model and run (the URL says `run`, and the model comes with it).
+NOT_IN_URL = frozenset({"server_token", "store_path", "model", "run_id"})
+MAX_URL_VALUE = 400  # characters: a longer choice (a pasted plan) stays out of the link
+
+
+def _by_type(default: object) -> Callable[[str], Any] | None:
+    """How to read a choice like `default` back from the URL (None: it does not go there)."""
+    if isinstance(default, bool):
+        return lambda raw: raw.lower() in ("true", "1", "yes")
+    if isinstance(default, (int, float, str)):
+        return type(default)
+    return None
+
+
+def _linked(key: str, value: object) -> None:
+    """Write a kept choice into the URL under its key, when it belongs there."""
+    text = _url_text(value)
+    if key not in NOT_IN_URL and len(text) <= MAX_URL_VALUE and value is not None:
+        to_url(key, text)
+
+
 def remembered(key: str, default: object) -> str:
-    """The widget key for a choice kept across pages under `key` (seeded with `default`)."""
+    """The widget key for a choice kept across pages under `key` (seeded with `default`, or with
+    the URL's `key` when a link brings one) and written into the URL."""
+    parse = _by_type(default)
+    if parse is not None and key not in NOT_IN_URL:
+        from_url(key, key, parse)
     if key not in st.session_state:
         st.session_state[key] = default
     widget = f"widget_{key}"
     st.session_state[widget] = st.session_state[key]
+    if parse is not None:
+        _linked(key, st.session_state[key])
     return widget
 
 
 def kept(key: str, options: Sequence[object], default: object) -> str:
-    """`key` for a widget whose remembered value must still be among `options` (else `default`)."""
+    """`key` for a widget whose remembered value must still be among `options` (else `default`);
+    the choice is read from the URL's `key` when a link brings one, and written there."""
+    by_text = {_url_text(option): option for option in options}
+
+    def parse(raw: str) -> object:
+        if isinstance(default, list):
+            return [by_text[part] for part in raw.split(",") if part]
+        return by_text[raw]
+
+    from_url(key, key, parse)  # a value no longer among the options is ignored
     value = st.session_state.get(key)
     valid = all(v in options for v in value) if isinstance(value, list) else value in options
     if value is None or not valid:
         st.session_state[key] = default
+    _linked(key, st.session_state[key])
     return key
 
 

@@ -126,7 +126,11 @@ def path_grid(path: TokenPath, n_experts: int, per_row: int = TOKENS_PER_ROW) ->
     # Past 20 experts the palette repeats: then the number in the cell (or the tooltip) tells them apart.
     title = "strongest expert" if n_experts <= len(PALETTE) else "strongest expert (colours repeat)"
     legend = alt.Legend(
-        orient="top", direction="horizontal", symbolLimit=len(PALETTE), titleOrient="left", columns=min(n_experts, 10)
+        orient="top",
+        direction="horizontal",
+        symbolLimit=len(PALETTE),
+        titleOrient="left",
+        columns=alt.ExprRef(expr=f"min({min(n_experts, len(PALETTE))}, max(1, floor((width - 110) / 42)))"),
     )
     marks = [
         base.mark_rect().encode(
