@@ -25,6 +25,9 @@ page(
     "Evaluate",
     "How well the model does a task in each language, unsteered and with steering plans, and whether the "
     "languages whose routing differs most from the reference language score lowest.",
+    looking_at="An evaluation scores the model on a task in each language, once as it is (unsteered) and once "
+    "for each steering setting. The bars compare the variants per language; the scatter asks whether languages "
+    "that route far from the reference language (their divergence in the middle band) score lower.",
 )
 store = choose_store()
 place = choose_place()

@@ -126,7 +126,7 @@ def page(title: str, explanation: str, looking_at: str = "") -> None:
     st.title(title)
     st.caption(explanation)
     if looking_at:
-        with st.expander("What am I looking at?", icon=":material/help:"):
+        with st.popover("What am I looking at?", icon=":material/help:"):
             st.markdown(looking_at)
             st.page_link(GLOSSARY_PAGE.path, label="The glossary explains every term", icon=GLOSSARY_PAGE.icon)
 
