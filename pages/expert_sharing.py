@@ -7,7 +7,14 @@ from __future__ import annotations
 import streamlit as st
 
 from polyroute.run_data import lang_facts
-from polyroute.ui.charts import GROUPINGS, sharing_graph, similarity_heatmap, strongest_links, with_language_facts
+from polyroute.ui.charts import (
+    GRAPH_WIDTH,
+    GROUPINGS,
+    sharing_graph,
+    similarity_heatmap,
+    strongest_links,
+    with_language_facts,
+)
 from polyroute.ui.colours import group_values
 from polyroute.ui.data import analysis, middle_band, table
 from polyroute.ui.frame import (
@@ -20,6 +27,7 @@ from polyroute.ui.frame import (
     explained,
     lang_name,
     layers_text,
+    on_a_phone,
     page,
     parse_pair,
     url_widget,
@@ -157,6 +165,7 @@ st.altair_chart(
         colour=graph_colour,
         legend=group_values(choice.langs, graph_colour) if graph_colour != "community" else (),
         all_edges=edges,
+        width=350 if on_a_phone() else GRAPH_WIDTH,
     ),
     width="stretch",
 )

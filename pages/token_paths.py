@@ -18,6 +18,7 @@ from polyroute.ui.frame import (
     chosen_count,
     explained,
     lang_name,
+    on_a_phone,
     page,
     parse_list,
     subset_of,
@@ -77,7 +78,9 @@ per_row = pick_width.selectbox(
     "Tokens per line",
     ROW_SIZES,
     help="A long sentence wraps after this many tokens: fewer make bigger cells and labels.",
-    **url_widget("per_line", "token_paths_per_row", TOKENS_PER_ROW, parse=int, fix=among(ROW_SIZES)),
+    **url_widget(
+        "per_line", "token_paths_per_row", 8 if on_a_phone() else TOKENS_PER_ROW, parse=int, fix=among(ROW_SIZES)
+    ),
 )
 most = max(len(item.langs) for item in items.values())
 first_widest = next(item_id for item_id, item in items.items() if len(item.langs) == most)

@@ -178,7 +178,7 @@ def strongest_links(edges: pd.DataFrame, per_lang: int, min_shared: int = 1) -> 
     return strong[chosen]
 
 
-def _label_places(placed: pd.DataFrame) -> pd.DataFrame:
+def _label_places(placed: pd.DataFrame, width: int = GRAPH_WIDTH) -> pd.DataFrame:
     """Where each language's name goes: the first of eight spots around its dot (above first) that
     overlaps no dot and no name placed before it, biggest communities first; a name with no free
     spot is left to the tooltip. Positions are in the layout's units, assuming GRAPH_WIDTH x
@@ -186,7 +186,7 @@ def _label_places(placed: pd.DataFrame) -> pd.DataFrame:
     x_span = max(float(placed["x"].max() - placed["x"].min()), 1e-9)
     y_span = max(float(placed["y"].max() - placed["y"].min()), 1e-9)
     # The chart pads its domain a little; pixels per layout unit, approximately.
-    sx, sy = GRAPH_WIDTH * 0.9 / x_span, GRAPH_HEIGHT * 0.85 / y_span
+    sx, sy = width * 0.9 / x_span, GRAPH_HEIGHT * 0.85 / y_span
     dots = [(float(x) * sx, float(y) * sy) for x, y in zip(placed["x"], placed["y"], strict=True)]
     boxes: list[tuple[float, float, float, float]] = [(x - 8, y - 8, x + 8, y + 8) for x, y in dots]
     label_x, label_y, shown = [], [], []
@@ -245,6 +245,7 @@ def sharing_graph(
     colour: str = "community",
     legend: Sequence[str] = (),
     all_edges: pd.DataFrame | None = None,
+    width: int = GRAPH_WIDTH,
 ) -> alt.TopLevelMixin:
     """Languages as dots placed by a force layout of the links drawn, a line for each link as
     thick as the experts the two languages share, dots coloured by community (or by a language
@@ -252,7 +253,7 @@ def sharing_graph(
 
     nodes: lang, name, family, script, resource_class, community; edges: lang_a, lang_b, shared_experts
     (the links to draw: see `strongest_links`); all_edges: every pair's link, which places the dots
-    (default `edges`).
+    (default `edges`); width: about how wide it will be drawn, in pixels, for placing the names.
     """
     position = _layout(list(nodes["lang"]), edges if all_edges is None else all_edges)
     placed = nodes.assign(
@@ -262,7 +263,7 @@ def sharing_graph(
     )
     # Bigger communities first: their names are placed before the names of loners.
     size = placed["community"].map(placed["community"].value_counts())
-    placed = _label_places(placed.assign(_size=size).sort_values(["_size", "lang"], ascending=[False, True]))
+    placed = _label_places(placed.assign(_size=size).sort_values(["_size", "lang"], ascending=[False, True]), width)
     placed = placed.drop(columns="_size")
     links = pd.DataFrame(
         [

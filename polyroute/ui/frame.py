@@ -269,6 +269,15 @@ def band_caption(place: DeltaGenerator, key: str, band: Sequence[int]) -> None:
         )
 
 
+def on_a_phone() -> bool:
+    """Whether the browser says it is a phone (its User-Agent): charts then start narrower."""
+    try:
+        agent = st.context.headers.get("User-Agent", "")
+    except Exception:
+        return False
+    return "Mobi" in agent
+
+
 def layers_text(band: Sequence[int]) -> str:
     """`layer 2` or `layers 2-5`: a band of layers in a title."""
     first, last = band[0], band[-1]
