@@ -109,9 +109,10 @@ def ranked_bars(
     """One horizontal bar per language, highest first, coloured by a language grouping; bars keep
     their thickness whatever the number of languages (the chart grows, never squashes)."""
     shown = frame.dropna(subset=[value])
+    n_legend = len(legend) if legend is not None else shown[colour].nunique()
     return (
         alt.Chart(shown)
-        .mark_bar()
+        .mark_bar(size=16)  # bars as thick with 2 languages as with 100
         .encode(
             y=alt.Y("name:N", sort="-x", title="Language", axis=alt.Axis(labelLimit=220, labelOverlap=False)),
             x=alt.X(f"{value}:Q", title=value_title),
@@ -123,7 +124,7 @@ def ranked_bars(
                 alt.Tooltip(f"{value}:Q", title=value_title, format=".3f"),
             ],
         )
-        .properties(title=title, height=alt.Step(22))
+        .properties(title=title, height=max(22 * len(shown), legend_height(n_legend) - 60, 120))
     )
 
 
