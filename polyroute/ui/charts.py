@@ -375,6 +375,8 @@ def sweep_lines(frame: pd.DataFrame, *, setting: str, value_title: str, title: s
     frame: lang, name, point (the setting's value: a number, or early/middle/late), value.
     """
     numeric = setting == "strength"
+    n_langs = frame["lang"].nunique()
+    columns = 1 if n_langs <= 12 else 2 if n_langs <= 40 else 3  # a long legend in columns, not cut off
     return (
         alt.Chart(frame)
         .mark_line(point=True)
@@ -391,7 +393,7 @@ def sweep_lines(frame: pd.DataFrame, *, setting: str, value_title: str, title: s
                 "lang:N",
                 title="Language",
                 scale=fixed_scale("lang", frame["lang"].unique()),
-                legend=alt.Legend(labelExpr=_names_expr(frame), labelLimit=260),
+                legend=alt.Legend(labelExpr=_names_expr(frame), labelLimit=150, columns=columns),
             ),
             tooltip=[
                 alt.Tooltip("name:N", title="language"),
@@ -399,7 +401,7 @@ def sweep_lines(frame: pd.DataFrame, *, setting: str, value_title: str, title: s
                 alt.Tooltip("value:Q", title=value_title, format=".3f"),
             ],
         )
-        .properties(title=title, height=320)
+        .properties(title=title, height=max(320, legend_height(-(-n_langs // columns))))
     )
 
 
