@@ -13,6 +13,13 @@ from store import queries as q
 page(
     "Polyroute",
     "See how Mixture-of-Experts language models route the world's languages, token by token and layer by layer.",
+    looking_at="A Mixture-of-Experts model sends every token to a few of its many experts, layer by layer. "
+    "Polyroute records those choices for the same sentences in many languages and shows where languages share "
+    "experts and where they part. A good first path: **Divergence** (how far each language routes from English, "
+    "layer by layer: the U-shape), then **Expert sharing** (which languages group together), then **Token "
+    "paths** (one sentence, token by token). **Steering** and **Adapt** change how the model routes; "
+    "**Evaluate** measures what that does. Every page keeps its choices in its address: copy the link to share "
+    "the view.",
 )
 store = choose_store()
 with explained(), store.reading() as reader:

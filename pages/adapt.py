@@ -23,6 +23,10 @@ page(
     "Adapt",
     "Find the experts that serve one language (RISE: specific experts in shallow and deep layers, shared ones "
     "in the middle), train only them on that language's text, and see how every language's loss moves.",
+    looking_at="Adapting trains only a few experts chosen for one language (RISE): experts that language uses "
+    "far more than the others in the shallow and deep layers, and experts all languages share in the middle. "
+    "The map shows the chosen experts by layer; after training, the chart compares every language's loss on "
+    "held-out text before and after, so you can see whether the target improved and what the others lost.",
 )
 choice = choose_run(choose_store())
 store, run = choice.store, choice.run

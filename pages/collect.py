@@ -24,6 +24,9 @@ page(
     "Collect",
     "Run an MoE model over a parallel corpus (on this machine or a GPU server) and store which experts every "
     "token chose; the new run appears on the other pages when it is done.",
+    looking_at="Collecting runs a model over the same sentences in many languages and records, for every "
+    "token and every MoE layer, which experts the router chose and with what weight. Everything the other pages "
+    "show comes from such a run.",
 )
 path = store_path()
 try:

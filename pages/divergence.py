@@ -6,13 +6,40 @@ from __future__ import annotations
 import streamlit as st
 
 from polyroute.ui.charts import GROUPINGS, layer_curves, ranked_bars, with_language_facts
+from polyroute.ui.colours import group_values
 from polyroute.ui.data import analysis, middle_band, table
-from polyroute.ui.frame import choose_run, choose_store, explained, lang_name, page
+from polyroute.ui.frame import (
+    among,
+    band_caption,
+    band_of,
+    choose_run,
+    choose_store,
+    chosen_count,
+    explained,
+    lang_name,
+    langs_param,
+    layers_text,
+    page,
+    parse_pair,
+    show_langs,
+    subset_of,
+    url_widget,
+)
+from polyroute.ui.words import page_words
 
 page(
     "Divergence",
     "How differently each language routes from the reference language on the same sentences, layer by layer: "
     "0 means the same experts with the same weights, 1 means nothing in common.",
+    looking_at="Each line is one language. For every MoE layer it says how differently that language's tokens "
+    "are sent to the experts than the reference language's tokens of the same sentences.\n\n"
+    "The lines usually make a **U**: high in the first layers, where each script has its own tokens, and in the "
+    "last ones, where each language writes its own words; low in between. That **middle band** (shaded) is where "
+    "a model shares meaning across languages, so it is where languages share experts, where steering a language "
+    "toward another's experts works best, and where a language far from the rest is likely to be served worst. "
+    "The bars rank the languages by their mean divergence in the band.\n\n"
+    "Below, two more curves per language: how spread out its routing is (normalised entropy) and how alike the "
+    "tokens of one sentence route (consistency, a Jaccard overlap).",
 )
 choice = choose_run(choose_store())
 run_id, layers = choice.run.run_id, [int(layer) for layer in choice.layout.layers]
@@ -22,25 +49,47 @@ controls = st.columns([3, 2, 2])
 langs = controls[0].multiselect(
     "Languages",
     others,
-    default=others,
     format_func=lang_name,
-    key=f"divergence_langs_{run_id}",
     help="Compared with the reference language chosen in the sidebar.",
+    placeholder="Choose languages",
+    **url_widget(
+        "langs",
+        f"divergence_langs_{run_id}",
+        others,
+        parse=langs_param(others),
+        fix=subset_of(others),
+        show=show_langs(others),
+    ),
 )
+controls[0].caption(chosen_count(langs, others))
 colour = controls[1].radio(
-    "Colour by", list(GROUPINGS), format_func=GROUPINGS.__getitem__, horizontal=True, key="divergence_colour"
+    "Colour by",
+    list(GROUPINGS),
+    format_func=GROUPINGS.__getitem__,
+    horizontal=True,
+    help="Each family, script and resource class keeps one colour on every page.",
+    **url_widget("colour", "divergence_colour", "family", fix=among(list(GROUPINGS))),
 )
 band = (
     controls[2].select_slider(
         "Middle band (layers)",
         options=layers,
-        value=middle_band(choice.layout),
-        key=f"divergence_band_{run_id}",
-        help="The shaded layers; the bar chart averages divergence over them.",
+        help="The shaded layers; the bar chart averages divergence over them. Drag both ends onto one layer "
+        "to look at a single layer.",
+        **url_widget(
+            "band",
+            f"divergence_band_{run_id}",
+            middle_band(choice.layout),
+            parse=parse_pair,
+            fix=band_of(layers),
+            ranged=True,
+        ),
     )
     if len(layers) > 1
     else (layers[0], layers[0])
 )
+band_caption(controls[2], f"divergence_band_{run_id}", band)
+legend = group_values(choice.langs, colour)
 if not langs:
     st.info("Choose at least one language to compare with the reference.")
     st.stop()
@@ -52,7 +101,7 @@ with explained(), st.spinner("Computing the curves ..."):
     entropy = analysis(choice.path, run_id, choice.version, "entropy", **selection)
     consistency = analysis(choice.path, run_id, choice.version, "consistency", **selection)
 for note in dict.fromkeys(curves.notes):
-    st.info(note, icon=":material/info:")
+    st.info(page_words(note), icon=":material/info:")
 
 by_layer = with_language_facts(table(curves, "by_layer"))
 st.altair_chart(
@@ -64,6 +113,7 @@ st.altair_chart(
         subtitle="Averaged over the sentences both languages have; the shaded layers are the middle band.",
         colour=colour,
         band=band,
+        legend=legend,
     ),
     width="stretch",
 )
@@ -73,8 +123,9 @@ st.altair_chart(
         band_mean[band_mean["lang"] != choice.ref],
         value="divergence",
         value_title="Mean divergence in the band",
-        title=f"Mean divergence from {lang_name(choice.ref)} in layers {band[0]}-{band[1]}",
+        title=f"Mean divergence from {lang_name(choice.ref)} in {layers_text(band)}",
         colour=colour,
+        legend=legend,
     ),
     width="stretch",
 )
@@ -104,6 +155,7 @@ for result, value, value_title, title, subtitle in (
             subtitle=subtitle,
             colour=colour,
             band=band,
+            legend=legend,
         ),
         width="stretch",
     )

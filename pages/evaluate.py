@@ -25,6 +25,9 @@ page(
     "Evaluate",
     "How well the model does a task in each language, unsteered and with steering plans, and whether the "
     "languages whose routing differs most from the reference language score lowest.",
+    looking_at="An evaluation scores the model on a task in each language, once as it is (unsteered) and once "
+    "for each steering setting. The bars compare the variants per language; the scatter asks whether languages "
+    "that route far from the reference language (their divergence in the middle band) score lower.",
 )
 store = choose_store()
 place = choose_place()
@@ -35,8 +38,8 @@ with explained(), store.reading() as reader:
     runs = {run.run_id: run for run in q.list_runs(reader) if run.kind == "evaluation" and run.run_id in scored}
 if not runs:
     st.info(
-        "This store holds no evaluation yet: run one below, or from a terminal with `polyroute eval --task mgsm "
-        "--model MODEL_DIR --corpus mgsm:PATH --langs eng_Latn,deu_Latn --plan plan.json --sweep lambda=0,0.5,1`.",
+        "This store holds no evaluation yet: run one below, or from a terminal with `polyroute eval` "
+        "(`polyroute eval -h` lists what it takes).",
         icon=":material/info:",
     )
 with st.expander("Run an evaluation", expanded=not runs, icon=":material/play_arrow:"):

@@ -7,14 +7,46 @@ from __future__ import annotations
 import streamlit as st
 
 from polyroute.run_data import lang_facts
-from polyroute.ui.charts import sharing_graph, similarity_heatmap, with_language_facts
+from polyroute.ui.charts import (
+    GRAPH_WIDTH,
+    GROUPINGS,
+    sharing_graph,
+    similarity_heatmap,
+    strongest_links,
+    with_language_facts,
+)
+from polyroute.ui.colours import group_values
 from polyroute.ui.data import analysis, middle_band, table
-from polyroute.ui.frame import choose_run, choose_store, explained, lang_name, page
+from polyroute.ui.frame import (
+    among,
+    band_caption,
+    band_of,
+    between,
+    choose_run,
+    choose_store,
+    explained,
+    lang_name,
+    layers_text,
+    on_a_phone,
+    page,
+    parse_pair,
+    url_widget,
+)
+from polyroute.ui.words import page_words
 
 page(
     "Expert sharing",
     "Which languages send their tokens to the same experts in a band of layers, which groups they form, "
     "and which experts are shared by all or kept by one language.",
+    looking_at="Two languages are **linked** when some of the experts each uses most are the same ones. In the "
+    "graph, each dot is a language, and each language keeps a line to the few languages it shares most with "
+    "(thicker: more shared experts); languages that share a lot end up close together. Dots of one colour form a "
+    "**community**: languages that share more with each other than with the rest.\n\n"
+    "The heatmap compares every pair of languages at once (bright: they route alike), grouped by **cluster**. "
+    "The number under the controls (ARI) says how well those groups match language families: 1 = exactly, "
+    "0 = no better than chance.\n\n"
+    "At the bottom: the experts every language uses (shared), the ones one language keeps to itself "
+    "(exclusive), and those a language uses much more than the reference language (language-specific).",
 )
 choice = choose_run(choose_store())
 layout, run_id = choice.layout, choice.run.run_id
@@ -28,36 +60,49 @@ band = (
     controls[0].select_slider(
         "Layers (band)",
         options=layers,
-        value=middle_band(layout),
-        key=f"sharing_band_{run_id}",
-        help="Every chart and table on this page looks at these decoder layers.",
+        help="Every chart and table on this page looks at these decoder layers. Drag both ends onto one layer "
+        "to look at a single layer.",
+        **url_widget(
+            "band", f"sharing_band_{run_id}", middle_band(layout), parse=parse_pair, fix=band_of(layers), ranged=True
+        ),
     )
     if len(layers) > 1
     else (layers[0], layers[0])
 )
+band_caption(controls[0], f"sharing_band_{run_id}", band)
 measure = controls[1].radio(
     "Similarity from",
     ["divergence", "cosine"],
     format_func={"divergence": "routing divergence", "cosine": "expert use (cosine)"}.__getitem__,
     horizontal=True,
-    key="sharing_measure",
+    **url_widget("measure", "sharing_measure", "divergence", fix=among(["divergence", "cosine"])),
 )
 n_families = len({lang_facts(lang)["family"] or lang for lang in choice.langs})
 clusters = controls[2].number_input(
     "Clusters",
     min_value=2,
     max_value=len(choice.langs),
-    value=min(max(n_families, 2), len(choice.langs)),
-    key=f"sharing_clusters_{run_id}",
     help="How many groups to cut the similarity tree into (default: the number of language families).",
+    **url_widget(
+        "clusters",
+        f"sharing_clusters_{run_id}",
+        min(max(n_families, 2), len(choice.langs)),
+        parse=int,
+        fix=between(2, len(choice.langs)),
+    ),
 )
 top_n = controls[3].number_input(
     "Top experts",
     min_value=1,
     max_value=layout.n_experts,
-    value=min(2 * layout.top_k, layout.n_experts),
-    key=f"sharing_top_n_{run_id}",
     help="Two languages are linked by the experts that are among both their N most used ones in a layer.",
+    **url_widget(
+        "top",
+        f"sharing_top_n_{run_id}",
+        min(2 * layout.top_k, layout.n_experts),
+        parse=int,
+        fix=between(1, layout.n_experts),
+    ),
 )
 
 with explained(), st.spinner("Comparing languages ..."):
@@ -67,32 +112,66 @@ with explained(), st.spinner("Comparing languages ..."):
     )  # fmt: skip
 summary = found.summary
 st.caption(
-    f"Agreement with language families (adjusted Rand index, 1 = identical, 0 = chance): clusters "
-    f"{summary['ari_clusters_vs_families']}, graph communities {summary['ari_communities_vs_families']}; "
-    f"clusters vs scripts {summary['ari_clusters_vs_scripts']}."
+    f"How well the groups match language families (ARI, adjusted Rand index: 1 = the same groups, 0 = no better "
+    f"than chance): clusters {summary['ari_clusters_vs_families']}, graph communities "
+    f"{summary['ari_communities_vs_families']}; clusters and scripts {summary['ari_clusters_vs_scripts']}."
 )
 
 groups = with_language_facts(table(found, "clusters"))
 edges = table(found, "graph")
 strongest = int(edges["shared_experts"].max()) if len(edges) else 0
+n_langs = len(choice.langs)
+graph_controls = st.columns([2, 2, 3])
+per_lang = (
+    graph_controls[0].slider(
+        "Links per language",
+        min_value=1,
+        max_value=min(10, n_langs - 1),
+        step=1,
+        help="Each language keeps a line to the languages it shares the most experts with: this many of them.",
+        **url_widget(
+            "links", f"sharing_links_{run_id}", min(3, n_langs - 1), parse=int, fix=between(1, min(10, n_langs - 1))
+        ),
+    )
+    if n_langs > 2
+    else 1
+)
 min_shared = (
-    st.slider(
-        "Show links that share at least this many experts",
+    graph_controls[1].slider(
+        "At least this many shared experts",
         min_value=1,
         max_value=strongest,
-        value=max(1, strongest // 2),
-        key=f"sharing_min_shared_{run_id}",
+        step=1,
+        help="Links that share fewer experts are left out.",
+        **url_widget("min_shared", f"sharing_min_shared_{run_id}", 1, parse=int, fix=between(1, strongest)),
     )
     if strongest > 1
     else 1
 )
+colour_options = ["community", *GROUPINGS]
+graph_colour = graph_controls[2].radio(
+    "Colour the languages by",
+    colour_options,
+    format_func=lambda option: "community" if option == "community" else GROUPINGS[option].lower(),
+    horizontal=True,
+    **url_widget("colour", "sharing_colour", "community", fix=among(colour_options)),
+)
+shown_links = strongest_links(edges, int(per_lang), int(min_shared))
 st.altair_chart(
     sharing_graph(
         groups,
-        edges[edges["shared_experts"] >= min_shared],
-        title=f"Languages linked by the experts they share in layers {band[0]}-{band[1]}",
+        shown_links,
+        title=f"Languages linked by the experts they share in {layers_text(band)}",
+        colour=graph_colour,
+        legend=group_values(choice.langs, graph_colour) if graph_colour != "community" else (),
+        all_edges=edges,
+        width=350 if on_a_phone() else GRAPH_WIDTH,
     ),
     width="stretch",
+)
+st.caption(
+    f"{len(shown_links)} of {len(edges)} links drawn. Names that would cover another are left out: hover over a dot "
+    "for its language."
 )
 
 matrix = table(found, "similarity")
@@ -109,7 +188,7 @@ st.altair_chart(
     similarity_heatmap(
         matrix,
         order,
-        title=f"How alike languages route in layers {band[0]}-{band[1]}, grouped by cluster",
+        title=f"How alike languages route in {layers_text(band)}, grouped by cluster",
         value_title="1 - divergence" if measure == "divergence" else "cosine similarity",
     ),
 )
@@ -122,21 +201,41 @@ with st.expander("Clusters and communities"):
 
 st.subheader("Shared, exclusive and language-specific experts")
 st.caption(
-    "An expert's share for a language is its part of the expert's use among the languages' k most used experts. "
-    "Shared: every language's share is below thr. Exclusive: one language's share is above thr. "
-    "Language-specific: a language uses it more than the reference language by more than tau."
+    "An expert's share for a language is its part of the expert's use among each language's k most used experts. "
+    "Shared: every language's share is below the share threshold (thr). Exclusive: one language's share is above "
+    "it. Language-specific: a language uses the expert more often than the reference language, by more than the "
+    "frequency gap (tau)."
 )
 knobs = st.columns(3)
 k = knobs[0].slider(
-    "k (experts kept per language)", 1, layout.n_experts, min(15, layout.n_experts), key=f"sharing_k_{run_id}"
+    "k (experts kept per language)",
+    1,
+    layout.n_experts,
+    step=1,
+    help="How many of each language's most used experts per layer are compared.",
+    **url_widget("k", f"sharing_k_{run_id}", min(15, layout.n_experts), parse=int, fix=between(1, layout.n_experts)),
 )
-thr = knobs[1].slider("thr (share threshold)", 0.05, 1.0, 0.4, 0.05, key="sharing_thr")
-tau = knobs[2].slider("tau (frequency gap)", 0.0, 1.0, 0.3, 0.01, key="sharing_tau")
+thr = knobs[1].slider(
+    "thr (share threshold)",
+    0.05,
+    1.0,
+    step=0.05,
+    help="An expert is exclusive to a language whose share of its use is above this.",
+    **url_widget("thr", "sharing_thr", 0.4, parse=float, fix=between(0.05, 1.0)),
+)
+tau = knobs[2].slider(
+    "tau (frequency gap)",
+    0.0,
+    1.0,
+    step=0.01,
+    help="A language-specific expert is used more often by the language than by the reference by more than this.",
+    **url_widget("tau", "sharing_tau", 0.3, parse=float, fix=between(0.0, 1.0)),
+)
 with explained():
     shared = analysis(choice.path, run_id, choice.version, "shared", layers=band, ref=choice.ref, k=k, thr=thr)
     specific = analysis(choice.path, run_id, choice.version, "experts", layers=band, ref=choice.ref, tau=tau)
 for note in shared.notes:
-    st.info(note, icon=":material/info:")
+    st.info(page_words(note), icon=":material/info:")
 shared_tab, exclusive_tab, specific_tab = st.tabs(
     [
         f"Shared ({shared.summary['shared']})",

@@ -8,6 +8,7 @@ import streamlit as st
 
 from polyroute.ui.frame import choose_store, page
 from polyroute.ui.sql_console import Answer, to_csv, to_parquet, to_table
+from polyroute.ui.words import page_words
 from store import SqlRefused, StoreError
 from store.sandbox import EXAMPLES, TABLES, run_sql
 
@@ -22,10 +23,11 @@ page(
 store = choose_store()
 
 with st.expander("What can I query?", icon=":material/help:"):
-    st.markdown("\n".join(f"- `{table}`: {about}" for table, about in TABLES.items()))
+    st.markdown("\n".join(f"- `{table}`: {page_words(about)}" for table, about in TABLES.items()))
     st.caption(
         f"One read-only statement at a time; answers stop at {MAX_ROWS:,} rows and queries at {TIMEOUT_S:g} seconds. "
-        "Files, settings and extensions are out of reach. Each example is a good place to start."
+        "Files, settings and extensions are out of reach. Each example is a good place to start; a copied link "
+        "keeps the query."
     )
 
 
@@ -35,8 +37,16 @@ def use_example() -> None:
 
 if "sql_text" not in st.session_state:
     st.session_state["sql_text"] = next(iter(EXAMPLES.values()))
-st.selectbox("Start from an example", list(EXAMPLES), key="sql_example", on_change=use_example, persist_state="session")
-sql = st.text_area("Query", key="sql_text", height=260, persist_state="session")
+# Both in the URL (`?sql_example=...&sql_text=...`): a copied link reopens the same query.
+st.selectbox(
+    "Start from an example",
+    list(EXAMPLES),
+    key="sql_example",
+    on_change=use_example,
+    bind="query-params",
+    format_func=page_words,
+)
+sql = st.text_area("Query", key="sql_text", height=260, bind="query-params")
 
 if st.button("Run query", type="primary", icon=":material/play_arrow:"):
     st.session_state.pop("sql_answer", None)
@@ -44,9 +54,9 @@ if st.button("Run query", type="primary", icon=":material/play_arrow:"):
         result = run_sql(store, sql, max_rows=MAX_ROWS, timeout_s=TIMEOUT_S)
         st.session_state["sql_answer"] = Answer(str(store.path), sql, result)
     except SqlRefused as refused:
-        st.warning(f"The query did not run: {refused}", icon=":material/block:")
+        st.warning(f"The query did not run: {page_words(str(refused))}", icon=":material/block:")
     except StoreError as error:
-        st.error(str(error), icon=":material/error:")
+        st.error(page_words(str(error)), icon=":material/error:")
 
 answer = st.session_state.get("sql_answer")
 if isinstance(answer, Answer) and (answer.store, answer.sql) == (str(store.path), sql):

@@ -20,6 +20,11 @@ page(
     "Steering",
     "Push a model's routers toward chosen experts (or shut experts out) while it writes, and compare "
     "its text and routing with and without the push.",
+    looking_at="A steering plan names experts in some layers and how hard to push the router toward them "
+    "(strength) or away from them. The page writes the same prompt twice, without and with the plan, and shows "
+    "both texts and where the routing moved: how much of the tokens' weight went to the plan's experts. Pushing "
+    "a language's own experts (found on the Expert sharing page) in the middle band can move the output toward "
+    "that language.",
 )
 place = choose_place()
 if place.remote:

@@ -226,3 +226,33 @@ def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, 
         routes = store.con.execute("SELECT count(*) FROM routes WHERE run_id = 2").fetchone()
         assert routes == (layout.seq_tokens.sum() * len(layout.layers) * layout.top_k,)
         assert sums.soft_sum is not None  # router probabilities were stored
+
+
+def test_a_copied_link_reopens_the_same_view(store_copy, page_factory, tmp_path):
+    with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
+        page, errors = page_factory()
+        page.goto(f"{url}/divergence")
+        main, sidebar = page.get_by_test_id("stMain"), page.get_by_test_id("stSidebar")
+        settle(page, main.get_by_text("Routing divergence from eng_Latn", exact=False).first)
+        sidebar.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Reference language", exact=True)).click()
+        page.keyboard.type("Japanese")  # the list shows a few options at a time: filter it
+        page.get_by_role("option", name="jpn_Jpan · Japanese").click()
+        settle(page, main.get_by_text("Routing divergence from jpn_Jpan", exact=False).first)
+        main.get_by_text("Script", exact=True).click()
+        settle(page, main.get_by_text("Script", exact=True).nth(1))
+        link = page.url
+        assert "ref=jpn_Jpan" in link and "colour=script" in link, link
+        shot(page, "link_before")
+
+        fresh, fresh_errors = page_factory()  # another browser session: nothing in common but the link
+        fresh.goto(link)
+        fresh_main = fresh.get_by_test_id("stMain")
+        settle(fresh, fresh_main.get_by_text("Routing divergence from jpn_Jpan", exact=False).first)
+        assert "ref=jpn_Jpan" in fresh.url and "langs=all" in fresh.url  # all languages but the reference
+        assert fresh_main.get_by_role("radio", name="Script").is_checked()
+        assert (
+            fresh_main.get_by_text("Band: layer", exact=False).inner_text()
+            == main.get_by_text("Band: layer", exact=False).inner_text()
+        )
+        shot(fresh, "link_after")
+        assert errors == [] and fresh_errors == []

@@ -40,7 +40,7 @@ def choose_place(*, sharded: bool = False) -> ModelPlace:
         key=remembered("model_place", HERE),
         on_change=keep,
         args=("model_place",),
-        help="A GPU server is a `polyroute serve --model DIR` process on another machine; the store stays here.",
+        help="A GPU server is Polyroute's model server (`polyroute serve`) on another machine; the store stays here.",
     )
     if where == HERE:
         return ModelPlace()
@@ -58,7 +58,7 @@ def choose_place(*, sharded: bool = False) -> ModelPlace:
         key=remembered("server_token", ""),
         on_change=keep,
         args=("server_token",),
-        help="The --token the server was started with (needed when it listens beyond 127.0.0.1).",
+        help="The access token the server was started with (needed when it listens beyond 127.0.0.1).",
     )
     servers = tuple(url.strip() for url in urls.split(",") if url.strip())
     if not sharded:

@@ -2,7 +2,9 @@
 flow of tokens from the experts of one MoE layer to those of the next.
 
 An expert has the same colour in every chart (its id picks it from one palette), so a grid and the
-flow beside it can be read together, and so can two items or two languages.
+flow beside it can be read together, and so can two items or two languages. A long sentence wraps:
+its grid is cut into blocks of a few tokens, one under the other like lines of text, each block
+with its tokens written above it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,21 @@ SIDE_BY_SIDE_WIDTH = 800  # grids that fit in this many pixels together are show
 # Streamlit fits the whole chart (axes, legend, title) into its height; only the width should fit.
 FIT_WIDTH = alt.AutoSizeParams(type="fit-x", contains="padding")
 MIN_TEXT_STEP = 13  # narrower cells cannot hold an expert's number
-PALETTE: Final = "tableau20"  # pairs of a strong and a light colour: text is white on the even ones
+TOKENS_PER_ROW = 24  # a grid wraps after this many tokens (the page lets the reader choose)
+# Twenty colours no two of which look alike: Tableau 10 less its grey, then eleven darker, brighter
+# or paler ones. Past 20 experts they repeat, and the number in the cell tells experts apart.
+PALETTE: Final = (
+    "#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#eeca3b", "#b279a2", "#ff9da6", "#9d755d",
+    "#1b3a6b", "#8c3b00", "#00bcd4", "#5b2a86", "#c51b7d", "#a6d854", "#000000", "#009e73", "#ffff99",
+    "#d9d9d9", "#4b5320",
+)  # fmt: skip
 MAX_LINKS_PER_STEP = 40  # more lines than this between two layers hide each other
+
+
+def _ink(colour: str) -> str:
+    """Black or white, whichever reads better on `colour` (#rrggbb)."""
+    red, green, blue = (int(colour[i : i + 2], 16) for i in (1, 3, 5))
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 150 else "white"
 
 
 def shown_piece(piece: str) -> str:
@@ -37,12 +52,18 @@ def token_label(path: TokenPath, pos: int) -> str:
     return f"{pos} · {shown_piece(path.pieces[pos])}"
 
 
+def expert_colour(expert: int) -> str:
+    return PALETTE[expert % len(PALETTE)]
+
+
 def expert_colours(n_experts: int) -> alt.Scale:
-    return alt.Scale(domain=list(range(n_experts)), scheme=PALETTE)
+    return alt.Scale(domain=list(range(n_experts)), range=[expert_colour(e) for e in range(n_experts)])
 
 
-def grid_frame(path: TokenPath) -> pd.DataFrame:
-    """One row per (token, MoE layer): its experts, strongest first, with their weights."""
+def grid_frame(path: TokenPath, per_row: int = TOKENS_PER_ROW) -> pd.DataFrame:
+    """One row per (token, MoE layer): its experts, strongest first, with their weights, and where
+    the cell goes when the grid wraps after `per_row` tokens (`column`, and `line`: blocks one
+    under the other, each a line of token text and then a line per layer)."""
     n_tokens, n_layers, top_k = path.experts.shape
     pos, layer = (grid.ravel() for grid in np.meshgrid(np.arange(n_tokens), np.arange(n_layers), indexing="ij"))
     if path.weights is None:
@@ -57,6 +78,8 @@ def grid_frame(path: TokenPath) -> pd.DataFrame:
             ", ".join(f"{e} ({w:.2f})" for e, w in zip(es, ws, strict=True))
             for es, ws in zip(experts.tolist(), weights.tolist(), strict=True)
         ]
+    block = pos // per_row
+    lines_per_block = n_layers + 1
     return pd.DataFrame(
         {
             "language": lang_name(path.lang),
@@ -65,30 +88,33 @@ def grid_frame(path: TokenPath) -> pd.DataFrame:
             "layer": path.layers[layer],
             "expert": experts[:, 0],
             "experts": described,
+            "column": pos % per_row,
+            "line": block * lines_per_block + 1 + layer,
+            "label_line": block * lines_per_block,
+            "ink": [_ink(expert_colour(int(e))) for e in experts[:, 0]],
         }
     )
 
 
-def path_grid(path: TokenPath, n_experts: int) -> alt.LayerChart:
-    """The grid of one language, as wide as its container: x = token (its text as the label), y =
-    MoE layer, colour = the token's strongest expert there, also written in the cell when it fits."""
-    n_tokens = len(path.pieces)
-    labels = json.dumps([shown_piece(piece) for piece in path.pieces])  # looked up by position
-    column = f"(width / {max(n_tokens, 1)})"  # a token's width in pixels, as drawn
-    x = alt.X(
-        "position:O",
-        title="token",
-        # Upright labels need the least room; they shrink with the columns (`width` is the drawn
-        # width), and only columns too narrow for the smallest font lose every other label.
-        axis=alt.Axis(
-            labelExpr=f"{labels}[datum.value]",
-            labelAngle=-45 if n_tokens <= 30 else -90,
-            labelFontSize=alt.ExprRef(expr=f"clamp({column} - 2, 7, 11)"),
-            labelOverlap=alt.ExprRef(expr=f"{column} >= 8 ? false : 'parity'"),
-        ),
-        scale=alt.Scale(paddingInner=0.06),
-    )
-    y = alt.Y("layer:O", title="MoE layer", scale=alt.Scale(paddingInner=0.06))
+def path_grid(path: TokenPath, n_experts: int, per_row: int = TOKENS_PER_ROW) -> alt.LayerChart:
+    """The grid of one language, as wide as its container, wrapped after `per_row` tokens: in each
+    block a line with the tokens' text, then a line per MoE layer; a cell's colour is the token's
+    strongest expert there, also written in the cell when it fits."""
+    n_tokens, n_layers = len(path.pieces), len(path.layers)
+    per_row = max(1, min(per_row, n_tokens))
+    frame = grid_frame(path, per_row)
+    column = f"(width / {per_row})"  # a token's width in pixels, as drawn
+    x = alt.X("column:O", title=None, axis=None, scale=alt.Scale(paddingInner=0.06, domain=list(range(per_row))))
+    # The y axis names the layers; the text lines of the blocks get no name.
+    n_blocks = -(-n_tokens // per_row)
+    names = {
+        str(block * (n_layers + 1) + 1 + i): str(int(layer))
+        for block in range(n_blocks)
+        for i, layer in enumerate(path.layers)
+    }
+    y_axis = alt.Axis(labelExpr=f"{json.dumps(names)}[datum.value] || ''", ticks=False, domain=False, title="MoE layer")
+    y_scale = alt.Scale(paddingInner=0.06, domain=list(range(n_blocks * (n_layers + 1))))
+    y = alt.Y("line:O", axis=y_axis, scale=y_scale)
     tooltip = [
         alt.Tooltip("language:N"),
         alt.Tooltip("position:Q", title="token position"),
@@ -96,29 +122,50 @@ def path_grid(path: TokenPath, n_experts: int) -> alt.LayerChart:
         alt.Tooltip("layer:O", title="MoE layer"),
         alt.Tooltip("experts:N", title="experts (weight), strongest first"),
     ]
-    base = alt.Chart(grid_frame(path)).encode(x=x, y=y, tooltip=tooltip)
+    base = alt.Chart(frame).encode(x=x, y=y, tooltip=tooltip)
     # Past 20 experts the palette repeats: then the number in the cell (or the tooltip) tells them apart.
-    title = "strongest expert" if n_experts <= 20 else "strongest expert (colours repeat)"
-    legend = alt.Legend(orient="top", direction="horizontal", symbolLimit=20, titleOrient="left")
+    title = "strongest expert" if n_experts <= len(PALETTE) else "strongest expert (colours repeat)"
+    legend = alt.Legend(
+        orient="top",
+        direction="horizontal",
+        symbolLimit=len(PALETTE),
+        titleOrient="left",
+        columns=alt.ExprRef(expr=f"min({min(n_experts, len(PALETTE))}, max(1, floor((width - 110) / 42)))"),
+    )
     marks = [
         base.mark_rect().encode(
             color=alt.Color("expert:N", scale=expert_colours(n_experts), title=title, legend=legend)
         )
     ]
-    row = CELL if len(path.layers) <= 16 else CELL // 2
+    row = CELL if n_layers <= 16 else CELL // 2
     if row >= MIN_TEXT_STEP:
-        # The palette alternates strong and light colours: white reads on the strong ones. The
-        # number shows only where the columns, as drawn, are wide enough for it.
+        # The number shows only where the columns, as drawn, are wide enough for it.
         marks.append(
             base.mark_text(fontSize=10).encode(
                 text="expert:N",
-                color=alt.condition("datum.expert % 2 == 0", alt.value("white"), alt.value("black")),
+                color=alt.Color("ink:N", scale=None),
                 opacity=alt.condition(f"{column} >= {MIN_TEXT_STEP}", alt.value(1), alt.value(0)),
             )
         )
+    # The tokens' text above each block, once per token, as large as its column allows.
+    marks.append(
+        alt.Chart(frame)
+        .transform_filter(f"datum.layer == {int(path.layers[0])}")
+        .mark_text(
+            baseline="middle",
+            fontSize=alt.ExprRef(expr=f"clamp({column} / 2.2, 8, 12)"),
+            limit=alt.ExprRef(expr=f"{column} - 1"),
+        )
+        .encode(
+            x=x,
+            y=alt.Y("label_line:O", axis=y_axis, scale=y_scale),
+            text="token:N",
+            tooltip=[alt.Tooltip("position:Q", title="token position"), alt.Tooltip("token:N")],
+        )
+    )
     return alt.LayerChart(layer=marks).properties(
         title=alt.TitleParams(lang_name(path.lang), subtitle=f"{n_tokens} tokens", anchor="start"),
-        height=row * len(path.layers),
+        height=row * n_blocks * (n_layers + 1),
         autosize=FIT_WIDTH,
     )
 
