@@ -1,13 +1,14 @@
 """Overview, the home page: what the store holds (models, runs, languages, corpora) and a map of
-the pages. Run the app with `make run` (or `streamlit run app.py`); the store is $POLYROUTE_DB.
+the pages; runs can be renamed, annotated and deleted here. Run the app with `make run` (or
+`streamlit run app.py`); the store is $POLYROUTE_DB.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from polyroute.run_status import shown_status
 from polyroute.ui.frame import NAVIGATION, choose_store, explained, page
+from polyroute.ui.runs import manage_runs, runs_table
 from store import queries as q
 
 page(
@@ -43,24 +44,8 @@ st.subheader("Runs")
 if not runs:
     st.write("The store holds no run yet: trace a corpus on the **Collect** page or with `polyroute trace`.")
 else:
-    st.dataframe(
-        [
-            {
-                "run": run.run_id,
-                "kind": run.kind,
-                "model": run.model_id,
-                "corpus": run.corpus_id,
-                "languages": len(run.params.get("langs", [])),
-                "status": shown_status(run),
-                "sequences": f"{run.n_stored} / {run.n_planned}",
-                "tokens": run.n_tokens,
-                "created": run.created_at.strftime("%Y-%m-%d %H:%M"),
-            }
-            for run in runs
-        ],
-        hide_index=True,
-        width="stretch",
-    )
+    runs_table(runs)
+    manage_runs(store, runs)
 
 st.subheader("Models")
 st.caption("Each model's shape: decoder layers, how many of them route tokens to experts, and how many experts.")

@@ -42,3 +42,8 @@ class LanguageError(PolyrouteError):
 
 class RemoteError(PolyrouteError):
     """A Polyroute server that cannot be reached, refuses a request, or stops mid-answer."""
+
+
+class Cancelled(PolyrouteError):
+    """The user stopped a job (the app's Cancel button): it ends at its next safe point, between
+    batches or training steps, with what it stored kept whole and its run marked `cancelled`."""

@@ -97,8 +97,9 @@ def run_trace(
     hold `group_decisions` routing decisions or the oldest has waited `max_delay_s`: each store
     commit costs milliseconds, so one per small batch would cost more than the model. A crash loses
     at most the group in flight, never part of a batch. Memory stays bounded: one group, plus at
-    most two batches queued. An error anywhere stops everything and is raised here; batches that
-    arrived before a backend failed are still stored.
+    most two batches queued. An error anywhere (a backend, the sink, or `on_progress`, which may
+    raise to stop the trace early) stops everything and is raised here; batches that arrived before
+    a backend failed are still stored.
     """
     pending: queue.Queue[TracedBatch | None] = queue.Queue(maxsize=2)
     failure: list[BaseException] = []  # the first error of a backend or of the sink: stops everything
@@ -110,12 +111,11 @@ def run_trace(
             return
         try:
             sink(group)
+            if on_progress:
+                on_progress(sum(len(chunk) for chunk, _ in group), sum(batch.n_tokens for _, batch in group))
         except BaseException as error:
             failure.append(error)
             sink_broken.set()
-            return
-        if on_progress:
-            on_progress(sum(len(chunk) for chunk, _ in group), sum(batch.n_tokens for _, batch in group))
 
     def write() -> None:
         group: list[TracedBatch] = []

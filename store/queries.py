@@ -36,6 +36,8 @@ class RunRow:
     n_stored: int
     n_tokens: int
     created_at: datetime
+    name: str | None = None  # the user's name for the run, if any
+    note: str | None = None  # the user's note on the run, if any
 
 
 # What a run holds: traced sequences (trace runs), generated answers (evaluation runs) or trained
@@ -43,7 +45,7 @@ class RunRow:
 _RUNS = """
 SELECT r.run_id, r.kind, r.model_id, r.corpus_id, r.backend, r.params, r.status, r.n_planned,
        coalesce(s.n, 0) + coalesce(g.n, 0) + coalesce(a.n, 0) AS n_stored, coalesce(s.tokens, 0) AS n_tokens,
-       r.created_at
+       r.created_at, r.name, r.note
 FROM runs AS r
 LEFT JOIN (SELECT run_id, count(*) AS n, sum(n_tokens) AS tokens FROM sequences GROUP BY run_id) AS s USING (run_id)
 LEFT JOIN (SELECT run_id, count(*) AS n FROM generations GROUP BY run_id) AS g USING (run_id)
@@ -66,6 +68,8 @@ def _run_row(row: tuple[Any, ...]) -> RunRow:
         n_stored=row[8],
         n_tokens=int(row[9]),
         created_at=row[10],
+        name=row[11],
+        note=row[12],
     )
 
 

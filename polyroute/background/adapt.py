@@ -21,7 +21,8 @@ STAGES = {
 
 @dataclass(frozen=True, kw_only=True)
 class AdaptationState(JobState[AdaptOutcome]):
-    """Where an adaptation stands: `stage` is loading, before, training, after, done or failed;
+    """Where an adaptation stands: `stage` is loading, before, training, after, done, failed
+    or cancelled;
     `done` of `total` batches (evaluation) or steps (training)."""
 
     done: int = 0
@@ -59,3 +60,4 @@ class AdaptationJob(Job[AdaptationState]):
     def _progress(self, step: AdaptProgress) -> None:
         loss = step.loss if step.loss is not None else self.snapshot().loss
         self._update(stage=step.stage, done=step.done, total=step.total, loss=loss)
+        self._stop_if_cancelled()  # told between batches and training steps

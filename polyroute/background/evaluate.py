@@ -17,7 +17,8 @@ from store import SharedStore, Store
 
 @dataclass(frozen=True, kw_only=True)
 class EvaluationState(JobState[EvalOutcome]):
-    """Where an evaluation stands: `stage` is loading, generating, done or failed; `done` of `total`
+    """Where an evaluation stands: `stage` is loading, generating, done, failed or
+    cancelled; `done` of `total`
     answers (every item in every language, once per variant)."""
 
     done: int = 0
@@ -59,7 +60,8 @@ class EvaluationJob(Job[EvaluationState]):
     def _progress(self, run_id: int, total: int) -> Callable[[int], None]:
         self._update(stage="generating", run_id=run_id, total=total)
 
-        def advance(n: int) -> None:
+        def advance(n: int) -> None:  # after each batch of answers
             self._update(done=self.snapshot().done + n)
+            self._stop_if_cancelled()
 
         return advance

@@ -16,7 +16,7 @@ from store import SharedStore, Store
 
 @dataclass(frozen=True, kw_only=True)
 class TraceState(JobState[TraceOutcome]):
-    """Where a trace job stands: `stage` is loading, tracing, done or failed."""
+    """Where a trace job stands: `stage` is loading, tracing, done, failed or cancelled."""
 
     sequences_done: int = 0
     sequences_total: int = 0
@@ -31,6 +31,7 @@ class TraceJob(Job[TraceState]):
     """A trace run in progress in its own thread; `snapshot()` reads its state at any time."""
 
     kind, what = "collection", "a collection"
+    resumable = True
 
     def __init__(self, store: SharedStore, request: TraceRequest) -> None:
         super().__init__(store, TraceState())
@@ -42,10 +43,11 @@ class TraceJob(Job[TraceState]):
     def _progress(self, run_id: int, sequences: int, tokens: int) -> Progress:
         self._update(stage="tracing", run_id=run_id, sequences_total=sequences)
 
-        def advance(done_sequences: int, done_tokens: int) -> None:
+        def advance(done_sequences: int, done_tokens: int) -> None:  # after each stored group of batches
             state = self.snapshot()
             self._update(
                 sequences_done=state.sequences_done + done_sequences, tokens_done=state.tokens_done + done_tokens
             )
+            self._stop_if_cancelled()
 
         return advance

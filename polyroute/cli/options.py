@@ -39,9 +39,10 @@ def add_selection(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_db(parser: argparse.ArgumentParser) -> None:
-    """`--db FILE`: every command that reads or writes a store takes it this way (`main` fills in the default)."""
-    parser.add_argument("--db", type=Path, default=None, help=f"store file (default $POLYROUTE_DB or {DEFAULT_DB})")
+def add_db(parser: argparse.ArgumentParser, *, default: object = None) -> None:
+    """`--db FILE`: every command that reads or writes a store takes it this way (`main` fills in the default).
+    A subcommand passes `default=argparse.SUPPRESS`, so that `--db` given before it is kept."""
+    parser.add_argument("--db", type=Path, default=default, help=f"store file (default $POLYROUTE_DB or {DEFAULT_DB})")
 
 
 def add_format(parser: argparse.ArgumentParser) -> None:

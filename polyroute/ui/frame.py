@@ -475,11 +475,16 @@ def _run_labeller(of_model: dict[int, q.RunRow]) -> Callable[[int], str]:
     return lambda run_id: _run_label(of_model[run_id])
 
 
+def run_title(run: q.RunRow) -> str:
+    """`run 3`, with the run's name when it has one: `run 3 · German baseline`."""
+    return f"run {run.run_id} · {run.name}" if run.name else f"run {run.run_id}"
+
+
 def _run_label(run: q.RunRow) -> str:
     langs = run.params.get("langs", [])
     status = shown_status(run)  # `interrupted` for a run whose process died
     state = "" if status == "complete" else f" · {status} {run.n_stored}/{run.n_planned}"
-    return f"run {run.run_id} · {len(langs)} languages · {run.corpus_id}{state}"
+    return f"{run_title(run)} · {len(langs)} languages · {run.corpus_id}{state}"
 
 
 def _select(label: str, options: Sequence[T], key: str, default: T, show: Callable[[T], str]) -> T:

@@ -1,6 +1,6 @@
-"""A background job's progress on its page (Collect, Evaluate, Adapt): a bar while it runs, what came
-of it once it ends, and one rerun of the whole page then, so that the page's button comes back and
-the new run is listed.
+"""A background job's progress on its page (Collect, Evaluate, Adapt): a bar and a Cancel button
+while it runs, what came of it once it ends, and one rerun of the whole page then, so that the
+page's button comes back and the new run is listed.
 
 The job runs in a thread of the app (`polyroute.background`) and never touches Streamlit; this fragment
 polls its snapshot every 2 s while it runs. Polling each second kept other sessions' widgets from
@@ -14,7 +14,7 @@ from typing import Any
 
 import streamlit as st
 
-from polyroute.background import DONE, Job
+from polyroute.background import CANCELLED, DONE, Job
 
 State = Any  # a job's own JobState subclass, with a `fraction` in [0, 1]
 
@@ -28,7 +28,8 @@ def follow(
     ended: Callable[[State], None] | None = None,
 ) -> None:
     """Draw the job `find()` returns: `running(state)` is the bar's text, `done(state, outcome)` draws
-    its success, a failure is a warning. `ended(state)` runs once when the job ends while a session of
+    its success, a failure is a warning. Cancel stops the job at its next safe point (between batches
+    or training steps); its run keeps what it stored. `ended(state)` runs once when the job ends while a session of
     this page watched it (or started it: `started(key)`), just before the page reruns."""
     watching = f"{key}_was_running"
 
@@ -38,9 +39,16 @@ def follow(
             return
         state = job.snapshot()
         if state.running:
-            st.progress(state.fraction, text=running(state))
+            bar, button = st.columns([5, 1], vertical_alignment="bottom")
+            text = running(state) + (" · cancelling at the next batch …" if state.cancelling else "")
+            bar.progress(state.fraction, text=text)
+            button.button(
+                "Cancel", key=f"{key}_cancel", on_click=job.cancel, disabled=state.cancelling, icon=":material/stop:"
+            )
         elif state.stage == DONE and state.outcome is not None:
             done(state, state.outcome)
+        elif state.stage == CANCELLED:
+            st.info(cancelled_message(job, state), icon=":material/stop_circle:")
         else:
             st.warning(f"The {job.kind} stopped: {state.error}", icon=":material/error:")
         if st.session_state.get(watching) and not state.running:
@@ -53,6 +61,17 @@ def follow(
     job = find()
     live = job is not None and job.snapshot().running
     st.fragment(status, run_every=2.0 if live else None)()
+
+
+def cancelled_message(job: Job[Any], state: State) -> str:
+    """What a cancelled job left: its run, marked cancelled, with what it stored before it stopped."""
+    what = job.what[0].upper() + job.what[1:]
+    if state.run_id is None:
+        return f"{what} was cancelled."
+    message = f"{what} was cancelled: run {state.run_id} keeps what it stored and is marked cancelled."
+    if job.resumable:
+        message += f" Finish it later with `polyroute trace --resume {state.run_id}`, or delete it on the Overview."
+    return message
 
 
 def started(key: str) -> None:

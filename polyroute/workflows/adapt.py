@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +32,8 @@ from moe_core.languages import normalise_lang
 from moe_core.records import TaskScore
 from polyroute.analyses import analyze_rise
 from polyroute.run_data import RunData, Selection
-from polyroute.workflows.common import record_corpus
-from store import Store, StoreError, open_store
+from polyroute.workflows.common import mark_stopped, record_corpus
+from store import Store, open_store
 from store import queries as q
 from store import writer as w
 
@@ -184,10 +184,8 @@ def start_adaptation(
                 [*_scores(before, "before"), *_scores(after, "after"), *task_before, *task_after],
                 [*answers_before, *answers_after],
             )
-        except BaseException:
-            # The original error is what the user needs; a store too broken to take the status adds nothing.
-            with suppress(StoreError):
-                w.set_run_status(store, run_id, "failed")
+        except BaseException as error:
+            mark_stopped(store, run_id, error)
             if saved:
                 shutil.rmtree(job.out, ignore_errors=True)  # an adapter whose run holds no rows would mislead
             raise

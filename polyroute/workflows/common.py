@@ -1,5 +1,6 @@
 """What every whole job needs: its backends (a local checkpoint or `polyroute serve` servers), the
-corpus and language rows it records before its run, and quiet model libraries.
+corpus and language rows it records before its run, how it marks a run that stopped early, and
+quiet model libraries.
 
 The trace, evaluation and adaptation jobs (and the CLI's `serve` and `steer`, the Steering page)
 take their backends from here, so none of them imports another job for them.
@@ -8,15 +9,24 @@ take their backends from here, so none of them imports another job for them.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 
 from moe_core.backends.base import Backend
 from moe_core.backends.options import HFOptions
 from moe_core.corpora import ParallelCorpus
-from moe_core.errors import PolyrouteError
+from moe_core.errors import Cancelled, PolyrouteError
 from moe_core.languages import languages
-from store import Store
+from store import Store, StoreError
 from store import writer as w
+
+
+def mark_stopped(store: Store, run_id: int, error: BaseException) -> None:
+    """Mark run `run_id`, which stopped early on `error`, `cancelled` (the user stopped it) or
+    `failed`; what it stored stays, and a trace run resumes from there either way."""
+    # The original error is what the user needs; a store too broken to take the status adds nothing.
+    with suppress(StoreError):
+        w.set_run_status(store, run_id, "cancelled" if isinstance(error, Cancelled) else "failed")
 
 
 def connect(

@@ -8,7 +8,7 @@ setting that decides its numbers, and marks it failed when it stops early.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,8 +20,8 @@ from moe_core.evaluation.sweeps import Sweep, build_variants
 from moe_core.evaluation.tasks import get_task, read_items
 from moe_core.records import TaskScore
 from moe_core.steering.plan import SteeringPlan
-from polyroute.workflows.common import hf_backend, record_corpus
-from store import Store, StoreError, open_store
+from polyroute.workflows.common import hf_backend, mark_stopped, record_corpus
+from store import Store, open_store
 from store import writer as w
 
 ProgressFactory = Callable[[int, int], Callable[[int], None]]  # (run_id, generations) -> on_batch(n)
@@ -112,10 +112,8 @@ def run_evaluation(
                 on_batch=on_batch,
             )
             w.write_evaluation(store, run_id, scores, answers)
-        except BaseException:
-            # The original error is what the user needs; a store too broken to take the status adds nothing.
-            with suppress(StoreError):
-                w.set_run_status(store, run_id, "failed")
+        except BaseException as error:
+            mark_stopped(store, run_id, error)
             raise
         w.set_run_status(store, run_id, "complete")
         return EvalOutcome(run_id=run_id, scores=scores, n_items=len({row.item_id for row in rows}))

@@ -9,7 +9,7 @@ the store first, so a locked or damaged store fails before a model is loaded, an
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,8 +19,8 @@ from moe_core.corpora import ParallelCorpus, TextRow, load_corpus
 from moe_core.errors import PolyrouteError
 from moe_core.pipeline import PlannedSequence, Progress, TracedBatch, plan_trace, run_trace
 from polyroute.run_status import writer_record
-from polyroute.workflows.common import connect, record_corpus
-from store import Store, StoreError, open_store
+from polyroute.workflows.common import connect, mark_stopped, record_corpus
+from store import Store, open_store
 from store import queries as q
 from store import writer as w
 
@@ -189,10 +189,8 @@ def fill_run(
 
     try:
         run_trace(backends, sequences, sink, batch_size=batch_size, save_logits=save_logits, on_progress=on_progress)
-    except BaseException:
-        # The original error is what the user needs; a store too broken to take the status adds nothing.
-        with suppress(StoreError):
-            w.set_run_status(store, run_id, "failed")
+    except BaseException as error:
+        mark_stopped(store, run_id, error)
         raise
     finally:
         batch_writer.close()
