@@ -283,11 +283,12 @@ def new_store(db: Path) -> Path:
     return db
 
 
-class GatedBackend(SyntheticBackend):
-    """Traces one batch, then waits for the test to open the gate (a collection caught mid-run)."""
+class Gated:
+    """A backend (mixed in before its class) that traces one batch, then waits for the test to open
+    the gate (a collection caught mid-run)."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, **kwargs)
         self.gate = threading.Event()
         self.batches = 0
 
@@ -295,7 +296,11 @@ class GatedBackend(SyntheticBackend):
         self.batches += 1
         if self.batches > 1:
             assert self.gate.wait(60)
-        return super().trace(texts, save_logits=save_logits)
+        return super().trace(texts, save_logits=save_logits)  # type: ignore[misc]
+
+
+class GatedBackend(Gated, SyntheticBackend):
+    """The synthetic backend, gated after its first batch."""
 
 
 # The demo model: 4 layers, all MoE, 8 experts. A 2-point sweep of a soft plan on expert 5 in the middle.

@@ -108,7 +108,7 @@ def run_delete(args: argparse.Namespace) -> int:
         found = get_run(store, args.run_id)
         if found is None:
             raise no_such_run(store, args.run_id)
-        what = f"run {found.run_id} ({found.kind}{f', {found.name}' if found.name else ''}, {found.n_stored} rows)"
+        what = f"run {found.run_id} ({found.kind}{f', {found.name}' if found.name else ''})"
         if not args.yes:
             if not sys.stdin.isatty():
                 raise PolyrouteError(f"{what} was not deleted: add --yes to delete it without a question")
