@@ -1,6 +1,7 @@
 """The app in a real headless Chromium on the demo store, as users open it: every page by its URL
 as a fresh server's first request and through the sidebar, a control changed on each, a SQL
-query, and five sessions browsing while a collection runs. Screenshots go to artifacts/."""
+query, five sessions browsing while a collection runs, and a collection cancelled from its page.
+Screenshots go to artifacts/."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page, expect, sync_playwright
 
 from moe_core.records import TaskScore
 from polyroute.ui.frame import NAVIGATION
 from store import open_store, summaries
 from store import queries as q
 from store import writer as w
+from tests.helpers import new_store
 from tests.stwait import CHROMIUM, CHROMIUM_ARGS, settle, shot, streamlit_server
 
 pytestmark = pytest.mark.browser
@@ -256,3 +258,36 @@ def test_a_copied_link_reopens_the_same_view(store_copy, page_factory, tmp_path)
         )
         shot(fresh, "link_after")
         assert errors == [] and fresh_errors == []
+
+
+def test_a_collection_is_cancelled_from_its_page_and_keeps_whole_sentences(page_factory, tmp_path):
+    db = new_store(tmp_path / "s.duckdb")
+    with streamlit_server({"POLYROUTE_DB": str(db)}, tmp_path / "streamlit.log") as url:
+        page, errors = page_factory()
+        page.goto(f"{url}/collect")
+        main = page.get_by_test_id("stMain")
+        settle(page, main.get_by_role("button", name="Start collecting"))
+        for label, value in (("Sentences per language (at most)", "100"), ("Batch size", "1")):
+            field = main.get_by_label(label)
+            field.fill(value)
+            field.press("Enter")
+            settle(page, main.get_by_label(label))
+        main.get_by_role("button", name="Start collecting").click()
+        settle(page, main.get_by_test_id("stProgress"))
+        cancel = main.get_by_role("button", name="Cancel")
+        settle(page, cancel)
+        cancel.click()
+        expect(main.get_by_text("A collection was cancelled")).to_be_visible(timeout=300_000)
+        settle(page, main.get_by_text("A collection was cancelled"))
+        shot(page, "collect_cancelled")
+        assert main.get_by_text("polyroute trace --resume 1").count() and main.get_by_test_id("stProgress").count() == 0
+        assert errors == []
+    with open_store(db, read_only=True) as store:
+        run = q.get_run(store, 1)
+        assert run is not None and run.status == "cancelled" and run.n_stored < run.n_planned
+        stored = sorted(q.stored_seq_ids(store, 1))
+        layout = q.run_layout(store, 1)
+        assert layout is not None and stored == list(range(len(stored)))
+        sums = summaries.language_sums(store.con, 1, layout.langs, layout.layers, layout.n_experts)
+        # The summaries hold exactly the stored sentences: every token's routes in every layer.
+        assert sums.hits.sum() == layout.seq_tokens.sum() * len(layout.layers) * layout.top_k
