@@ -50,3 +50,40 @@ def test_a_run_whose_process_died_shows_as_interrupted(tmp_path, tiny_model, cor
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert at.dataframe[0].value["status"].tolist() == ["interrupted"]
+
+
+def test_runs_are_renamed_annotated_and_deleted_on_the_overview(tiny_store, tmp_path, monkeypatch):
+    import shutil
+
+    from tests.apptest import open_page
+
+    db = tmp_path / "s.duckdb"
+    shutil.copyfile(tiny_store, db)
+    monkeypatch.setenv("POLYROUTE_DB", str(db))
+    at = open_page()
+    assert at.dataframe[0].value["run"].tolist() == [1, 2, 3]
+    at.selectbox(key="manage_run").set_value(1).run()
+    at.text_input(key="run_1_name").set_value("German baseline")
+    at.text_area(key="run_1_note").set_value("two sentences per language")
+    at.button(key="FormSubmitter:run_1_form-Save name and note").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[0].value.set_index("run")
+    assert (table.loc[1, "name"], table.loc[1, "note"]) == ("German baseline", "two sentences per language")
+    assert at.selectbox(key="manage_run").format_func(1) == "run 1 · German baseline"
+
+    # The sidebar's run picker names the run too.
+    at.switch_page("pages/divergence.py").run()
+    picker = next(box for box in at.sidebar.selectbox if box.label == "Run")
+    assert picker.format_func(1).startswith("run 1 · German baseline · 2 languages")
+
+    # Deleting asks first; "Keep it" keeps the run, "Yes, delete it" deletes it.
+    at.switch_page("app.py").run()
+    at.selectbox(key="manage_run").set_value(2).run()
+    at.button(key="run_delete").click().run()
+    assert "Delete run 2 and everything it stored" in at.warning[0].value
+    at.button(key="run_delete_no").click().run()
+    assert at.dataframe[0].value["run"].tolist() == [1, 2, 3] and not at.warning
+    at.button(key="run_delete").click().run()
+    at.button(key="run_delete_yes").click().run()
+    assert not at.exception, at.exception
+    assert at.dataframe[0].value["run"].tolist() == [1, 3]
