@@ -87,3 +87,29 @@ def test_runs_are_renamed_annotated_and_deleted_on_the_overview(tiny_store, tmp_
     at.button(key="run_delete_yes").click().run()
     assert not at.exception, at.exception
     assert at.dataframe[0].value["run"].tolist() == [1, 3]
+
+
+def test_a_collection_is_cancelled_from_the_collect_page(app_db):
+    import time
+
+    from moe_core.demo import DEMO_MODEL_DIR
+    from polyroute.ui.data import shared_store
+    from store import queries as q
+    from tests.apptest import open_page
+
+    at = open_page("pages/collect.py")
+    at.text_input(key="collect_model").set_value(str(DEMO_MODEL_DIR)).run()
+    at.multiselect(key="collect_langs_builtin_all").set_value(["eng_Latn", "rus_Cyrl"]).run()
+    at.number_input(key="collect_limit").set_value(100).run()
+    at.number_input(key="collect_batch").set_value(1).run()
+    at.button[0].click().run()
+    at.button(key="collect_cancel").click().run()  # beside the progress bar while the job runs
+    deadline = time.monotonic() + 120
+    while not (cancelled := [box.value for box in at.info if box.value.startswith("A collection was cancelled")]):
+        assert time.monotonic() < deadline and not at.exception and not at.success, at.exception or at.success
+        time.sleep(0.5)
+        at.run()
+    assert "run 2 keeps what it stored" in cancelled[0] and "polyroute trace --resume 2" in cancelled[0]
+    with shared_store(str(app_db)).reading() as store:  # the app's own instance holds the file
+        run = q.get_run(store, 2)
+    assert run is not None and run.status == "cancelled" and run.n_stored < run.n_planned == 200
