@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -89,9 +90,17 @@ def test_runs_are_renamed_annotated_and_deleted_on_the_overview(tiny_store, tmp_
     assert at.dataframe[0].value["run"].tolist() == [1, 3]
 
 
-def test_a_collection_is_cancelled_from_the_collect_page(app_db):
-    import time
+def _until_cancelled(at: AppTest, what: str) -> list[str]:
+    """Rerun the page (as its poll would) until it says the job was cancelled; those messages."""
+    deadline = time.monotonic() + 180
+    while not (cancelled := [box.value for box in at.info if box.value.startswith(f"{what} was cancelled")]):
+        assert time.monotonic() < deadline and not at.exception and not at.success, at.exception or at.success
+        time.sleep(0.5)
+        at.run()
+    return cancelled
 
+
+def test_a_collection_is_cancelled_from_the_collect_page(app_db):
     from moe_core.demo import DEMO_MODEL_DIR
     from polyroute.ui.data import shared_store
     from store import queries as q
@@ -104,12 +113,25 @@ def test_a_collection_is_cancelled_from_the_collect_page(app_db):
     at.number_input(key="collect_batch").set_value(1).run()
     at.button[0].click().run()
     at.button(key="collect_cancel").click().run()  # beside the progress bar while the job runs
-    deadline = time.monotonic() + 120
-    while not (cancelled := [box.value for box in at.info if box.value.startswith("A collection was cancelled")]):
-        assert time.monotonic() < deadline and not at.exception and not at.success, at.exception or at.success
-        time.sleep(0.5)
-        at.run()
+    cancelled = _until_cancelled(at, "A collection")
     assert "run 2 keeps what it stored" in cancelled[0] and "polyroute trace --resume 2" in cancelled[0]
     with shared_store(str(app_db)).reading() as store:  # the app's own instance holds the file
         run = q.get_run(store, 2)
     assert run is not None and run.status == "cancelled" and run.n_stored < run.n_planned == 200
+
+
+def test_an_evaluation_is_cancelled_from_the_evaluate_page(app_db, tmp_path):
+    from polyroute.ui.data import shared_store
+    from store import queries as q
+    from tests.apptest import open_page
+    from tests.helpers import fill_in, mgsm_copy
+
+    at = fill_in(open_page("pages/evaluate.py"), f"mgsm:{mgsm_copy(tmp_path / 'mgsm')}")
+    at.button(key="evaluate_start").click().run()
+    at.button(key="evaluate_cancel").click().run()
+    (cancelled,) = _until_cancelled(at, "An evaluation")
+    with shared_store(str(app_db)).reading() as store:
+        run = max((r for r in q.list_runs(store) if r.kind == "evaluation"), key=lambda r: r.run_id)
+        assert run.status == "cancelled" and f"run {run.run_id} keeps what it stored" in cancelled
+        assert store.con.execute("SELECT count(*) FROM eval_results WHERE run_id = ?", [run.run_id]).fetchone() == (0,)
+    assert "resume" not in cancelled  # only a collection resumes
