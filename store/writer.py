@@ -233,7 +233,7 @@ def write_adaptation(
 
 
 def set_run_status(store: Store, run_id: int, status: str) -> None:
-    """Mark a run running, complete or failed (finished_at is set for the last two)."""
+    """Mark a run running, complete, failed or cancelled (finished_at is set for all but running)."""
     with store.transaction() as con:
         con.execute(
             "UPDATE runs SET status = ?, finished_at = CASE WHEN ? = 'running' THEN NULL ELSE current_timestamp END "

@@ -21,9 +21,8 @@ STAGES = {
 
 @dataclass(frozen=True, kw_only=True)
 class AdaptationState(JobState[AdaptOutcome]):
-    """Where an adaptation stands: `stage` is loading, before, training, after, done, failed
-    or cancelled;
-    `done` of `total` batches (evaluation) or steps (training)."""
+    """Where an adaptation stands: `stage` is loading, before, training, after, done, failed or
+    cancelled; `done` of `total` batches (evaluation) or steps (training)."""
 
     done: int = 0
     total: int = 0

@@ -17,9 +17,8 @@ from store import SharedStore, Store
 
 @dataclass(frozen=True, kw_only=True)
 class EvaluationState(JobState[EvalOutcome]):
-    """Where an evaluation stands: `stage` is loading, generating, done, failed or
-    cancelled; `done` of `total`
-    answers (every item in every language, once per variant)."""
+    """Where an evaluation stands: `stage` is loading, generating, done, failed or cancelled; `done`
+    of `total` answers (every item in every language, once per variant)."""
 
     done: int = 0
     total: int = 0

@@ -2,7 +2,7 @@
 
 Like trace.py, the composition root of one job: it opens the store first (a locked store fails
 before a model loads), checks the corpus and plans before generating, records the run with every
-setting that decides its numbers, and marks it failed when it stops early.
+setting that decides its numbers, and marks it failed (or cancelled) when it stops early.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 This is the composition root shared by the CLI and the app: the one place that joins the engine
 (`moe_core`, which never touches the store) with the store (which never runs a model). It opens
 the store first, so a locked or damaged store fails before a model is loaded, and it marks a run
-`failed` (resumable) whenever it stops early.
+`failed` or `cancelled` (resumable either way) whenever it stops early.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def fill_run(
     progress: ProgressFactory | None,
 ) -> None:
     """Trace and store `sequences` into run `run_id` (on several backends: shared by language), then
-    mark it complete (or failed) and checkpoint."""
+    mark it complete (or failed, or cancelled) and checkpoint."""
     batch_writer = w.BatchWriter(store, run_id)
     on_progress = progress(run_id, len(sequences), sum(s.n_tokens for s in sequences)) if progress else None
 
