@@ -25,6 +25,7 @@ from polyroute import (
     default_db,
     demo_cli,
     eval_cli,
+    exchange_cli,
     plan_cli,
     serve_cli,
     steer_cli,
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     adapt_cli.add_parser(commands, _add_db)
     serve_cli.add_parser(commands, _add_db)
     upgrade_cli.add_parser(commands, _add_db)
+    exchange_cli.add_parser(commands, _add_db)
 
     sql = commands.add_parser("sql", help="run one read-only SQL query on the store")
     sql.add_argument("query", help='for example "SELECT lang, count(*) FROM sequences GROUP BY lang"')
@@ -213,6 +215,8 @@ _COMMAND_MODULES: dict[str, Any] = {
     "adapt": adapt_cli,
     "serve": serve_cli,
     "upgrade": upgrade_cli,
+    "export": exchange_cli,
+    "import": exchange_cli,
 }
 
 
