@@ -35,10 +35,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _export(args: argparse.Namespace) -> int:
     from store import open_store
-    from store.exchange import export_run
+    from store.exchange import MEMORY_LIMIT, export_run
     from store.upgrades import progress_bar
 
-    with open_store(args.db, read_only=True) as store:
+    with open_store(args.db, read_only=True, config={"memory_limit": MEMORY_LIMIT}) as store:
         manifest = export_run(store, args.run, args.out, progress=progress_bar(f"exporting run {args.run}", "table"))
     size = sum(file.bytes for file in manifest.files)
     run = manifest.run
@@ -51,11 +51,11 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from store import open_store
-    from store.exchange import import_run, verify_export
+    from store.exchange import MEMORY_LIMIT, import_run, verify_export
     from store.upgrades import progress_bar
 
     export = verify_export(args.folder)  # before the store is opened: a bad folder creates no store
-    with open_store(args.db) as store:
+    with open_store(args.db, config={"memory_limit": MEMORY_LIMIT}) as store:
         run_id = import_run(store, export, merge_into=args.merge_into, progress=progress_bar("importing", "step"))
     n = export.manifest.run["n_sequences"]
     if args.merge_into is None:

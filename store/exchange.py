@@ -42,8 +42,13 @@ FORMAT = "polyroute-run"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 # Measured on a 50M-decision run (bench/exchange.py): zstd level 1 writes route_lists in half the
-# time of the default level 3 for 4% more bytes, and 35% fewer bytes than snappy or lz4.
-COMPRESSION = "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1)"
+# time of the default level 3 for 4% more bytes, and 35% fewer bytes than snappy or lz4. Row groups
+# of 16K rows (DuckDB's default is 122K) keep what a write holds in memory small: a route_lists row
+# group of a 48-layer, top-8 model then holds about 30M values.
+COMPRESSION = "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP_SIZE 16384)"
+# What `polyroute export` and `import` let DuckDB hold: else its buffer pool keeps every block it
+# read, up to 80% of the machine's memory on a large run.
+MEMORY_LIMIT = "1GB"
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all): a step is a table
 
@@ -149,6 +154,12 @@ def export_run(store: Store, run_id: int, out_dir: str | Path, progress: Progres
     con = store.con.cursor()  # a transaction of its own: one snapshot of the run, beside other sessions
     created = not folder.exists()
     written: list[Path] = []
+    # One thread: with two, DuckDB holds batches back to write them in order, and a 500M-decision
+    # run's export peaked at 2.4 GB beside 1.2 GB (and took longer on a busy 2-core machine). The
+    # setting is global, so a shared store (the app) keeps its own; restored when done.
+    threads = None if store.shared else con.execute("SELECT current_setting('threads')").fetchone()
+    if threads:
+        con.execute("SET threads = 1")
     try:
         con.begin()
         run = con.execute(
@@ -208,6 +219,8 @@ def export_run(store: Store, run_id: int, out_dir: str | Path, progress: Progres
             raise translate(error, store.path) from error
         raise
     finally:
+        if threads:
+            con.execute(f"SET threads = {int(threads[0])}")
         con.close()
 
 
