@@ -34,6 +34,7 @@ from typing import Any
 import duckdb
 import pyarrow.parquet as pq
 
+from moe_core.errors import ParameterError
 from store import migrations, summaries, upgrades
 from store.connection import Store, translate
 from store.errors import StoreError
@@ -49,6 +50,10 @@ COMPRESSION = "(FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 1, ROW_GROUP
 # What `polyroute export` and `import` let DuckDB hold: else its buffer pool keeps every block it
 # read, up to 80% of the machine's memory on a large run.
 MEMORY_LIMIT = "1GB"
+# An export's size per routing decision, measured on a 50M-decision run (bench/exchange.py: 317 MB,
+# router probabilities and summaries included): what a front end says before it exports.
+BYTES_PER_DECISION = 6.3
+AGAIN = "export the run again, or copy its whole folder"
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all): a step is a table
 
@@ -144,13 +149,38 @@ def schema_version() -> int:
 # Export ----------------------------------------------------------------------------------------
 
 
-def export_run(store: Store, run_id: int, out_dir: str | Path, progress: Progress | None = None) -> Manifest:
-    """Write run `run_id` to the folder `out_dir` (new or empty) as Parquet files, then its
-    manifest; returns the manifest. On an error the files written are removed again."""
-    folder = Path(out_dir).expanduser()
+@dataclass(frozen=True, kw_only=True)
+class RunSize:
+    """How much of a run an export holds: its sequences and routing decisions (tokens x MoE layers x top-k)."""
+
+    n_sequences: int
+    n_decisions: int
+
+    @property
+    def estimated_bytes(self) -> int:
+        return round(self.n_decisions * BYTES_PER_DECISION)
+
+
+def run_size(con: duckdb.DuckDBPyConnection, run: int) -> RunSize:
+    """The size of run `run` (which must exist)."""
+    row = con.execute(
+        "SELECT count(s.seq_id), coalesce(sum(s.n_tokens), 0) * any_value(len(m.moe_layers) * m.top_k) "
+        "FROM runs AS r JOIN models AS m USING (model_id) LEFT JOIN sequences AS s USING (run_id) "
+        "WHERE r.run_id = ?",
+        [run],
+    ).fetchone()
+    assert row is not None
+    return RunSize(n_sequences=int(row[0]), n_decisions=int(row[1] or 0))
+
+
+def export_run(store: Store, run: int, out: str | Path, progress: Progress | None = None) -> Manifest:
+    """Write run `run` to the folder `out` (new or empty) as Parquet files, then its manifest;
+    returns the manifest. On an error the files written are removed again. A store shared with the
+    app (which reads and writes no file but itself) hands its rows to a DuckDB of the export's own."""
+    folder = Path(out).expanduser()
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         what = "a file" if not folder.is_dir() else "a folder that is not empty"
-        raise StoreError(f"{folder} is {what}: export into a new or empty folder")
+        raise ParameterError(f"{{out}} {folder} is {what}: export into a new or empty folder")
     con = store.con.cursor()  # a transaction of its own: one snapshot of the run, beside other sessions
     created = not folder.exists()
     written: list[Path] = []
@@ -162,26 +192,20 @@ def export_run(store: Store, run_id: int, out_dir: str | Path, progress: Progres
         con.execute("SET threads = 1")
     try:
         con.begin()
-        run = con.execute(
-            "SELECT run_id, kind, model_id, corpus_id, status, n_planned FROM runs WHERE run_id = ?", [run_id]
+        row = con.execute(
+            "SELECT run_id, kind, model_id, corpus_id, status, n_planned FROM runs WHERE run_id = ?", [run]
         ).fetchone()
-        if run is None:
-            raise StoreError(f"run {run_id} is not in store {store.path}: list runs with `polyroute runs`")
-        counts = con.execute(
-            "SELECT count(*), coalesce(sum(n_tokens), 0) FROM sequences WHERE run_id = ?", [run_id]
-        ).fetchone()
-        top_k = con.execute("SELECT top_k FROM models WHERE model_id = ?", [run[2]]).fetchone()
+        if row is None:
+            raise ParameterError(f"there is no run {run} in store {store.path}: give {{run}} one of its runs")
+        size = run_size(con, run)
         folder.mkdir(parents=True, exist_ok=True)
         files = []
         for step, (table, query) in enumerate(_QUERIES.items()):
             path = folder / f"{table}.parquet"
             written.append(path)
-            target = str(path).replace("'", "''")
-            (rows,) = con.execute(f"COPY ({query}) TO '{target}' {COMPRESSION}", {"run": run_id}).fetchone()  # type: ignore[misc]
+            rows = _copy_to(con, query, run, path, shared=store.shared)
             files.append(
-                ExportedFile(
-                    table=table, file=path.name, rows=int(rows), bytes=path.stat().st_size, sha256=_sha256(path)
-                )
+                ExportedFile(table=table, file=path.name, rows=rows, bytes=path.stat().st_size, sha256=_sha256(path))
             )
             if progress:
                 progress(step + 1, len(_QUERIES))
@@ -193,14 +217,14 @@ def export_run(store: Store, run_id: int, out_dir: str | Path, progress: Progres
             polyroute_version=polyroute_version(),
             exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
             run={
-                "run_id": run[0],
-                "kind": run[1],
-                "model_id": run[2],
-                "corpus_id": run[3],
-                "status": run[4],
-                "n_planned": run[5],
-                "n_sequences": int(counts[0]),  # type: ignore[index]
-                "n_decisions": int(counts[1]) * len(_moe_layers(con, run[2])) * int(top_k[0]),  # type: ignore[index]
+                "run_id": row[0],
+                "kind": row[1],
+                "model_id": row[2],
+                "corpus_id": row[3],
+                "status": row[4],
+                "n_planned": row[5],
+                "n_sequences": size.n_sequences,
+                "n_decisions": size.n_decisions,
             },
             files=tuple(files),
         )
@@ -224,9 +248,19 @@ def export_run(store: Store, run_id: int, out_dir: str | Path, progress: Progres
         con.close()
 
 
-def _moe_layers(con: duckdb.DuckDBPyConnection, model_id: str) -> list[int]:
-    row = con.execute("SELECT moe_layers FROM models WHERE model_id = ?", [model_id]).fetchone()
-    return list(row[0]) if row else []
+def _copy_to(con: duckdb.DuckDBPyConnection, query: str, run: int, path: Path, *, shared: bool) -> int:
+    """Write the rows of `query` on run `run` to the Parquet file `path`; returns their count."""
+    target = str(path).replace("'", "''")
+    if not shared:
+        (rows,) = con.execute(f"COPY ({query}) TO '{target}' {COMPRESSION}", {"run": run}).fetchone()  # type: ignore[misc]
+        return int(rows)
+    # The app's store may touch no file but itself (store.shared.LOCKED_DOWN): its rows stream as
+    # Arrow batches into an in-memory DuckDB that writes the same Parquet.
+    batches = con.execute(query, {"run": run}).fetch_record_batch()
+    with duckdb.connect(config={"threads": 1}) as writer:
+        writer.register("batches", batches)
+        (rows,) = writer.execute(f"COPY (SELECT * FROM batches) TO '{target}' {COMPRESSION}").fetchone()  # type: ignore[misc]
+    return int(rows)
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:
@@ -249,18 +283,17 @@ def verify_export(in_dir: str | Path) -> VerifiedExport:
     """Check an export folder before anything is written: its manifest (format, versions) and
     every file it lists (present, of its size, checksum and row count)."""
     folder = Path(in_dir).expanduser()
-    again = "export the run again (`polyroute export --run N --out DIR`) or copy the whole folder"
     if not folder.is_dir():
-        raise StoreError(f"no export folder at {folder}: pass the folder `polyroute export --out` wrote")
+        raise StoreError(f"no export folder at {folder}: give the folder that an export of a run wrote")
     try:
         raw = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise StoreError(
-            f"{folder} has no {MANIFEST}: it is not a Polyroute export, or its export did not finish; {again}"
+            f"{folder} has no {MANIFEST}: it is not a Polyroute export, or its export did not finish; {AGAIN}"
         ) from None
     except (OSError, ValueError) as error:
-        raise StoreError(f"the manifest of {folder} cannot be read ({error}); {again}") from None
-    manifest = _parse_manifest(raw, folder, again)
+        raise StoreError(f"the manifest of {folder} cannot be read ({error}); {AGAIN}") from None
+    manifest = _parse_manifest(raw, folder)
     if manifest.format_version > FORMAT_VERSION or manifest.schema_version > schema_version():
         raise StoreError(
             f"the export in {folder} was written by a newer Polyroute ({manifest.polyroute_version}: store schema "
@@ -269,15 +302,15 @@ def verify_export(in_dir: str | Path) -> VerifiedExport:
         )
     listed = {file.table for file in manifest.files}
     if missing := [table for table in TABLES if table not in listed]:
-        raise StoreError(f"the manifest of {folder} lists no file for {', '.join(missing)}; {again}")
+        raise StoreError(f"the manifest of {folder} lists no file for {', '.join(missing)}; {AGAIN}")
     for file in manifest.files:
         path = folder / file.file
         if file.file != f"{file.table}.parquet" or not path.is_file():
-            raise StoreError(f"the export in {folder} is partial: {file.file} is missing; {again}")
+            raise StoreError(f"the export in {folder} is partial: {file.file} is missing; {AGAIN}")
         if path.stat().st_size != file.bytes:
             raise StoreError(
                 f"{path} has {path.stat().st_size} bytes where the manifest says {file.bytes}: "
-                f"it was cut short or changed since the export; {again}"
+                f"it was cut short or changed since the export; {AGAIN}"
             )
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:  # hashlib lets go of the GIL
         digests = list(pool.map(lambda file: _sha256(folder / file.file), manifest.files))
@@ -285,21 +318,21 @@ def verify_export(in_dir: str | Path) -> VerifiedExport:
         if digest != file.sha256:
             raise StoreError(
                 f"checksum mismatch: {folder / file.file} is not the file that was exported (SHA-256 {digest[:12]}… "
-                f"where the manifest says {file.sha256[:12]}…); {again}"
+                f"where the manifest says {file.sha256[:12]}…); {AGAIN}"
             )
         try:
             rows = pq.read_metadata(folder / file.file).num_rows
         except Exception as error:  # pyarrow raises several kinds for a bad file
-            raise StoreError(f"{folder / file.file} is not a readable Parquet file ({error}); {again}") from None
+            raise StoreError(f"{folder / file.file} is not a readable Parquet file ({error}); {AGAIN}") from None
         if rows != file.rows:
-            raise StoreError(f"{folder / file.file} holds {rows} rows where the manifest says {file.rows}; {again}")
+            raise StoreError(f"{folder / file.file} holds {rows} rows where the manifest says {file.rows}; {AGAIN}")
     return VerifiedExport(folder, manifest)
 
 
-def _parse_manifest(raw: Any, folder: Path, again: str) -> Manifest:
+def _parse_manifest(raw: Any, folder: Path) -> Manifest:
     try:
         if raw.get("format") != FORMAT:
-            raise StoreError(f"{folder / MANIFEST} is not the manifest of a Polyroute run export; {again}")
+            raise StoreError(f"{folder / MANIFEST} is not the manifest of a Polyroute run export; {AGAIN}")
         return Manifest(
             format=raw["format"],
             format_version=int(raw["format_version"]),
@@ -319,7 +352,7 @@ def _parse_manifest(raw: Any, folder: Path, again: str) -> Manifest:
             ),
         )
     except (AttributeError, KeyError, TypeError, ValueError) as error:
-        raise StoreError(f"the manifest of {folder} is damaged (missing or bad {error}); {again}") from None
+        raise StoreError(f"the manifest of {folder} is damaged (missing or bad {error}); {AGAIN}") from None
 
 
 # Import ----------------------------------------------------------------------------------------
@@ -468,31 +501,31 @@ def _check_merge(
         "SELECT kind, model_id, corpus_id, status, weight_unit, params FROM runs WHERE run_id = ?", [target]
     ).fetchone()
     if row is None:
-        raise StoreError(f"run {target} is not in store {store.path}: list runs with `polyroute runs`")
+        raise ParameterError(
+            f"there is no run {target} in store {store.path}: give {{merge_into}} one of its trace runs"
+        )
     kind, model_id, corpus_id, status, weight_unit, params_json = row
     params = json.loads(params_json)
     theirs = f"the exported run {run['run_id']}"
     if kind != "trace" or run["kind"] != "trace":
-        raise StoreError(
+        raise ParameterError(
             f"only trace runs merge: run {target} is a {kind} run and {theirs} a {run['kind']} run; "
-            "import it without --merge-into"
+            "import it without {merge_into}"
         )
     if (model_id, corpus_id) != (run["model_id"], run["corpus_id"]):
-        raise StoreError(
+        raise ParameterError(
             f"run {target} traced model {model_id} over corpus {corpus_id}, {theirs} model {run['model_id']} over "
-            f"corpus {run['corpus_id']}: only runs of one model and corpus merge; import it without --merge-into"
+            f"corpus {run['corpus_id']}: only runs of one model and corpus merge; import it without {{merge_into}}"
         )
     for name, value in (("run " + str(target), status), (theirs, run["status"])):
         if value != "complete":
-            raise StoreError(
-                f"{name} is {value}, not complete: finish it with `polyroute trace --resume` first, then merge"
-            )
+            raise ParameterError(f"{name} is {value}, not complete: resume its trace until it is complete, then merge")
     differ = [key for key in _SAME_SETTINGS if params.get(key) != run["params"].get(key)]
     if differ or weight_unit != run["weight_unit"]:
         what = ", ".join(f"{key} {params.get(key)!r} against {run['params'].get(key)!r}" for key in differ)
-        raise StoreError(
+        raise ParameterError(
             f"run {target} and {theirs} were traced with other settings ({what or 'weight unit'}): "
-            "import it without --merge-into"
+            "import it without {merge_into}"
         )
     mine = con.execute(_STORED, {"run": target}).fetchone() or ()
     weighted = con.execute(
@@ -505,18 +538,18 @@ def _check_merge(
         mine, exported, ("router probabilities", "router logits", "routing weights"), strict=True
     ):
         if bool(has) != other:
-            raise StoreError(
+            raise ParameterError(
                 f"run {target} {'has' if has else 'has no'} {what} and {theirs} {'has' if other else 'has no'}: "
-                "runs merge only when they stored the same; import it without --merge-into"
+                "runs merge only when they stored the same; import it without {merge_into}"
             )
     (overlap,) = con.execute(
         "SELECT count(*) FROM sequences AS s JOIN read_parquet($path) AS e USING (item_id, lang) WHERE s.run_id = $run",
         {"run": target, "path": reader.export.path("sequences")},
     ).fetchone()  # type: ignore[misc]
     if overlap:
-        raise StoreError(
+        raise ParameterError(
             f"run {target} already holds {overlap} of the exported sequences (the same items in the same "
-            f"languages): a merge adds languages or items a run lacks; import it without --merge-into"
+            f"languages): a merge adds languages or items a run lacks; import it without {{merge_into}}"
         )
     (offset,) = con.execute("SELECT coalesce(max(seq_id) + 1, 0) FROM sequences WHERE run_id = ?", [target]).fetchone()  # type: ignore[misc]
     langs = list(params.get("langs", []))

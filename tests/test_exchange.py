@@ -12,11 +12,12 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from moe_core.errors import ParameterError
 from polyroute import analyses
 from polyroute.cli import main
 from polyroute.run_data import RunData, Selection
-from store import StoreError, open_store
 from store import exchange as x
+from store import open_store
 from tests.conftest import PARALLEL, write_jsonl
 from tests.helpers import assert_summaries_match_a_rebuild, snapshot, trace_argv
 
@@ -247,13 +248,18 @@ def test_a_partial_export_a_changed_file_and_a_newer_schema_are_refused(exported
 
 def test_an_unknown_run_and_a_used_folder_are_refused_and_nothing_is_written(tiny_store, tmp_path, capsys):
     out = tmp_path / "out"
-    _fails(["export", "--run", "99", "--out", str(out), "--db", str(tiny_store)], capsys, "run 99 is not in")
+    _fails(
+        ["export", "--run", "99", "--out", str(out), "--db", str(tiny_store)],
+        capsys,
+        "there is no run 99 in",
+        "give --run",
+    )
     assert not out.exists()
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     _fails(["export", "--run", "1", "--out", str(out), "--db", str(tiny_store)], capsys, "not empty")
     assert [path.name for path in out.iterdir()] == ["notes.txt"]
-    with open_store(tiny_store, read_only=True) as store, pytest.raises(StoreError, match="run 7 is not in"):
+    with open_store(tiny_store, read_only=True) as store, pytest.raises(ParameterError, match="there is no run 7 in"):
         x.export_run(store, 7, tmp_path / "other")
 
 
@@ -272,8 +278,15 @@ def test_merging_a_run_of_another_model_or_the_same_sequences_is_refused(
         "the exported run 1 model synthetic",
     )
     _fails(["import", str(exported), "--db", str(db), "--merge-into", "1"], capsys, "already holds 4 of the exported")
-    _fails(["import", str(exported), "--db", str(db), "--merge-into", "2"], capsys, "only trace runs merge")
-    _fails(["import", str(exported), "--db", str(db), "--merge-into", "9"], capsys, "run 9 is not in")
+    _fails(
+        ["import", str(exported), "--db", str(db), "--merge-into", "2"],
+        capsys,
+        "only trace runs merge",
+        "without --merge-into",
+    )
+    _fails(
+        ["import", str(exported), "--db", str(db), "--merge-into", "9"], capsys, "there is no run 9 in", "--merge-into"
+    )
     assert snapshot(db) == before  # the planted model and corpus, inserted first, were rolled back
 
 
