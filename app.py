@@ -1,5 +1,5 @@
-"""Overview, the home page: what the store holds (models, runs, languages, corpora) and a map of
-the pages. Run the app with `make run` (or `streamlit run app.py`); the store is $POLYROUTE_DB.
+"""Overview, the home page: what the store holds (models, runs, languages, corpora, each run as a
+download) and a map of the pages. Run the app with `make run` (or `streamlit run app.py`); the store is $POLYROUTE_DB.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import streamlit as st
 
 from polyroute.run_status import shown_status
 from polyroute.ui.frame import NAVIGATION, choose_store, explained, page
+from polyroute.ui.run_download import run_download
 from store import queries as q
 
 page(
@@ -61,6 +62,8 @@ else:
         hide_index=True,
         width="stretch",
     )
+    with st.expander("Download a run", icon=":material/folder_zip:"):
+        run_download(store, runs, "overview_export")
 
 st.subheader("Models")
 st.caption("Each model's shape: decoder layers, how many of them route tokens to experts, and how many experts.")

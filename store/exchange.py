@@ -161,9 +161,9 @@ class RunSize:
         return round(self.n_decisions * BYTES_PER_DECISION)
 
 
-def run_size(con: duckdb.DuckDBPyConnection, run: int) -> RunSize:
+def run_size(store: Store, run: int) -> RunSize:
     """The size of run `run` (which must exist)."""
-    row = con.execute(
+    row = store.con.execute(
         "SELECT count(s.seq_id), coalesce(sum(s.n_tokens), 0) * any_value(len(m.moe_layers) * m.top_k) "
         "FROM runs AS r JOIN models AS m USING (model_id) LEFT JOIN sequences AS s USING (run_id) "
         "WHERE r.run_id = ?",
@@ -197,7 +197,7 @@ def export_run(store: Store, run: int, out: str | Path, progress: Progress | Non
         ).fetchone()
         if row is None:
             raise ParameterError(f"there is no run {run} in store {store.path}: give {{run}} one of its runs")
-        size = run_size(con, run)
+        size = run_size(Store(store.path, con, read_only=True), run)  # in the export's snapshot
         folder.mkdir(parents=True, exist_ok=True)
         files = []
         for step, (table, query) in enumerate(_QUERIES.items()):
@@ -256,7 +256,7 @@ def _copy_to(con: duckdb.DuckDBPyConnection, query: str, run: int, path: Path, *
         return int(rows)
     # The app's store may touch no file but itself (store.shared.LOCKED_DOWN): its rows stream as
     # Arrow batches into an in-memory DuckDB that writes the same Parquet.
-    batches = con.execute(query, {"run": run}).fetch_record_batch()
+    batches = con.execute(query, {"run": run}).to_arrow_reader()
     with duckdb.connect(config={"threads": 1}) as writer:
         writer.register("batches", batches)
         (rows,) = writer.execute(f"COPY (SELECT * FROM batches) TO '{target}' {COMPRESSION}").fetchone()  # type: ignore[misc]
