@@ -64,7 +64,7 @@ def rebuild_summaries(store: Store, run_id: int) -> None:
     """Rebuild run `run_id`'s summaries from its stored rows, all or nothing (after its rows were
     edited by hand)."""
     with store.transaction() as con:
-        _rebuild(Store(store.path, con, read_only=False), run_id, None, 0, 0)
+        rebuild_in_transaction(Store(store.path, con, read_only=False), run_id)
 
 
 def rebuild_in_transaction(store: Store, run_id: int) -> None:
