@@ -1,6 +1,6 @@
 """Overview, the home page: what the store holds (models, runs, languages, corpora) and a map of
-the pages; runs can be renamed, annotated and deleted here. Run the app with `make run` (or
-`streamlit run app.py`); the store is $POLYROUTE_DB.
+the pages; runs can be renamed, annotated, deleted and downloaded here. Run the app with `make run`
+(or `streamlit run app.py`); the store is $POLYROUTE_DB.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from polyroute.ui.frame import NAVIGATION, choose_store, explained, page
+from polyroute.ui.run_download import run_download
 from polyroute.ui.runs import manage_runs, runs_table
 from store import queries as q
 
@@ -46,6 +47,8 @@ if not runs:
 else:
     runs_table(runs)
     manage_runs(store, runs)
+    with st.expander("Download a run", icon=":material/folder_zip:"):
+        run_download(store, runs, "overview_export")
 
 st.subheader("Models")
 st.caption("Each model's shape: decoder layers, how many of them route tokens to experts, and how many experts.")

@@ -1,15 +1,18 @@
 """SQL console: read-only SQL on the store, starting from an example for every table, with the
-answer as a table and as CSV or Parquet downloads. The examples and the sandbox that runs the
-queries live in `store.sandbox`; the conversions in `polyroute.ui.sql_console`."""
+answer as a table and as CSV or Parquet downloads, and a whole run as a zip of Parquet files. The
+examples and the sandbox that runs the queries live in `store.sandbox`; the conversions in
+`polyroute.ui.sql_console`; the run's download in `polyroute.ui.run_download`."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from polyroute.ui.frame import choose_store, page
+from polyroute.ui.frame import choose_store, explained, page
+from polyroute.ui.run_download import run_download
 from polyroute.ui.sql_console import Answer, to_csv, to_parquet, to_table
 from polyroute.ui.words import page_words
 from store import SqlRefused, StoreError
+from store import queries as q
 from store.sandbox import EXAMPLES, TABLES, run_sql
 
 MAX_ROWS = 1000
@@ -87,3 +90,12 @@ if isinstance(answer, Answer) and (answer.store, answer.sql) == (str(store.path)
             on_click="ignore",
             icon=":material/download:",
         )
+
+with st.expander("Download a whole run", icon=":material/folder_zip:"):
+    st.caption(
+        "Every row of one run (its model, corpus, sequences, tokens, routes, router probabilities, scores, answers "
+        "and plan) as Parquet files, to query elsewhere or to add to another store."
+    )
+    with explained(), store.reading() as reader:
+        runs = q.list_runs(reader)
+    run_download(store, runs, "sql_export")

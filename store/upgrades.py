@@ -64,7 +64,21 @@ def rebuild_summaries(store: Store, run_id: int) -> None:
     """Rebuild run `run_id`'s summaries from its stored rows, all or nothing (after its rows were
     edited by hand)."""
     with store.transaction() as con:
-        _rebuild(Store(store.path, con, read_only=False), run_id, None, 0, 0)
+        rebuild_in_transaction(Store(store.path, con, read_only=False), run_id)
+
+
+def rebuild_in_transaction(store: Store, run_id: int) -> None:
+    """`rebuild_summaries` inside the caller's transaction (on `store.con`)."""
+    _rebuild(store, run_id, None, 0, 0)
+
+
+def add_summaries(store: Store, run_id: int, first_seq_id: int, progress: Progress | None = None) -> None:
+    """Summarise run `run_id`'s sequences from `first_seq_id` on (stored without summaries) against
+    the run's others, as the writer would have had it traced them (call inside a transaction)."""
+    layout = q.run_layout(store, run_id)
+    assert layout is not None
+    new = layout.seq_ids[layout.seq_ids >= first_seq_id]
+    _summarise(store, layout, new, progress, 0, len(new))
 
 
 def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, total: int) -> int:
@@ -75,6 +89,14 @@ def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, to
         con.execute(f"DELETE FROM {table} WHERE run_id = ?", [run_id])
     layout = q.run_layout(store, run_id)
     assert layout is not None
+    return _summarise(store, layout, layout.seq_ids, progress, done, total)
+
+
+def _summarise(
+    store: Store, layout: q.RunLayout, seq_ids: np.ndarray, progress: Progress | None, done: int, total: int
+) -> int:
+    """Add the summaries of the run's sequences `seq_ids` (ascending, none summarised yet)."""
+    con, run_id = store.con, layout.run_id
     partners = summaries.Partners()
 
     def add(blocks: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]) -> None:
@@ -102,8 +124,8 @@ def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, to
 
     # A chunk of sequences at a time, each read whole before it is written: the summaries go in on
     # the same connection (and transaction), which would end a stream still open on it.
-    for start in range(0, len(layout.seq_ids), SEQUENCES_PER_STEP):
-        chunk = layout.seq_ids[start : start + SEQUENCES_PER_STEP]
+    for start in range(0, len(seq_ids), SEQUENCES_PER_STEP):
+        chunk = seq_ids[start : start + SEQUENCES_PER_STEP]
         bounds = (int(chunk[0]), int(chunk[-1]))
         add(list(q.token_expert_batches(store, layout, with_weights=True, ordered=True, seq_range=bounds)))
         done += len(chunk)
@@ -112,13 +134,13 @@ def _rebuild(store: Store, run_id: int, progress: Progress | None, done: int, to
     return done
 
 
-def progress_bar(description: str) -> Progress:
+def progress_bar(description: str, unit: str = "seq") -> Progress:
     """A tqdm bar on stderr, created on the first call (so a store with nothing to upgrade shows none)."""
     bar: list[tqdm] = []
 
     def update(done: int, total: int) -> None:
         if not bar:
-            bar.append(tqdm(total=total, desc=description, unit="seq", leave=False))
+            bar.append(tqdm(total=total, desc=description, unit=unit, leave=False))
         bar[0].update(done - bar[0].n)
         if done >= total:
             bar[0].close()

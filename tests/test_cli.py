@@ -142,6 +142,24 @@ def test_the_installed_command_exits_2_with_one_line(tmp_path, corpus_file):
     assert result.stderr.strip().count("\n") == 0 and "does not exist" in result.stderr
 
 
+def test_help_lists_export_and_import_and_their_flags(capsys):
+    for argv in (["--help"], ["export", "--help"], ["import", "--help"]):
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "export    write a run as Parquet files" in out and "import    add an exported run" in out
+    assert "--run RUN_ID" in out and "--out DIR" in out and "--merge-into RUN_ID" in out and " DIR" in out
+
+
+def test_export_and_import_without_their_arguments_exit_2_with_one_line(tmp_path, capsys):
+    for argv, missing in ((["export", "--out", str(tmp_path / "x")], "--run"), (["import"], "DIR")):
+        assert main([*argv, "--db", str(tmp_path / "s.duckdb")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and missing in err, err
+    assert not (tmp_path / "s.duckdb").exists() and not (tmp_path / "x").exists()
+
+
 def test_sql_refuses_writes_and_file_reads(traced, capsys):
     before = snapshot(traced)
     for statement, message in [

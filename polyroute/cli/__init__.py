@@ -1,5 +1,5 @@
 """The `polyroute` command: trace a corpus into the store, list runs and corpora, look up languages,
-analyse a run, query the store with SQL, build the demo store. One module per command in this
+analyse a run, export and import runs, query the store with SQL, build the demo store. One module per command in this
 package (`add_parser(commands)` and the handler it sets); the shared flags are in `options.py`.
 
 Bad input ends with one line, `polyroute: error: <problem>: <fix>`, and exit code 2; nothing
@@ -24,6 +24,8 @@ from polyroute.cli import (
     corpus,
     demo,
     eval,
+    export,
+    import_run,
     languages,
     plan,
     runs,
@@ -39,7 +41,23 @@ from store.connection import discard_if_unused
 
 # The commands in the order `polyroute --help` lists them. Each module's `add_parser(commands)` declares
 # its flags and sets its handler (`set_defaults(handler=run)`), which `main` calls.
-COMMANDS = (trace, corpus, languages, runs, analyze, demo, plan, steer, eval, adapt, serve, upgrade, sql)
+COMMANDS = (
+    trace,
+    corpus,
+    languages,
+    runs,
+    analyze,
+    demo,
+    plan,
+    steer,
+    eval,
+    adapt,
+    serve,
+    upgrade,
+    export,
+    import_run,
+    sql,
+)
 
 EXIT_USAGE = 2
 EXIT_BUG = 1
