@@ -81,6 +81,7 @@ if source == PRESET:
     layers = [int(layer) for layer in layout.layers]
     n_experts = layout.n_experts
     published = preset_for(kind, moe_layers=layers) if kind in s.PUBLISHED else None
+    slug = s.preset_key(kind)
     lang_col, level_col, k_col = st.columns([2, 2, 1])
     pool: tuple[str, ...] = ()
     if s.is_shared(kind):
@@ -116,13 +117,13 @@ if source == PRESET:
     else:
         level = level_col.slider(
             "Share threshold (thr)", 0.05, 1.0, published.thr if published else 0.4, s.LEVEL_STEP,
-            key=f"steering_thr_{kind}",
+            key=f"steering_thr_{slug}",
             help="Shared experts: every language holds less than this share of the expert's use. Exclusive "
             "experts: the language holds more than this share.",
         )  # fmt: skip
         k = int(
             k_col.number_input(
-                "k", 1, n_experts, min(published.k if published else 15, n_experts), key=f"steering_k_{kind}",
+                "k", 1, n_experts, min(published.k if published else 15, n_experts), key=f"steering_k_{slug}",
                 help=f"Each language's k most used experts per layer enter the shares (at most the model's "
                 f"{n_experts} experts).",
             )
@@ -131,7 +132,7 @@ if source == PRESET:
         window = st.radio(
             "Published window",
             [w.name for w in published.windows],
-            key=f"steering_window_{kind}",
+            key=f"steering_window_{slug}",
             horizontal=True,
             help="The published runs ablated in an early, a middle or a late window; each sets the band below.",
         )
@@ -145,7 +146,7 @@ if source == PRESET:
     band_col, strength_col = st.columns(2)
     with band_col:
         band = s.band_slider(
-            "Layers (early to late)", layers, default_band, f"steering_preset_band_{choice.run.run_id}_{kind}{window}",
+            "Layers (early to late)", layers, default_band, f"steering_preset_band_{choice.run.run_id}_{slug}{window}",
             "Published runs steer the middle layers; early or late ones usually hurt.",
         )  # fmt: skip
     default_strength = (
@@ -157,19 +158,19 @@ if source == PRESET:
     )
     strength = strength_col.slider(
         "Strength (lambda)", -4.0, 4.0, float(default_strength), 0.001 if s.is_shared(kind) else 0.25,
-        key=f"steering_preset_strength_{kind}", disabled=not s.steers_with_strength(kind),
+        key=f"steering_preset_strength_{slug}", disabled=not s.steers_with_strength(kind),
         help="How far the push goes (negative pushes away). Silencing experts (ablate) has no strength.",
     )  # fmt: skip
     settings = s.PresetSettings(
         kind=kind, lang=lang, ref=choice.ref, level=level, k=k, band=band, strength=strength, pool=pool
     )
-    level_key = "steering_tau" if s.uses_language_experts(kind) else f"steering_thr_{kind}"
+    level_key = "steering_tau" if s.uses_language_experts(kind) else f"steering_thr_{slug}"
     with explained():
         try:
             plan = s.preset_plan(choice.path, choice.run.run_id, choice.version, settings)
         except NoExpertsError as error:
             nearest = s.suggestion(choice.path, choice.run.run_id, choice.version, settings)
-            k_key = None if s.uses_language_experts(kind) else f"steering_k_{kind}"
+            k_key = None if s.uses_language_experts(kind) else f"steering_k_{slug}"
             s.no_experts(error, nearest, level_key=level_key, k_key=k_key)
             st.stop()
 elif source == CONTROLS:
@@ -253,9 +254,8 @@ st.caption(
     "its change with the plan. A push shows as a rise inside the band; layers before it differ only because "
     "the two generations went on to write, and then read, different words."
 )
-mass_col, change_col = st.columns(2)
-mass_col.altair_chart(s.mass_chart(result.masses, plan.band), width="stretch")
-change_col.altair_chart(s.change_chart(result.masses, plan.band), width="stretch")
+st.altair_chart(s.mass_chart(result.masses, plan.band), width="stretch")
+st.altair_chart(s.change_chart(result.masses, plan.band), width="stretch")
 st.altair_chart(s.token_strip(result.tokens), width="stretch")
 st.caption(
     "Each token the steered generation read, in order: green where the plan put one of its experts into the "

@@ -54,6 +54,12 @@ def preset_label(kind: str) -> str:
     return f"{kind}: {does}, as published for {published.task.split(' ')[0]}"
 
 
+def preset_key(kind: str) -> str:
+    """A preset as a widget key's part (letters, digits, _ and -): each preset keeps its own settings."""
+    slug = {LANGUAGE: "language", EXCLUSIVE: "exclusive"}.get(kind, kind)
+    return re.sub(r"[^A-Za-z0-9_-]", "_", slug)
+
+
 def uses_language_experts(kind: str) -> bool:
     return kind == LANGUAGE
 
@@ -190,11 +196,13 @@ def no_experts(error: plans.NoExpertsError, nearest: Suggestion, *, level_key: s
         return
     offers = []
     if nearest.level is not None:
-        offers.append((f"Use threshold {nearest.level:g}", level_key, nearest.level))
+        keeping = " (k as it is)" if k_key is not None else ""
+        offers.append((f"Use threshold {nearest.level:g}{keeping}", level_key, nearest.level))
     if nearest.k is not None and k_key is not None:
-        offers.append((f"Use k {nearest.k}", k_key, nearest.k))
+        offers.append((f"Use k {nearest.k} (threshold as it is)", k_key, nearest.k))
     st.markdown("The nearest settings that find experts in the same layers:")
-    for column, (label, key, value) in zip(st.columns(len(offers)), offers, strict=True):
+    columns = st.columns([1] * len(offers) + [3 - len(offers)])  # the buttons side by side, on the left
+    for column, (label, key, value) in zip(columns, offers, strict=False):
         column.button(label, key=f"{key}_suggested", on_click=_set, args=(key, value))
 
 

@@ -3,8 +3,8 @@ show it: both generations (an empty one said in words), the routing mass a plan 
 experts, and the demo's prompt and plan.
 
 The demo (`DEMO_STEERING`) is the winner of `scripts/find_steering_demo.py`: on the demo model,
-an English prompt whose continuation the push of one language's experts turns into that
-language's script. Rerun the script after retraining the demo model and copy its winner here.
+a short prompt whose continuation the push of one language's experts turns into that language's
+script. Rerun the script after retraining the demo model and copy its winner here.
 """
 
 from __future__ import annotations
@@ -37,13 +37,15 @@ class DemoSteering:
     max_new_tokens: int
 
 
+# scripts/find_steering_demo.py's winner: a placeholder every language's strings share; the demo model
+# continues it in Azerbaijani-like Latin text, and with Russian's experts pushed in layers 1-3, in Cyrillic.
 DEMO_STEERING = DemoSteering(
-    prompt="Please enter a valid",
+    prompt="%(email)s",
     lang="rus_Cyrl",
     ref="eng_Latn",
     tau=0.2,
     band=(1, 3),
-    strength=2.5,
+    strength=3.0,
     max_new_tokens=16,
 )
 
