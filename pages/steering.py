@@ -256,9 +256,10 @@ st.caption(
 )
 st.altair_chart(s.mass_chart(result.masses, plan.band), width="stretch")
 st.altair_chart(s.change_chart(result.masses, plan.band), width="stretch")
-st.altair_chart(s.token_strip(result.tokens), width="stretch")
+st.markdown("**Tokens the plan moved onto its experts** (the steered generation, token by token)")
+st.markdown(s.token_strip(result.tokens))
 st.caption(
-    "Each token the steered generation read, in order: green where the plan put one of its experts into the "
-    "token's top-k in more steered layers than the unsteered generation did at the same position, blue where "
-    "it was there already."
+    "Each token the steered generation read, in order (␣ is a space): green where the plan put one of its "
+    "experts into the token's top-k in more steered layers than the unsteered generation did at the same "
+    "position, blue where one was there already, plain where none is."
 )

@@ -52,8 +52,9 @@ def test_the_default_demo_changes_the_text(demo_app_db):
     assert "domain" not in json.dumps(chart(at, MASS).spec["encoding"]["y"].get("scale", {}))
     change = masses[masses["generation"] == STEERED].set_index("layer")["change"]
     assert change.loc[DEMO_STEERING.band[0] : DEMO_STEERING.band[1]].max() > 0.05
-    tokens = chart(at, "Tokens the plan moved").rows()
+    tokens = result.tokens
     assert (tokens["status"] == GAINED).any() and set(tokens["status"]) <= {GAINED, KEPT, NONE}
+    assert any(":green-background[" in block.value for block in at.markdown)  # the token strip
 
 
 def test_a_preset_that_finds_no_expert_says_why_and_offers_settings_that_work(demo_app_db):

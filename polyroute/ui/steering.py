@@ -41,8 +41,6 @@ PRESET_KINDS = (LANGUAGE, EXCLUSIVE, *PUBLISHED)
 LEVEL_STEP = 0.05  # the threshold sliders' step: a suggested threshold is one of their values
 GENERATION_COLOURS = alt.Scale(domain=[UNSTEERED, STEERED], range=[UNKNOWN, PALETTE[1]])
 GAINED, KEPT, NONE = "gained a plan expert", "had a plan expert already", "no plan expert"
-TOKEN_COLOURS = alt.Scale(domain=[GAINED, KEPT, NONE], range=[PALETTE[2], PALETTE[0], "#e8e8e8"])
-TOKENS_PER_ROW = 16
 
 
 def preset_label(kind: str) -> str:
@@ -361,8 +359,6 @@ def token_frame(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch) 
             "layers_with_plan": steered_count,
             "layers_unsteered": plain_count,
             "status": status,
-            "row": positions // TOKENS_PER_ROW,
-            "column": positions % TOKENS_PER_ROW,
         }
     )[~np.asarray(steered.special, dtype=bool)]
 
@@ -378,30 +374,15 @@ def _plan_hits(plan: SteeringPlan, batch: RoutingBatch) -> np.ndarray:
     return hits
 
 
-def token_strip(tokens: pd.DataFrame) -> alt.LayerChart:
-    """The steered generation's tokens in reading order, wrapped in lines, coloured by whether the
-    plan moved them onto its experts."""
-    n_rows = int(tokens["row"].max()) + 1 if len(tokens) else 1
-    base = alt.Chart(tokens).encode(
-        x=alt.X("column:O", axis=None),
-        y=alt.Y("row:O", axis=None),
-    )
-    cells = base.mark_rect(stroke="white", strokeWidth=2).encode(
-        color=alt.Color(
-            "status:N", title="Top-k in the steered layers", scale=TOKEN_COLOURS, legend=alt.Legend(orient="bottom")
-        ),
-        tooltip=[
-            alt.Tooltip("position:O", title="position"),
-            alt.Tooltip("token:N", title="token"),
-            alt.Tooltip("generated:N", title="from"),
-            alt.Tooltip("layers_with_plan:Q", title="steered layers choosing a plan expert"),
-            alt.Tooltip("layers_unsteered:Q", title="the same, unsteered"),
-        ],
-    )
-    text = base.mark_text(fontSize=12, limit=60).encode(text="token:N")
-    return (cells + text).properties(
-        title="Tokens the plan moved onto its experts (the steered generation)", height=34 * n_rows
-    )
+def token_strip(tokens: pd.DataFrame) -> str:
+    """The steered generation's tokens in reading order as markdown, each on the colour of its
+    status: green GAINED, blue KEPT, none NONE."""
+    colour = {GAINED: "green", KEPT: "blue"}
+    cells = []
+    for token, status in zip(tokens["token"], tokens["status"], strict=True):
+        text = escaped(str(token))
+        cells.append(f":{colour[status]}-background[{text}]" if status in colour else text)
+    return " ".join(cells)
 
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")
