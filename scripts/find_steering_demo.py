@@ -10,7 +10,7 @@ the search reproducible. The best candidates are generated again one prompt at a
 Steering page and `polyroute demo --steer` do, and the best of those wins.
 
 Prints one JSON line per candidate tried and a last line {"winner": ...}: the values of
-`polyroute.workflows.steer.DEMO_STEERING`. About 1 minute on 2 idle CPU cores (10 on busy ones).
+`polyroute.workflows.steer.DEMO_STEERING`. About 10 s on 2 idle CPU cores (10 minutes when other jobs crowd them).
 
 Run: `python scripts/find_steering_demo.py [--db data/demo.duckdb]` (builds the demo store if absent).
 """
