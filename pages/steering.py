@@ -9,10 +9,13 @@ import streamlit as st
 
 from moe_core.demo import DEMO_MODEL_DIR
 from moe_core.steering import METHODS, SOFT, SteeringPlan
+from moe_core.steering.presets import preset_for
+from polyroute.plans import NoExpertsError
 from polyroute.ui import steering as s
 from polyroute.ui.forms import NO_SERVER
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
 from polyroute.ui.model_place import choose_place, connected, describe
+from polyroute.workflows.steer import DEMO_STEERING
 
 PRESET, CONTROLS, FILE = "a preset from a traced run", "experts I choose", "a plan file"
 
@@ -50,9 +53,13 @@ moe = list(info.moe_layers)
 
 prompt_col, tokens_col = st.columns([4, 1])
 prompt = prompt_col.text_input(
-    "Prompt", value="Please enter a valid", key="steering_prompt", help="The text the model continues."
+    "Prompt", value=DEMO_STEERING.prompt, key="steering_prompt", help="The text the model continues."
 )
-max_new_tokens = int(tokens_col.number_input("New tokens", min_value=1, max_value=256, value=16, key="steering_tokens"))
+max_new_tokens = int(
+    tokens_col.number_input(
+        "New tokens", min_value=1, max_value=256, value=DEMO_STEERING.max_new_tokens, key="steering_tokens"
+    )
+)
 
 st.subheader("The plan")
 source = st.radio("Take the plan from", [PRESET, CONTROLS, FILE], key="steering_source", horizontal=True)
@@ -66,36 +73,106 @@ if source == PRESET:
             f"The run traced {layout.model_id} ({layout.n_experts} experts, {len(layout.layers)} MoE layers), a "
             f"model of another shape than the one above ({info.n_experts} experts, {len(moe)} MoE layers)."
         )
-    kind = st.radio("Preset", [s.LANGUAGE, s.EXCLUSIVE], key="steering_preset", horizontal=True)
-    others = [lang for lang in choice.langs if lang != choice.ref] or choice.langs
-    lang_col, level_col = st.columns(2)
-    lang = lang_col.selectbox(
-        "Language",
-        others,
-        key=kept("steering_lang", others, "zho_Hans" if "zho_Hans" in others else others[0]),
-        format_func=lang_name,
-        help=f"Its experts are compared with the reference language, {lang_name(choice.ref)} (sidebar).",
-    )
-    if kind == s.LANGUAGE:
+    kind = st.radio(
+        "Preset", s.PRESET_KINDS, key="steering_preset", format_func=s.preset_label,
+        help="The first two find experts in this run; the others are the published settings of 2601.14050, "
+        "scaled to this model's depth.",
+    )  # fmt: skip
+    layers = [int(layer) for layer in layout.layers]
+    n_experts = layout.n_experts
+    published = preset_for(kind, moe_layers=layers) if kind in s.PUBLISHED else None
+    slug = s.preset_key(kind)
+    lang_col, level_col, k_col = st.columns([2, 2, 1])
+    pool: tuple[str, ...] = ()
+    if s.is_shared(kind):
+        assert published is not None
+        pool = tuple(lang for lang in published.pool if lang in choice.langs)
+        if len(pool) < 2 or pool[0] != published.pool[0]:
+            st.info(
+                f"This preset pushes the experts {' and '.join(map(lang_name, published.pool))} share; the run "
+                "lacks some of them. Choose a run with them in the sidebar.",
+                icon=":material/info:",
+            )
+            st.stop()
+        lang = pool[0]
+        lang_col.markdown(f"**Languages**: {', '.join(map(lang_name, pool))} (the first gives the coefficients)")
+    else:
+        others = [code for code in choice.langs if code != choice.ref] or choice.langs
+        wanted = DEMO_STEERING.lang if s.uses_language_experts(kind) else "zho_Hans"
+        lang = lang_col.selectbox(
+            "Language",
+            others,
+            key=kept("steering_lang", others, wanted if wanted in others else others[0]),
+            format_func=lang_name,
+            help=f"Its experts are compared with the reference language, {lang_name(choice.ref)} (sidebar)."
+            if s.uses_language_experts(kind)
+            else "The language whose exclusive experts are silenced.",
+        )
+    if s.uses_language_experts(kind):
         level = level_col.slider(
-            "Threshold tau", 0.05, 1.0, 0.4, 0.05, key="steering_tau",
+            "Threshold tau", 0.05, 1.0, DEMO_STEERING.tau, s.LEVEL_STEP, key="steering_tau",
             help="An expert is the language's when it routes this much more of its tokens than the reference does.",
         )  # fmt: skip
+        k = n_experts
     else:
         level = level_col.slider(
-            "Share threshold", 0.05, 1.0, 0.4, 0.05, key="steering_thr",
-            help="An expert is exclusive when the language holds more than this share of its use.",
+            "Share threshold (thr)", 0.05, 1.0, published.thr if published else 0.4, s.LEVEL_STEP,
+            key=f"steering_thr_{slug}",
+            help="Shared experts: every language holds less than this share of the expert's use. Exclusive "
+            "experts: the language holds more than this share.",
         )  # fmt: skip
-    layers = [int(layer) for layer in choice.layout.layers]
-    band = st.select_slider(
-        "Layers (early to late)",
-        layers,
-        value=s.middle_band(layers, choice.layout.n_layers),
-        key=f"steering_preset_band_{choice.run.run_id}",
-        help="Published runs steer the middle layers; early or late ones usually hurt.",
+        k = int(
+            k_col.number_input(
+                "k", 1, n_experts, min(published.k if published else 15, n_experts), key=f"steering_k_{slug}",
+                help=f"Each language's k most used experts per layer enter the shares (at most the model's "
+                f"{n_experts} experts).",
+            )
+        )  # fmt: skip
+    if published is not None and len(published.windows) > 1:
+        window = st.radio(
+            "Published window",
+            [w.name for w in published.windows],
+            key=f"steering_window_{slug}",
+            horizontal=True,
+            help="The published runs ablated in an early, a middle or a late window; each sets the band below.",
+        )
+        default_band = published.window(window).band
+    elif published is not None:
+        window, default_band = published.windows[0].name, published.windows[0].band
+    else:
+        window = ""
+        middle = s.middle_band(layers, layout.n_layers)
+        default_band = s.fitted_band(DEMO_STEERING.band, layers, middle) if s.uses_language_experts(kind) else middle
+    band_col, strength_col = st.columns(2)
+    with band_col:
+        band = s.band_slider(
+            "Layers (early to late)", layers, default_band, f"steering_preset_band_{choice.run.run_id}_{slug}{window}",
+            "Published runs steer the middle layers; early or late ones usually hurt.",
+        )  # fmt: skip
+    default_strength = (
+        DEMO_STEERING.strength
+        if s.uses_language_experts(kind)
+        else published.strength_for(pool[0])
+        if published is not None and s.is_shared(kind)
+        else 0.0
     )
+    strength = strength_col.slider(
+        "Strength (lambda)", -4.0, 4.0, float(default_strength), 0.001 if s.is_shared(kind) else 0.25,
+        key=f"steering_preset_strength_{slug}", disabled=not s.steers_with_strength(kind),
+        help="How far the push goes (negative pushes away). Silencing experts (ablate) has no strength.",
+    )  # fmt: skip
+    settings = s.PresetSettings(
+        kind=kind, lang=lang, ref=choice.ref, level=level, k=k, band=band, strength=strength, pool=pool
+    )
+    level_key = "steering_tau" if s.uses_language_experts(kind) else f"steering_thr_{slug}"
     with explained():
-        plan = s.preset_plan(choice.path, choice.run.run_id, choice.version, kind, lang, choice.ref, band, level)
+        try:
+            plan = s.preset_plan(choice.path, choice.run.run_id, choice.version, settings)
+        except NoExpertsError as error:
+            nearest = s.suggestion(choice.path, choice.run.run_id, choice.version, settings)
+            k_key = None if s.uses_language_experts(kind) else f"steering_k_{slug}"
+            s.no_experts(error, nearest, level_key=level_key, k_key=k_key)
+            st.stop()
 elif source == CONTROLS:
     method_col, strength_col = st.columns(2)
     method = method_col.selectbox(
@@ -110,9 +187,9 @@ elif source == CONTROLS:
         disabled=method not in ("soft", "adaptive"),
         help="How far soft and adaptive steering push (negative pushes away); hard and ablate ignore it.",
     )  # fmt: skip
-    band = st.select_slider(
-        "Layers (early to late)", moe, value=s.middle_band(moe, info.n_layers), key="steering_band",
-        help="The MoE layers whose routers are steered.",
+    band = s.band_slider(
+        "Layers (early to late)", moe, s.middle_band(moe, info.n_layers), "steering_band",
+        "The MoE layers whose routers are steered.",
     )  # fmt: skip
     experts = st.multiselect(
         "Experts (the same ids in every layer of the band)",
@@ -173,8 +250,16 @@ if result.plain == result.steered:
 
 st.subheader("Where the routing moved")
 st.caption(
-    "The mean routing mass on the plan's experts over every token each generation read, per MoE layer. "
-    "A push shows as a taller steered bar inside the band; layers before it differ only because the two "
-    "generations went on to write, and then read, different words."
+    "The mean routing mass on the plan's experts over every token each generation read, per MoE layer, and "
+    "its change with the plan. A push shows as a rise inside the band; layers before it differ only because "
+    "the two generations went on to write, and then read, different words."
 )
 st.altair_chart(s.mass_chart(result.masses, plan.band), width="stretch")
+st.altair_chart(s.change_chart(result.masses, plan.band), width="stretch")
+st.markdown("**Tokens the plan moved onto its experts** (the steered generation, token by token)")
+st.markdown(s.token_strip(result.tokens))
+st.caption(
+    "Each token the steered generation read, in order (␣ is a space): green where the plan put one of its "
+    "experts into the token's top-k in more steered layers than the unsteered generation did at the same "
+    "position, blue where one was there already, plain where none is."
+)

@@ -11,13 +11,14 @@ shape the store records for the run.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from moe_core.analysis import experts
 from moe_core.analysis.zones import ZONES, zone_layers
 from moe_core.errors import ParameterError, PolyrouteError
-from moe_core.steering.plan import ABLATE, ADAPTIVE, SOFT, LayerExperts, SteeringPlan
+from moe_core.steering.plan import ABLATE, ADAPTIVE, SOFT, LayerExperts, SteeringPlan, layers_text
 from polyroute import analyses
 from polyroute.run_data import RunData, Selection
 from store import Store
@@ -25,6 +26,24 @@ from store import Store
 SOFT_STRENGTH = 0.5  # lambda of the published soft-steering runs
 ADAPTIVE_STRENGTH = 0.02  # lambda of the published adaptive runs (about 0.02-0.03)
 WIDEN = "lower the threshold {tau} or widen the band ({layers})"  # parameters: the CLI says them as its flags
+
+
+class NoExpertsError(ParameterError):
+    """The settings find no expert to steer; the `*_nearest` functions say which settings would."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Nearest:
+    """How far a plan's threshold may go before experts exist, in the same layers and at the same k.
+
+    language experts exist for tau < `threshold`; exclusive experts for thr < `threshold`; shared
+    experts for thr > `threshold` (`above`). `k`: the smallest k at which exclusive experts exist at
+    the asked thr (None: none at any k, or not an exclusive plan). `threshold` None: no threshold works.
+    """
+
+    threshold: float | None
+    above: bool = False
+    k: int | None = None
 
 
 def task_experts(
@@ -44,8 +63,8 @@ def task_experts(
     found = analyses.analyze_experts(data, tau=tau, reference=reference)
     chosen = [(row["layer"], row["expert"]) for row in found.table("specialised").records()]
     band = _band_of(data)
-    _require(chosen, f"no expert passes tau {tau} in layers {_text(band)}: {WIDEN}")
-    source = f"task experts: run {run_id} vs generic run {ref_run_id}, lang {lang}, tau {tau}, layers {_text(band)}"
+    _require(chosen, f"no expert passes tau {tau} in {layers_text(band)}: {WIDEN}")
+    source = f"task experts: run {run_id} vs generic run {ref_run_id}, lang {lang}, tau {tau}, {layers_text(band)}"
     return _plan(data, SOFT, band, _entries(chosen), strength, source)
 
 
@@ -60,15 +79,30 @@ def language_experts(
     strength: float = SOFT_STRENGTH,
 ) -> SteeringPlan:
     """Soft-steer the experts whose Delta (`lang` minus `ref`, same run) > tau."""
-    if lang == ref:
-        raise ParameterError(f"{{lang}} and {{ref}} are both {lang}: language experts compare two languages")
-    data = _in_band(RunData(store, run_id, Selection(langs=[ref, lang], ref=ref)), layers, zone="middle")
+    data = _language_pair(store, run_id, lang, ref, layers)
     found = analyses.analyze_experts(data, tau=tau)
     chosen = [(row["layer"], row["expert"]) for row in found.table("specialised").records() if row["lang"] == lang]
     band = _band_of(data)
-    _require(chosen, f"no expert passes tau {tau} in layers {_text(band)}: {WIDEN}")
-    source = f"language experts: run {run_id}, lang {lang} vs {ref}, tau {tau}, layers {_text(band)}"
+    _require(chosen, f"no expert passes tau {tau} in {layers_text(band)}: {WIDEN}")
+    source = f"language experts: run {run_id}, lang {lang} vs {ref}, tau {tau}, {layers_text(band)}"
     return _plan(data, SOFT, band, _entries(chosen), strength, source)
+
+
+def language_nearest(
+    store: Store, run_id: int, lang: str, *, ref: str = "eng_Latn", layers: tuple[int, int] | None = None
+) -> Nearest:
+    """The largest Delta of `lang` against `ref` in the band: language experts exist for every tau below it."""
+    data = _language_pair(store, run_id, lang, ref, layers)
+    target = data.sequence_mean_frequencies
+    largest = float(experts.delta(target[data.langs.index(lang)], target[data.ref_position()]).max())
+    return Nearest(threshold=largest if largest > 0 else None)
+
+
+def _language_pair(store: Store, run_id: int, lang: str, ref: str, layers: tuple[int, int] | None) -> RunData:
+    """The run read for `ref` (first) and `lang`, narrowed to the band."""
+    if lang == ref:
+        raise ParameterError(f"{{lang}} and {{ref}} are both {lang}: language experts compare two languages")
+    return _in_band(RunData(store, run_id, Selection(langs=[ref, lang], ref=ref)), layers, zone="middle")
 
 
 def shared_experts(
@@ -85,11 +119,9 @@ def shared_experts(
     first ("source") language; experts the source language does not keep are left out (c_e = 0
     would push nothing)."""
     pool = list(dict.fromkeys(langs))
-    if len(pool) < 2:
-        raise ParameterError("{langs} needs the source language and at least one other, e.g. eng_Latn,zho_Hans")
-    if k < 1 or not 0 < thr <= 1:
-        raise ParameterError(f"{{k}} must be at least 1 and {{thr}} in (0, 1]; got k={k}, thr={thr}")
-    data = _in_band(RunData(store, run_id, Selection(langs=pool, ref=pool[0])), layers, zone="middle")
+    _check_k_thr(k, thr)
+    data = _pool_data(store, run_id, pool, layers)
+    k = min(k, data.layout.n_experts)  # a k past the expert count keeps every expert: say it as it is
     shares = experts.expert_shares(data.frequencies, k)
     source_shares = shares[data.langs.index(pool[0])]
     chosen_mask = experts.shared(shares, thr) & (source_shares > 0)
@@ -97,7 +129,7 @@ def shared_experts(
     hint = " (with two languages only thr > 0.5 can share)" if len(pool) == 2 and thr <= 0.5 else ""
     _require(
         chosen_mask.any(),
-        f"no expert is shared at k {k}, thr {thr} in layers {_text(band)}: raise {{thr}}{hint} or {{k}}",
+        f"no expert is shared at k {k}, thr {thr} in {layers_text(band)}: raise {{thr}}{hint} or {{k}}",
     )
     entries = tuple(
         LayerExperts(
@@ -109,8 +141,7 @@ def shared_experts(
         if chosen_mask[y].any()
     )
     source = (
-        f"shared experts: run {run_id}, source {pool[0]}, langs {','.join(pool)}, k {k}, thr {thr}, "
-        f"layers {_text(band)}"
+        f"shared experts: run {run_id}, source {pool[0]}, langs {','.join(pool)}, k {k}, thr {thr}, {layers_text(band)}"
     )
     return _plan(data, ADAPTIVE, band, entries, strength, source)
 
@@ -120,23 +151,15 @@ def exclusive_experts(
 ) -> SteeringPlan:
     """Ablate the experts exclusive to `lang` (its share > thr among all the run's languages) in
     the early, middle or late window (or layers A-B)."""
-    if k < 1 or not 0 < thr <= 1:
-        raise ParameterError(f"{{k}} must be at least 1 and {{thr}} in (0, 1]; got k={k}, thr={thr}")
-    data = RunData(store, run_id, Selection(ref=lang))
-    position = data.ref_position()  # refuses a language the run lacks, naming the ones it has
-    if isinstance(window, str):
-        if window not in ZONES:
-            raise ParameterError(f"unknown {{window}} {window!r}: use early, middle, late or A-B")
-        data = _in_band(data, None, zone=window)
-    else:
-        data = _in_band(data, window, zone="middle")
+    _check_k_thr(k, thr)
+    data, position = _window_data(store, run_id, lang, window)
+    k = min(k, data.layout.n_experts)  # a k past the expert count keeps every expert: say it as it is
     shares = experts.expert_shares(data.frequencies, k)
     own = experts.exclusive_per_language(shares, thr)[position]
     band = _band_of(data)
     _require(
         own.any(),
-        f"{lang} has no exclusive expert at k {k}, thr {thr} in layers {_text(band)}: "
-        "lower {thr} or widen {window}",
+        f"{lang} has no exclusive expert at k {k}, thr {thr} in {layers_text(band)}: lower {{thr}} or widen {{window}}",
     )
     entries = tuple(
         LayerExperts(layer=layer, experts=tuple(int(e) for e in np.flatnonzero(own[y])))
@@ -147,6 +170,33 @@ def exclusive_experts(
     return _plan(data, ABLATE, band, entries, 0.0, source)
 
 
+def shared_nearest(
+    store: Store, run_id: int, langs: Sequence[str], *, k: int = 15, layers: tuple[int, int] | None = None
+) -> Nearest:
+    """The smallest thr above which the languages share an expert the source language keeps, at this k."""
+    pool = list(dict.fromkeys(langs))
+    data = _pool_data(store, run_id, pool, layers)
+    shares = experts.expert_shares(data.frequencies, min(max(k, 1), data.layout.n_experts))
+    eligible = (shares[data.langs.index(pool[0])] > 0) & (shares > 0).any(axis=0)
+    return Nearest(threshold=float(shares.max(axis=0)[eligible].min()) if eligible.any() else None, above=True)
+
+
+def exclusive_nearest(
+    store: Store, run_id: int, lang: str, *, window: str | tuple[int, int] = "middle", k: int = 15, thr: float = 0.4
+) -> Nearest:
+    """The largest share `lang` holds of one expert in the window at this k (exclusive experts exist
+    for every thr below it), and the smallest k at which it holds more than `thr` of one."""
+    data, position = _window_data(store, run_id, lang, window)
+    n_experts = data.layout.n_experts
+
+    def largest_share(kept: int) -> float:
+        return float(experts.expert_shares(data.frequencies, kept)[position].max())
+
+    largest = largest_share(min(max(k, 1), n_experts))
+    smallest_k = next((kept for kept in range(1, n_experts + 1) if largest_share(kept) > thr), None)
+    return Nearest(threshold=largest if largest > 0 else None, k=smallest_k)
+
+
 def summary(plan: SteeringPlan) -> str:
     """One line: the method and band, then experts per layer."""
     per_layer = ", ".join(f"{entry.layer}:{len(entry.experts)}" for entry in plan.experts)
@@ -155,6 +205,29 @@ def summary(plan: SteeringPlan) -> str:
 
 
 # helpers --------------------------------------------------------------------------------------
+
+
+def _check_k_thr(k: int, thr: float) -> None:
+    if k < 1 or not 0 < thr <= 1:
+        raise ParameterError(f"{{k}} must be at least 1 and {{thr}} in (0, 1]; got k={k}, thr={thr}")
+
+
+def _pool_data(store: Store, run_id: int, pool: list[str], layers: tuple[int, int] | None) -> RunData:
+    """The run read for the pool (the source language first), narrowed to the band."""
+    if len(pool) < 2:
+        raise ParameterError("{langs} needs the source language and at least one other, e.g. eng_Latn,zho_Hans")
+    return _in_band(RunData(store, run_id, Selection(langs=pool, ref=pool[0])), layers, zone="middle")
+
+
+def _window_data(store: Store, run_id: int, lang: str, window: str | tuple[int, int]) -> tuple[RunData, int]:
+    """The run read for every language, narrowed to the window, and `lang`'s position among them."""
+    data = RunData(store, run_id, Selection(ref=lang))
+    position = data.ref_position()  # refuses a language the run lacks, naming the ones it has
+    if isinstance(window, str):
+        if window not in ZONES:
+            raise ParameterError(f"unknown {{window}} {window!r}: use early, middle, late or A-B")
+        return _in_band(data, None, zone=window), position
+    return _in_band(data, window, zone="middle"), position
 
 
 def _in_band(data: RunData, layers: tuple[int, int] | None, *, zone: str) -> RunData:
@@ -196,7 +269,7 @@ def _plan(
 
 def _require(found: object, message: str) -> None:
     if not found:
-        raise ParameterError(message)
+        raise NoExpertsError(message)
 
 
 def _text(band: tuple[int, int]) -> str:

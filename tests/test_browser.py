@@ -291,3 +291,22 @@ def test_a_collection_is_cancelled_from_its_page_and_keeps_whole_sentences(page_
         sums = summaries.language_sums(store.con, 1, layout.langs, layout.layers, layout.n_experts)
         # The summaries hold exactly the stored sentences: every token's routes in every layer.
         assert sums.hits.sum() == layout.seq_tokens.sum() * len(layout.layers) * layout.top_k
+
+
+def test_the_steering_demo_changes_the_text(store_copy, page_factory, tmp_path):
+    """The Steering page opens on the steering demo; Generate writes two different texts."""
+    with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
+        page, errors = page_factory()
+        page.goto(f"{url}/steering")
+        main = page.get_by_test_id("stMain")
+        settle(page, main.get_by_role("button", name="Generate"))
+        main.get_by_role("button", name="Generate").click()
+        settle(page, main.get_by_role("heading", name="Where the routing moved"))
+        texts = main.get_by_test_id("stHorizontalBlock").filter(has=page.get_by_text("Without steering", exact=True))
+        plain, steered = (column.inner_text() for column in texts.get_by_test_id("stColumn").all())
+        plain, steered = plain.replace("Without steering", "").strip(), steered.replace("With the plan", "").strip()
+        assert plain and steered and plain != steered
+        assert main.get_by_text("The plan did not change the text").count() == 0
+        main.get_by_test_id("stVegaLiteChart").locator("svg.marks, canvas").first.wait_for()
+        shot(page, "steering_demo")
+        assert errors == []

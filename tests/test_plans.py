@@ -162,6 +162,47 @@ def test_exclusive_experts_are_ablated_in_their_window(planted_store, lang, wind
     _check_shape(planted_store, 1, plan)
 
 
+def test_the_nearest_settings_are_where_experts_begin(planted_store):
+    """Each builder finds experts just on the working side of its `*_nearest` threshold and none on it;
+    the smallest k is the brute-force smallest k at which the language holds more than thr of an expert."""
+    raw = Raw(planted_store, 1)
+    langs = sorted(set(raw.lang))
+    band = (3, 4)
+    with open_store(planted_store, read_only=True) as store:
+        near = plans.language_nearest(store, 1, "tam_Taml", layers=band)
+        deltas = raw.mean_sequence_frequency("tam_Taml") - raw.mean_sequence_frequency("eng_Latn")
+        assert near.threshold == pytest.approx(deltas[3:5].max()) and not near.above
+        assert plans.language_experts(store, 1, "tam_Taml", tau=near.threshold - 1e-6, layers=band).experts
+        with pytest.raises(plans.NoExpertsError):
+            plans.language_experts(store, 1, "tam_Taml", tau=near.threshold, layers=band)
+
+        thr = 0.6
+        near = plans.exclusive_nearest(store, 1, "tam_Taml", window=band, k=15, thr=thr)
+        assert near.threshold == pytest.approx(raw.shares(langs, k=15)[langs.index("tam_Taml"), 3:5].max())
+        assert plans.exclusive_experts(store, 1, "tam_Taml", window=band, k=15, thr=near.threshold - 1e-6).experts
+        with pytest.raises(plans.NoExpertsError):
+            plans.exclusive_experts(store, 1, "tam_Taml", window=band, k=15, thr=near.threshold)
+        smallest = next(
+            k for k in range(1, raw.n_experts + 1) if raw.shares(langs, k)[langs.index("tam_Taml"), 3:5].max() > thr
+        )
+        assert near.k == smallest
+        assert plans.exclusive_experts(store, 1, "tam_Taml", window=band, k=smallest, thr=thr).experts
+
+        pool = ["tam_Taml", "tel_Telu", "kan_Knda"]
+        near = plans.shared_nearest(store, 1, pool, k=4, layers=band)
+        assert near.above
+        assert plans.shared_experts(store, 1, pool, k=4, thr=near.threshold + 1e-6, layers=band).experts
+        with pytest.raises(plans.NoExpertsError):
+            plans.shared_experts(store, 1, pool, k=4, thr=near.threshold, layers=band)
+
+
+def test_k_past_the_expert_count_is_said_as_the_expert_count(planted_store):
+    raw = Raw(planted_store, 1)
+    expected = rf"at k {raw.n_experts}, thr 0\.99 in layers 3-4"
+    with open_store(planted_store, read_only=True) as store, pytest.raises(plans.NoExpertsError, match=expected):
+        plans.exclusive_experts(store, 1, "tam_Taml", window=(3, 4), k=raw.n_experts + 50, thr=0.99)
+
+
 # CLI ------------------------------------------------------------------------------------------
 
 

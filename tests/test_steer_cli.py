@@ -1,9 +1,10 @@
 """`polyroute steer` and `Backend.generate(..., plan)` on a real tiny model: the plan moves routing
 mass onto its experts, a zero-strength plan changes nothing, and a plan the model cannot take is
-refused before anything runs."""
+refused before anything runs; `polyroute demo --steer` changes the demo prompt's text."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ from moe_core.backends.hf import HFBackend
 from moe_core.steering import LayerExperts, SteeringPlan
 from moe_core.steering.hooks import Steering
 from polyroute.cli import main
+from polyroute.workflows.steer import DEMO_STEERING
 
 PROMPT = "The quick brown fox jumps over the lazy dog because"
 
@@ -67,3 +69,19 @@ def test_steer_refuses_a_plan_the_model_cannot_take(tiny_model, tmp_path: Path, 
     assert "expert 99" in capsys.readouterr().err
     assert main(["steer", "--model", str(model), "--plan", str(tmp_path / "none.json"), "--prompt", PROMPT]) == 2
     assert "no plan at" in capsys.readouterr().err
+
+
+def test_demo_steer_prints_the_demo_and_its_text_changes(built_demo_store: Path, tmp_path: Path, capsys):
+    db = tmp_path / "demo.duckdb"
+    shutil.copyfile(built_demo_store, db)
+    assert main(["demo", "--db", str(db), "--steer"]) == 0
+    out = capsys.readouterr().out
+    assert f"steering demo: prompt {DEMO_STEERING.prompt!r}; language experts: run 1, lang {DEMO_STEERING.lang}" in out
+    plain = next(line for line in out.splitlines() if line.startswith("unsteered: "))[len("unsteered: ") :]
+    steered = next(line for line in out.splitlines() if line.startswith("steered:   "))[len("steered:   ") :]
+    assert plain.strip() and plain != steered
+    # Every steered layer's experts get more of the mass.
+    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    first, last = DEMO_STEERING.band
+    assert [int(row[0]) for row in rows] == list(range(first, last + 1))
+    assert all(float(row[-1]) > 0.3 for row in rows)

@@ -6,6 +6,16 @@ the steered logits. Importing the package loads no torch (the app builds and sho
 model): take `Steering` from `moe_core.steering.hooks`.
 """
 
-from moe_core.steering.plan import ABLATE, ADAPTIVE, HARD, METHODS, SOFT, LayerExperts, PlanError, SteeringPlan
+from moe_core.steering.plan import (
+    ABLATE,
+    ADAPTIVE,
+    HARD,
+    METHODS,
+    SOFT,
+    LayerExperts,
+    PlanError,
+    SteeringPlan,
+    layers_text,
+)
 
-__all__ = ["ABLATE", "ADAPTIVE", "HARD", "METHODS", "SOFT", "LayerExperts", "PlanError", "SteeringPlan"]
+__all__ = ["ABLATE", "ADAPTIVE", "HARD", "METHODS", "SOFT", "LayerExperts", "PlanError", "SteeringPlan", "layers_text"]

@@ -195,6 +195,12 @@ class SteeringPlan:
         return cls.from_json(source.read_text(encoding="utf-8"))
 
 
+def layers_text(band: Sequence[int]) -> str:
+    """`layer 2` or `layers 2-5`: a band of layers (first, last) in words, one layer said as one."""
+    first, last = band[0], band[-1]
+    return f"layer {first}" if first == last else f"layers {first}-{last}"
+
+
 def _int(value: Any) -> int:
     # JSON has no integer type of its own: refuse 1.5 or true where a layer or expert id belongs.
     if isinstance(value, bool) or not isinstance(value, int):

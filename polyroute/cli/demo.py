@@ -1,4 +1,5 @@
-"""`polyroute demo`: build the demo store the app opens on (see polyroute/workflows/demo.py).
+"""`polyroute demo`: build the demo store the app opens on (see polyroute/workflows/demo.py);
+`polyroute demo --steer` then shows the steering demo (polyroute/workflows/steer.py, `DEMO_STEERING`).
 
 Kept apart from polyroute/workflows/demo.py so that `polyroute --help` does not load torch.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from polyroute.cli.options import add_db
@@ -18,11 +20,16 @@ def add_parser(commands: Any) -> None:
         "demo", help="build the demo store: the shipped tiny MoE traced over every built-in language"
     )
     add_db(demo)
+    demo.add_argument(
+        "--steer",
+        action="store_true",
+        help="then steer the demo prompt with the demo plan (a language's experts pushed) and print both texts",
+    )
     demo.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build (or find) the demo run in `args.db` and say what was done."""
+    """Build (or find) the demo run in `args.db` and say what was done; with --steer, steer the demo prompt."""
     from tqdm import tqdm
 
     from polyroute.workflows.common import quiet_libraries
@@ -53,4 +60,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"built the demo store {args.db} in {outcome.seconds:.0f} s: {what}")
     else:
         print(f"{args.db} already holds the demo {what}; nothing to do (delete the file to rebuild it)")
+    if args.steer:
+        steer_demo(args.db, outcome.run_id)
     return 0
+
+
+def steer_demo(db: Path, run_id: int) -> None:
+    """The demo prompt, without and with the demo plan built from the demo run."""
+    from moe_core.backends.options import HFOptions
+    from moe_core.demo import DEMO_MODEL_DIR
+    from polyroute.cli.steer import print_comparison
+    from polyroute.workflows.common import hf_backend
+    from polyroute.workflows.steer import DEMO_STEERING, demo_plan, generate_both
+    from store import open_store
+
+    with open_store(db, read_only=True) as store:
+        plan = demo_plan(store, run_id)
+    backend = hf_backend(DEMO_MODEL_DIR, HFOptions())
+    print()
+    print(f"steering demo: prompt {DEMO_STEERING.prompt!r}; {plan.source}")
+    plain, steered = generate_both(backend, DEMO_STEERING.prompt, DEMO_STEERING.max_new_tokens, plan)
+    print_comparison(plan, plain, steered, backend.info().n_experts)

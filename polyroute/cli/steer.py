@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from moe_core.errors import PolyrouteError
 from moe_core.records import RoutingBatch
-from moe_core.steering import SteeringPlan
+from moe_core.steering import SteeringPlan, layers_text
 from polyroute.cli.arguments import device, positive_int
 from polyroute.cli.options import add_client_args, model_or_server
 from polyroute.cli.output import print_table
-from polyroute.workflows.steer import mass_at, shown
+from polyroute.workflows.steer import generate_both, mass_at, shown
+
+if TYPE_CHECKING:
+    from moe_core.backends.base import Generations
 
 
 def add_parser(commands: Any) -> None:
@@ -35,7 +38,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moe_core.backends.base import Backend, GenerationParams
+    from moe_core.backends.base import Backend
     from moe_core.backends.options import HFOptions
     from polyroute.workflows.common import hf_backend, quiet_libraries
 
@@ -48,18 +51,21 @@ def run(args: argparse.Namespace) -> int:
     quiet_libraries()
     options = HFOptions(device=args.device, dtype=args.dtype)
     backend = model if isinstance(model, Backend) else hf_backend(model, options)
-    params = GenerationParams(max_new_tokens=args.max_new_tokens)
-    plain = backend.generate([args.prompt], params)
-    steered = backend.generate([args.prompt], params, plan)
-    print(f"plan: {plan.method}, strength {plan.strength:g}, layers {plan.band[0]}-{plan.band[1]}")
+    plain, steered = generate_both(backend, args.prompt, args.max_new_tokens, plan)
+    print_comparison(plan, plain, steered, backend.info().n_experts)
+    return 0
+
+
+def print_comparison(plan: SteeringPlan, plain: Generations, steered: Generations, n_experts: int) -> None:
+    """Both texts, then the mass on the plan's experts per steered layer (`steer`, `demo --steer`)."""
+    print(f"plan: {plan.method}, strength {plan.strength:g}, {layers_text(plan.band)}")
     print(f"unsteered: {shown(plain.texts[0])}")
     print(f"steered:   {shown(steered.texts[0])}")
     print()
     print_table(
         ("layer", "experts", "mass unsteered", "mass steered", "change"),
-        mass_table(plan, plain.routing, steered.routing, backend.info().n_experts),
+        mass_table(plan, plain.routing, steered.routing, n_experts),
     )
-    return 0
 
 
 def mass_table(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n_experts: int) -> list[tuple[Any, ...]]:

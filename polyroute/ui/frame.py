@@ -24,6 +24,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from moe_core.errors import PolyrouteError
 from moe_core.languages import find_lang, language
+from moe_core.steering import layers_text
 from polyroute import default_db
 from polyroute.run_status import shown_status
 from polyroute.ui.data import Version, run_layout, shared_store, version
@@ -276,12 +277,6 @@ def on_a_phone() -> bool:
     except Exception:
         return False
     return "Mobi" in agent
-
-
-def layers_text(band: Sequence[int]) -> str:
-    """`layer 2` or `layers 2-5`: a band of layers in a title."""
-    first, last = band[0], band[-1]
-    return f"layer {first}" if first == last else f"layers {first}-{last}"
 
 
 def chosen_count(chosen: Sequence[object], of: Sequence[object], what: str = "languages") -> str:

@@ -8,28 +8,67 @@ the CLI report the same numbers for the same plan and prompt.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from moe_core.analysis.zones import zone_band
 from moe_core.backends.base import Backend
 from moe_core.records import ModelInfo, RoutingBatch
-from moe_core.steering import LayerExperts, SteeringPlan
+from moe_core.steering import LayerExperts, SteeringPlan, layers_text
+from moe_core.steering.presets import PRESETS, preset_names
 from polyroute import plans
+from polyroute.ui.colours import PALETTE, UNKNOWN
 from polyroute.ui.data import Version, shared_store
-from polyroute.workflows.steer import mass_at, shown
+from polyroute.ui.token_charts import shown_piece
+from polyroute.ui.words import page_words
+from polyroute.workflows.steer import generate_both, mass_at, shown
 
 if TYPE_CHECKING:  # torch loads only when a model does
     from moe_core.backends.hf import HFBackend
 
 UNSTEERED, STEERED = "without steering", "with the plan"
 LANGUAGE, EXCLUSIVE = "push a language's experts (soft)", "silence a language's exclusive experts (ablate)"
+PUBLISHED = preset_names()  # 2601.14050's settings (moe_core/steering/presets.py)
+PRESET_KINDS = (LANGUAGE, EXCLUSIVE, *PUBLISHED)
+LEVEL_STEP = 0.05  # the threshold sliders' step: a suggested threshold is one of their values
+GENERATION_COLOURS = alt.Scale(domain=[UNSTEERED, STEERED], range=[UNKNOWN, PALETTE[1]])
+GAINED, KEPT, NONE = "gained a plan expert", "had a plan expert already", "no plan expert"
+
+
+def preset_label(kind: str) -> str:
+    """How the preset radio names a preset: ours as they are, a published one with what it does."""
+    if kind not in PRESETS:
+        return kind
+    published = PRESETS[kind]
+    does = "shared experts pushed (adaptive)" if published.kind == "shared" else "exclusive experts silenced (ablate)"
+    return f"{kind}: {does}, as published for {published.task.split(' ')[0]}"
+
+
+def preset_key(kind: str) -> str:
+    """A preset as a widget key's part (letters, digits, _ and -): each preset keeps its own settings."""
+    slug = {LANGUAGE: "language", EXCLUSIVE: "exclusive"}.get(kind, kind)
+    return re.sub(r"[^A-Za-z0-9_-]", "_", slug)
+
+
+def uses_language_experts(kind: str) -> bool:
+    return kind == LANGUAGE
+
+
+def is_shared(kind: str) -> bool:
+    return kind in PRESETS and PRESETS[kind].kind == "shared"
+
+
+def steers_with_strength(kind: str) -> bool:
+    """Soft (language experts) and adaptive (shared experts) push by a strength; ablation has none."""
+    return uses_language_experts(kind) or is_shared(kind)
 
 
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
@@ -47,17 +86,126 @@ def middle_band(layers: Sequence[int], n_layers: int) -> tuple[int, int]:
     return zone_band(layers, n_layers, "middle")
 
 
+def fitted_band(band: tuple[int, int], layers: Sequence[int], fallback: tuple[int, int]) -> tuple[int, int]:
+    """`band` when both its ends are MoE layers of this model, else `fallback`."""
+    return band if band[0] in layers and band[1] in layers and band[0] <= band[1] else fallback
+
+
+def band_slider(label: str, layers: Sequence[int], default: tuple[int, int], key: str, help: str) -> tuple[int, int]:
+    """A range of MoE layers, read "layer 2" when it holds one (never "2 2")."""
+    if len(layers) == 1:
+        st.caption(f"{label}: the model has one MoE layer, layer {layers[0]}.")
+        return layers[0], layers[0]
+    band = st.select_slider(label, list(layers), value=default, key=key, help=help)
+    first, last = int(band[0]), int(band[1])
+    if first == last:
+        # Both ends on one layer: the slider would show its number twice; say it once, below.
+        st.html(f"<style>.st-key-{key} [data-testid='stSliderThumbValue'] {{visibility: hidden;}}</style>")
+    st.caption(f"Steers {layers_text((first, last))}.")
+    return first, last
+
+
+@dataclass(frozen=True, kw_only=True)
+class PresetSettings:
+    """A preset's choices on the page: the language (the pool's source for shared experts), the
+    threshold (tau for language experts, thr otherwise), k, the band and the strength."""
+
+    kind: str
+    lang: str
+    ref: str
+    level: float
+    k: int
+    band: tuple[int, int]
+    strength: float
+    pool: tuple[str, ...] = ()  # shared experts only: the languages, source first
+
+
 @st.cache_data(show_spinner="Finding the experts…", max_entries=64)
-def preset_plan(
-    path: str, run_id: int, run_version: Version, kind: str, lang: str, ref: str, band: tuple[int, int], level: float
-) -> SteeringPlan:
-    """A plan from the stored run: `lang`'s experts against `ref` (Delta > `level`), or its exclusive
-    experts (share > `level`) ablated, in the layers `band`."""
+def preset_plan(path: str, run_id: int, run_version: Version, settings: PresetSettings) -> SteeringPlan:
+    """The preset's plan from the stored run (plans.NoExpertsError when its settings find none)."""
     del run_version  # part of the cache key only
     with shared_store(path).reading() as store:
-        if kind == LANGUAGE:
-            return plans.language_experts(store, run_id, lang, ref=ref, tau=level, layers=band)
-        return plans.exclusive_experts(store, run_id, lang, window=band, thr=level)
+        if uses_language_experts(settings.kind):
+            return plans.language_experts(
+                store,
+                run_id,
+                settings.lang,
+                ref=settings.ref,
+                tau=settings.level,
+                layers=settings.band,
+                strength=settings.strength,
+            )
+        if is_shared(settings.kind):
+            return plans.shared_experts(
+                store,
+                run_id,
+                settings.pool,
+                k=settings.k,
+                thr=settings.level,
+                layers=settings.band,
+                strength=settings.strength,
+            )
+        return plans.exclusive_experts(
+            store, run_id, settings.lang, window=settings.band, k=settings.k, thr=settings.level
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Suggestion:
+    """The nearest settings that find experts, each a slider value: the threshold with k as it is,
+    and k with the threshold as it is (None where no value does)."""
+
+    level: float | None
+    k: int | None
+
+
+@st.cache_data(show_spinner="Looking for settings that find experts…", max_entries=64)
+def suggestion(path: str, run_id: int, run_version: Version, settings: PresetSettings) -> Suggestion:
+    """Where the preset's settings would find experts, in the same band."""
+    del run_version  # part of the cache key only
+    with shared_store(path).reading() as store:
+        if uses_language_experts(settings.kind):
+            nearest = plans.language_nearest(store, run_id, settings.lang, ref=settings.ref, layers=settings.band)
+        elif is_shared(settings.kind):
+            nearest = plans.shared_nearest(store, run_id, settings.pool, k=settings.k, layers=settings.band)
+        else:
+            nearest = plans.exclusive_nearest(
+                store, run_id, settings.lang, window=settings.band, k=settings.k, thr=settings.level
+            )
+    return Suggestion(level=slider_level(nearest), k=nearest.k)
+
+
+def slider_level(nearest: plans.Nearest) -> float | None:
+    """The threshold slider's value nearest `nearest.threshold` on the side where experts exist."""
+    if nearest.threshold is None:
+        return None
+    steps = nearest.threshold / LEVEL_STEP
+    # Strictly below (or above) the limit: experts exist for thresholds on one side of it only.
+    value = (math.floor(steps + 1e-9) + 1 if nearest.above else math.ceil(steps - 1e-9) - 1) * LEVEL_STEP
+    return round(value, 2) if LEVEL_STEP - 1e-9 <= value <= 1.0 else None
+
+
+def no_experts(error: plans.NoExpertsError, nearest: Suggestion, *, level_key: str, k_key: str | None) -> None:
+    """Why the preset found no expert, in page words, and buttons that move the threshold or k to
+    the nearest value that finds some (each keeps the other setting and the band as they are)."""
+    st.warning(page_words(error.named(lambda name: f"--{name}")), icon=":material/info:")
+    if nearest.level is None and nearest.k is None:
+        st.info("No threshold finds an expert in these layers: widen the band.", icon=":material/info:")
+        return
+    offers = []
+    if nearest.level is not None:
+        keeping = " (k as it is)" if k_key is not None else ""
+        offers.append((f"Use threshold {nearest.level:g}{keeping}", level_key, nearest.level))
+    if nearest.k is not None and k_key is not None:
+        offers.append((f"Use k {nearest.k} (threshold as it is)", k_key, nearest.k))
+    st.markdown("The nearest settings that find experts in the same layers:")
+    columns = st.columns([1] * len(offers) + [3 - len(offers)])  # the buttons side by side, on the left
+    for column, (label, key, value) in zip(columns, offers, strict=False):
+        column.button(label, key=f"{key}_suggested", on_click=_set, args=(key, value))
+
+
+def _set(key: str, value: object) -> None:
+    st.session_state[key] = value
 
 
 def controlled_plan(
@@ -73,10 +221,6 @@ def controlled_plan(
         strength=strength,
         source=f"chosen by hand: experts {', '.join(map(str, sorted(experts)))} in {layers_text(band)}",
     )
-
-
-def layers_text(band: tuple[int, int]) -> str:
-    return f"layer {band[0]}" if band[0] == band[1] else f"layers {band[0]}-{band[1]}"
 
 
 def check(plan: SteeringPlan, info: ModelInfo) -> None:
@@ -104,21 +248,24 @@ def plan_frame(plan: SteeringPlan) -> pd.DataFrame:
 
 @dataclass(frozen=True, kw_only=True)
 class Comparison:
-    """One prompt generated without and with a plan, and the routing mass per layer of each."""
+    """One prompt generated without and with a plan, the routing mass per layer of each, and the
+    steered generation's tokens marked by whether they moved onto the plan's experts."""
 
     plain: str
     steered: str
     masses: pd.DataFrame  # layer, generation, mass, experts, in_band
+    tokens: pd.DataFrame  # position, token, generated, status, ...
 
 
 def compare(backend: Backend, prompt: str, max_new_tokens: int, plan: SteeringPlan) -> Comparison:
-    from moe_core.backends.base import GenerationParams
-
-    params = GenerationParams(max_new_tokens=max_new_tokens)
-    plain = backend.generate([prompt], params)
-    steered = backend.generate([prompt], params, plan)
-    masses = mass_frame(plan, plain.routing, steered.routing, backend.info().n_experts)
-    return Comparison(plain=plain.texts[0], steered=steered.texts[0], masses=masses)
+    plain, steered = generate_both(backend, prompt, max_new_tokens, plan)
+    n_experts = backend.info().n_experts
+    return Comparison(
+        plain=plain.texts[0],
+        steered=steered.texts[0],
+        masses=mass_frame(plan, plain.routing, steered.routing, n_experts),
+        tokens=token_frame(plan, plain.routing, steered.routing),
+    )
 
 
 def mass_frame(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n_experts: int) -> pd.DataFrame:
@@ -133,12 +280,14 @@ def mass_frame(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n
     rows = []
     for layer in (int(found) for found in plain.layers):
         experts = listed.get(layer, tuple(every))
-        for generation, batch in ((UNSTEERED, plain), (STEERED, steered)):
+        before, after = (mass_at(batch, layer, experts, n_experts) for batch in (plain, steered))
+        for generation, mass in ((UNSTEERED, before), (STEERED, after)):
             rows.append(
                 {
                     "layer": layer,
                     "generation": generation,
-                    "mass": mass_at(batch, layer, experts, n_experts),
+                    "mass": mass,
+                    "change": after - before,
                     "experts": ", ".join(map(str, experts)),
                     "in_band": "yes" if plan.band[0] <= layer <= plan.band[1] else "no",
                 }
@@ -146,25 +295,94 @@ def mass_frame(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n
     return pd.DataFrame(rows)
 
 
+def _tooltips() -> list[alt.Tooltip]:
+    return [
+        alt.Tooltip("layer:O", title="layer"),
+        alt.Tooltip("generation:N", title="generation"),
+        alt.Tooltip("mass:Q", title="mass", format=".3f"),
+        alt.Tooltip("change:Q", title="change with the plan", format="+.3f"),
+        alt.Tooltip("experts:N", title="experts"),
+        alt.Tooltip("in_band:N", title="steered layer"),
+    ]
+
+
 def mass_chart(masses: pd.DataFrame, band: tuple[int, int]) -> alt.Chart:
-    """Bars per MoE layer, unsteered and steered side by side."""
+    """Bars per MoE layer, unsteered and steered side by side, on a scale that fits the masses."""
     return (
         alt.Chart(masses, title=f"Routing mass on the plan's experts, per layer (steered: {layers_text(band)})")
         .mark_bar()
         .encode(
             x=alt.X("layer:O", title="Decoder layer", axis=alt.Axis(labelAngle=0)),
             xOffset=alt.XOffset("generation:N", sort=[UNSTEERED, STEERED]),
-            y=alt.Y("mass:Q", title="Mean routing mass on the plan's experts", scale=alt.Scale(domain=[0, 1])),
-            color=alt.Color("generation:N", title="Generation", sort=[UNSTEERED, STEERED]),
-            tooltip=[
-                alt.Tooltip("layer:O", title="layer"),
-                alt.Tooltip("generation:N", title="generation"),
-                alt.Tooltip("mass:Q", title="mass", format=".3f"),
-                alt.Tooltip("experts:N", title="experts"),
-                alt.Tooltip("in_band:N", title="steered layer"),
-            ],
+            y=alt.Y("mass:Q", title="Mean routing mass on the plan's experts", scale=alt.Scale(nice=True)),
+            color=alt.Color("generation:N", title="Generation", scale=GENERATION_COLOURS),
+            tooltip=_tooltips(),
         )
     )
+
+
+def change_chart(masses: pd.DataFrame, band: tuple[int, int]) -> alt.LayerChart:
+    """The steered minus the unsteered mass per MoE layer, each bar labelled with its value."""
+    changes = masses[masses["generation"] == STEERED]
+    base = alt.Chart(changes).encode(
+        x=alt.X("layer:O", title="Decoder layer", axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("change:Q", title="Steered minus unsteered mass", scale=alt.Scale(nice=True)),
+    )
+    bars = base.mark_bar().encode(
+        color=alt.Color(
+            "in_band:N",
+            title="Steered layer",
+            scale=alt.Scale(domain=["yes", "no"], range=[PALETTE[1], UNKNOWN]),
+        ),
+        tooltip=_tooltips(),
+    )
+    labels = base.mark_text(dy=-8).encode(text=alt.Text("change:Q", format="+.3f"))
+    return (bars + labels).properties(title=f"Change in routing mass with the plan (steered: {layers_text(band)})")
+
+
+def token_frame(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch) -> pd.DataFrame:
+    """One row per token the steered generation read: how many steered layers put one of the plan's
+    experts in its top-k, with and without the plan at the same position, and what that makes it
+    (GAINED: more layers with the plan, KEPT: as many and some, NONE: none). Tokens past the
+    unsteered text's end are compared with no plan expert."""
+    steered_count, plain_hits = _plan_hits(plan, steered), _plan_hits(plan, plain)
+    plain_count = np.zeros_like(steered_count)
+    common = min(len(steered_count), len(plain_hits))
+    plain_count[:common] = plain_hits[:common]
+    status = np.where(steered_count > plain_count, GAINED, np.where(steered_count > 0, KEPT, NONE))
+    positions = np.arange(len(steered_count))
+    return pd.DataFrame(
+        {
+            "position": positions,
+            "token": [shown_piece(piece) for piece in steered.pieces],
+            "generated": ["written" if flag else "prompt" for flag in steered.generated],
+            "layers_with_plan": steered_count,
+            "layers_unsteered": plain_count,
+            "status": status,
+        }
+    )[~np.asarray(steered.special, dtype=bool)]
+
+
+def _plan_hits(plan: SteeringPlan, batch: RoutingBatch) -> np.ndarray:
+    """[N] int: per token, the steered layers whose top-k holds one of that layer's plan experts."""
+    layers = [int(layer) for layer in batch.layers]
+    hits = np.zeros(len(batch.pieces), dtype=np.int64)
+    for entry in plan.steered():
+        if entry.layer in layers:
+            chosen = batch.expert_ids[:, layers.index(entry.layer)]
+            hits += np.isin(chosen, entry.experts).any(axis=-1)
+    return hits
+
+
+def token_strip(tokens: pd.DataFrame) -> str:
+    """The steered generation's tokens in reading order as markdown, each on the colour of its
+    status: green GAINED, blue KEPT, none NONE."""
+    colour = {GAINED: "green", KEPT: "blue"}
+    cells = []
+    for token, status in zip(tokens["token"], tokens["status"], strict=True):
+        text = escaped(str(token))
+        cells.append(f":{colour[status]}-background[{text}]" if status in colour else text)
+    return " ".join(cells)
 
 
 _SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|~<>$:])")

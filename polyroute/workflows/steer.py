@@ -1,15 +1,72 @@
-"""Steering one prompt, as `polyroute steer` and the Steering page both show it: the text of a
-generation (an empty one said in words), and the routing mass a plan moves onto its experts.
+"""Steering one prompt, as `polyroute steer`, `polyroute demo --steer` and the Steering page all
+show it: both generations (an empty one said in words), the routing mass a plan moves onto its
+experts, and the demo's prompt and plan.
+
+The demo (`DEMO_STEERING`) is the winner of `scripts/find_steering_demo.py`: on the demo model,
+a short prompt whose continuation the push of one language's experts turns into that language's
+script. Rerun the script after retraining the demo model and copy its winner here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from moe_core.analysis.flow import mass_on_experts
 from moe_core.records import RoutingBatch
+from moe_core.steering import SteeringPlan
+
+if TYPE_CHECKING:  # the app's pages import this module; a model loads only when one runs
+    from moe_core.backends.base import Backend, Generations
+    from store import Store
+
+
+@dataclass(frozen=True, kw_only=True)
+class DemoSteering:
+    """A prompt and the language-experts plan (`polyroute.plans.language_experts`) that change its text."""
+
+    prompt: str
+    lang: str  # whose experts are pushed
+    ref: str  # the language they are compared with
+    tau: float
+    band: tuple[int, int]  # decoder layers, inclusive
+    strength: float
+    max_new_tokens: int
+
+
+# scripts/find_steering_demo.py's winner: a placeholder every language's strings share; the demo model
+# continues it in Azerbaijani-like Latin text, and with Russian's experts pushed in layers 1-3, in Cyrillic.
+DEMO_STEERING = DemoSteering(
+    prompt="%(email)s",
+    lang="rus_Cyrl",
+    ref="eng_Latn",
+    tau=0.2,
+    band=(1, 3),
+    strength=3.0,
+    max_new_tokens=16,
+)
+
+
+def demo_plan(store: Store, run_id: int, demo: DemoSteering = DEMO_STEERING) -> SteeringPlan:
+    """The demo's plan, from the demo run of `store`."""
+    from polyroute import plans
+
+    return plans.language_experts(
+        store, run_id, demo.lang, ref=demo.ref, tau=demo.tau, layers=demo.band, strength=demo.strength
+    )
+
+
+def generate_both(
+    backend: Backend, prompt: str, max_new_tokens: int, plan: SteeringPlan
+) -> tuple[Generations, Generations]:
+    """`prompt` continued greedily without and with `plan`."""
+    from moe_core.backends.base import GenerationParams
+
+    params = GenerationParams(max_new_tokens=max_new_tokens)
+    return backend.generate([prompt], params), backend.generate([prompt], params, plan)
 
 
 def shown(text: str) -> str:
