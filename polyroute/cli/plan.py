@@ -13,7 +13,7 @@ from typing import Any
 from moe_core.analysis.zones import ZONES
 from moe_core.errors import PolyrouteError
 from moe_core.languages import normalise_lang, parse_langs
-from moe_core.steering.presets import PRESETS, PresetKind, preset_names
+from moe_core.steering.presets import PRESETS, preset_names
 from polyroute import plans
 from polyroute.cli.arguments import parse_layers
 from polyroute.cli.options import add_db
@@ -42,7 +42,7 @@ def add_parser(commands: Any) -> None:
         parser.add_argument("-o", "--output", type=Path, help="write the plan here (default: print it)")
         add_db(parser)
         if name in ("shared", "exclusive"):
-            _add_share_flags(parser, name)
+            _add_share_flags(parser, preset_names("shared" if name == "shared" else "exclusive"))
         if name == "shared":
             parser.add_argument(
                 "--langs", help="SRC,TGT,...: the source language first (default with --preset: its languages)"
@@ -75,11 +75,11 @@ def add_parser(commands: Any) -> None:
     plan.set_defaults(handler=run)
 
 
-def _add_share_flags(parser: argparse.ArgumentParser, kind: PresetKind) -> None:
+def _add_share_flags(parser: argparse.ArgumentParser, presets: tuple[str, ...]) -> None:
     """--preset, --k and --thr of the shared and exclusive plans: flags given override the preset."""
     parser.add_argument(
         "--preset",
-        choices=preset_names(kind),
+        choices=presets,
         help="a published setting of 2601.14050 (see `polyroute plan --help`); flags given with it override it",
     )
     parser.add_argument(
