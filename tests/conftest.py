@@ -36,7 +36,7 @@ TIERS = {
     ),
     "app": (
         "test_app test_pages test_adapt_page test_evaluate_page test_sql_page test_steering_page "
-        "test_remote_app test_token_paths test_first_user"
+        "test_remote_app test_token_paths test_first_user test_source_choice"
     ),
     "browser": "test_browser",
     "vllm": "test_vllm_engine",
