@@ -150,10 +150,14 @@ def analyze_rise(
     budget: int,
     ratios: tuple[float, float, float] = rise.DEFAULT_RATIOS,
     alpha: float = 10.0,
-    zones: rise.ZoneRule = "reference",
+    zones: rise.ZoneRule = "fraction",
 ) -> AnalysisResult:
     """The RISE subnetwork of a target language: scores, zones and the K experts it would train,
-    selected by the rule set `zones` ("reference": the authors' code; "fraction": by depth fraction)."""
+    selected by the rule set `zones` ("reference": the authors' code; "fraction": by depth fraction).
+
+    `polyroute analyze rise` passes its registry default, "reference"; the default here stays
+    "fraction" because `polyroute.workflows.adapt.select` calls this without `zones` and its
+    selection (and the tests of it) follow the fraction zones."""
     if target not in data.langs:
         raise ParameterError(f"{{target}} {target} is not among the analysed languages: {', '.join(data.langs)}")
     if budget < 1:
