@@ -67,11 +67,12 @@ def add_parser(commands: Any) -> None:
         parser.add_argument(
             "--layers", metavar="A-B", help=f"decoder layers to steer (default: the middle zone{with_preset})"
         )
-        if name == "shared":
-            strength_help = f"lambda (default {plans.ADAPTIVE_STRENGTH}; with --preset the one published for SRC)"
+        if name == "shared":  # left unset, so that a preset's lambda fills it
+            help_text = f"lambda (default {plans.ADAPTIVE_STRENGTH}; with --preset the one published for SRC)"
+            parser.add_argument("--strength", type=float, help=help_text)
         else:
-            strength_help = f"lambda (default {plans.SOFT_STRENGTH})"
-        parser.add_argument("--strength", type=float, help=strength_help)
+            default = plans.SOFT_STRENGTH
+            parser.add_argument("--strength", type=float, default=default, help=f"lambda (default {default})")
     plan.set_defaults(handler=run)
 
 
@@ -116,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
                 normalise_lang(args.lang),
                 tau=args.tau,
                 layers=layers,
-                strength=plans.SOFT_STRENGTH if args.strength is None else args.strength,
+                strength=args.strength,
             )
         elif args.plan_kind == "language-experts":
             plan = plans.language_experts(
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
                 ref=normalise_lang(args.ref),
                 tau=args.tau,
                 layers=layers,
-                strength=plans.SOFT_STRENGTH if args.strength is None else args.strength,
+                strength=args.strength,
             )
         elif args.plan_kind == "shared":
             plan = plans.shared_experts(
