@@ -151,9 +151,11 @@ def test_the_shared_preset_on_the_demo_model(built_demo_store, tmp_path, capsys)
 
 def test_the_exclusive_presets_on_the_demo_model(built_demo_store, tmp_path, capsys):
     layers = _run_data(built_demo_store).layers
+    # round(p 3 / 47) of the published first and last layers: 0-4, 22-26, 43-47 and 0-9, 19-28, 38-47.
+    scaled = {"2601.14050-xquad": [(0, 1), (1, 2), (2, 3)]}
     for name in preset_names("exclusive"):
         preset = preset_for(name, moe_layers=layers)
-        assert [w.band for w in preset.windows] == [(0, 0), (1, 2), (3, 3)]
+        assert [w.band for w in preset.windows] == scaled.get(name, [(0, 0), (1, 2), (3, 3)])
         # 34 languages share each of the demo's 8 experts: none is exclusive at the published thr, and the
         # refusal names the preset's k, thr and window.
         for window in preset.windows:
