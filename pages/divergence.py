@@ -25,6 +25,7 @@ from polyroute.ui.frame import (
     subset_of,
     url_widget,
 )
+from polyroute.ui.sources import choose_source
 from polyroute.ui.words import page_words
 
 page(
@@ -38,6 +39,8 @@ page(
     "a model shares meaning across languages, so it is where languages share experts, where steering a language "
     "toward another's experts works best, and where a language far from the rest is likely to be served worst. "
     "The bars rank the languages by their mean divergence in the band.\n\n"
+    "The **routing distribution** says what is compared: the router's probabilities for every expert (soft), "
+    "the weights it gave the experts it chose (weight), or only which experts it chose (hard).\n\n"
     "Below, two more curves per language: how spread out its routing is (normalised entropy) and how alike the "
     "tokens of one sentence route (consistency, a Jaccard overlap).",
 )
@@ -45,7 +48,7 @@ choice = choose_run(choose_store())
 run_id, layers = choice.run.run_id, [int(layer) for layer in choice.layout.layers]
 others = [lang for lang in choice.langs if lang != choice.ref]
 
-controls = st.columns([3, 2, 2])
+controls = st.columns([3, 2, 2, 2])
 langs = controls[0].multiselect(
     "Languages",
     others,
@@ -89,6 +92,7 @@ band = (
     else (layers[0], layers[0])
 )
 band_caption(controls[2], f"divergence_band_{run_id}", band)
+source = choose_source(controls[3], choice, "divergence_source")
 legend = group_values(choice.langs, colour)
 if not langs:
     st.info("Choose at least one language to compare with the reference.")
@@ -96,9 +100,9 @@ if not langs:
 
 selection = {"langs": (choice.ref, *langs), "ref": choice.ref}
 with explained(), st.spinner("Computing the curves ..."):
-    curves = analysis(choice.path, run_id, choice.version, "divergence", **selection)
-    in_band = analysis(choice.path, run_id, choice.version, "divergence", layers=band, **selection)
-    entropy = analysis(choice.path, run_id, choice.version, "entropy", **selection)
+    curves = analysis(choice.path, run_id, choice.version, "divergence", source=source, **selection)
+    in_band = analysis(choice.path, run_id, choice.version, "divergence", layers=band, source=source, **selection)
+    entropy = analysis(choice.path, run_id, choice.version, "entropy", source=source, **selection)
     consistency = analysis(choice.path, run_id, choice.version, "consistency", **selection)
 for note in dict.fromkeys(curves.notes):
     st.info(page_words(note), icon=":material/info:")

@@ -32,6 +32,7 @@ from polyroute.ui.frame import (
     parse_pair,
     url_widget,
 )
+from polyroute.ui.sources import choose_source
 from polyroute.ui.words import page_words
 
 page(
@@ -43,8 +44,9 @@ page(
     "(thicker: more shared experts); languages that share a lot end up close together. Dots of one colour form a "
     "**community**: languages that share more with each other than with the rest.\n\n"
     "The heatmap compares every pair of languages at once (bright: they route alike), grouped by **cluster**. "
-    "The number under the controls (ARI) says how well those groups match language families: 1 = exactly, "
-    "0 = no better than chance.\n\n"
+    "With similarity from routing divergence, the **routing distribution** says what is compared (see the "
+    "Divergence page). The number under the controls (ARI) says how well those groups match language families: "
+    "1 = exactly, 0 = no better than chance.\n\n"
     "At the bottom: the experts every language uses (shared), the ones one language keeps to itself "
     "(exclusive), and those a language uses much more than the reference language (language-specific).",
 )
@@ -55,7 +57,7 @@ if len(choice.langs) < 2:
     st.info("This run traced a single language: expert sharing compares two or more. Choose another run.")
     st.stop()
 
-controls = st.columns([2, 2, 1, 1])
+controls = st.columns([2, 2, 2, 1, 1])
 band = (
     controls[0].select_slider(
         "Layers (band)",
@@ -77,8 +79,16 @@ measure = controls[1].radio(
     horizontal=True,
     **url_widget("measure", "sharing_measure", "divergence", fix=among(["divergence", "cosine"])),
 )
+source = choose_source(
+    controls[2],
+    choice,
+    "sharing_source",
+    unused_because=None
+    if measure == "divergence"
+    else "Cosine similarity compares how often each expert is chosen, whatever the distribution.",
+)
 n_families = len({lang_facts(lang)["family"] or lang for lang in choice.langs})
-clusters = controls[2].number_input(
+clusters = controls[3].number_input(
     "Clusters",
     min_value=2,
     max_value=len(choice.langs),
@@ -91,7 +101,7 @@ clusters = controls[2].number_input(
         fix=between(2, len(choice.langs)),
     ),
 )
-top_n = controls[3].number_input(
+top_n = controls[4].number_input(
     "Top experts",
     min_value=1,
     max_value=layout.n_experts,
@@ -109,6 +119,7 @@ with explained(), st.spinner("Comparing languages ..."):
     found = analysis(
         choice.path, run_id, choice.version, "similarity", layers=band, ref=choice.ref,
         measure=measure, clusters=int(clusters), top_n=int(top_n),
+        **({"source": source} if measure == "divergence" else {}),
     )  # fmt: skip
 summary = found.summary
 st.caption(

@@ -1,7 +1,8 @@
 """Steering plans built from stored runs (docs/methods.md, "Expert identification" and "Steering and
 interventions"): task experts and language experts (Delta-tau, soft), experts a pool of languages
 shares with the source-language shares as coefficients (adaptive), and a language's exclusive
-experts over an early, middle or late window (ablate).
+experts over an early, middle or late window (ablate); the last two also with the published settings
+of 2601.14050 (`moe_core.steering.presets`), scaled to the run's model.
 
 Every builder reads the run through `RunData` and the analyses facade, keeps only the experts of
 the run's MoE layers inside the chosen band, and returns a plan already checked against the model
@@ -19,12 +20,16 @@ from moe_core.analysis import experts
 from moe_core.analysis.zones import ZONES, zone_layers
 from moe_core.errors import ParameterError, PolyrouteError
 from moe_core.steering.plan import ABLATE, ADAPTIVE, SOFT, LayerExperts, SteeringPlan, layers_text
+from moe_core.steering.presets import SHARED_WINDOW, Preset, PresetKind, preset_for, preset_names
 from polyroute import analyses
 from polyroute.run_data import RunData, Selection
 from store import Store
+from store import queries as q
 
 SOFT_STRENGTH = 0.5  # lambda of the published soft-steering runs
 ADAPTIVE_STRENGTH = 0.02  # lambda of the published adaptive runs (about 0.02-0.03)
+SHARE_K = 15  # k and thr of shared and exclusive experts without a preset (2601.14050's defaults)
+SHARE_THR = 0.4
 WIDEN = "lower the threshold {tau} or widen the band ({layers})"  # parameters: the CLI says them as its flags
 
 
@@ -108,18 +113,34 @@ def _language_pair(store: Store, run_id: int, lang: str, ref: str, layers: tuple
 def shared_experts(
     store: Store,
     run_id: int,
-    langs: Sequence[str],
+    langs: Sequence[str] | None,
     *,
-    k: int = 15,
-    thr: float = 0.4,
+    k: int | None = None,
+    thr: float | None = None,
     layers: tuple[int, int] | None = None,
-    strength: float = ADAPTIVE_STRENGTH,
+    strength: float | None = None,
+    preset: str | None = None,
 ) -> SteeringPlan:
     """Adaptive-steer the experts the languages share (every share < thr), c_e = the share of the
     first ("source") language; experts the source language does not keep are left out (c_e = 0
-    would push nothing)."""
+    would push nothing).
+
+    `preset`: a published setting of 2601.14050 (`moe_core.steering.presets`, kind "shared") gives
+    what is not given: its languages, k, thr, its band scaled to the run's MoE layers and the lambda
+    published for the source language. Without one: k 15, thr 0.4, the middle zone, lambda 0.02."""
+    published = _preset(store, run_id, preset, "shared") if preset is not None else None
+    if langs is None:
+        if published is None:
+            raise ParameterError("{langs} names the source language and the others (or choose a {preset})")
+        langs = published.pool
     pool = list(dict.fromkeys(langs))
-    _check_k_thr(k, thr)
+    if published is not None:
+        k = published.k if k is None else k
+        thr = published.thr if thr is None else thr
+        layers = published.window(SHARED_WINDOW).band if layers is None else layers
+        strength = _published_strength(published, pool[0]) if strength is None else strength
+    k, thr = _share_settings(k, thr)
+    strength = ADAPTIVE_STRENGTH if strength is None else strength
     data = _pool_data(store, run_id, pool, layers)
     k = min(k, data.layout.n_experts)  # a k past the expert count keeps every expert: say it as it is
     shares = experts.expert_shares(data.frequencies, k)
@@ -141,17 +162,35 @@ def shared_experts(
         if chosen_mask[y].any()
     )
     source = (
-        f"shared experts: run {run_id}, source {pool[0]}, langs {','.join(pool)}, k {k}, thr {thr}, {layers_text(band)}"
+        f"shared experts: run {run_id}, source {pool[0]}, langs {','.join(pool)}, k {k}, thr {thr}, "
+        f"{layers_text(band)}{_from_preset(preset)}"
     )
     return _plan(data, ADAPTIVE, band, entries, strength, source)
 
 
 def exclusive_experts(
-    store: Store, run_id: int, lang: str, *, window: str | tuple[int, int] = "middle", k: int = 15, thr: float = 0.4
+    store: Store,
+    run_id: int,
+    lang: str,
+    *,
+    window: str | tuple[int, int] = "middle",
+    k: int | None = None,
+    thr: float | None = None,
+    preset: str | None = None,
 ) -> SteeringPlan:
     """Ablate the experts exclusive to `lang` (its share > thr among all the run's languages) in
-    the early, middle or late window (or layers A-B)."""
-    _check_k_thr(k, thr)
+    the early, middle or late window (or layers A-B).
+
+    `preset`: a published setting of 2601.14050 (kind "exclusive") gives k and thr where they are
+    not given, and the early, middle and late windows: its published ones scaled to the run's MoE
+    layers instead of the depth zones. Without one: k 15, thr 0.4."""
+    published = _preset(store, run_id, preset, "exclusive") if preset is not None else None
+    if published is not None:
+        k = published.k if k is None else k
+        thr = published.thr if thr is None else thr
+        if isinstance(window, str) and window in ZONES:
+            window = published.window(window).band
+    k, thr = _share_settings(k, thr)
     data, position = _window_data(store, run_id, lang, window)
     k = min(k, data.layout.n_experts)  # a k past the expert count keeps every expert: say it as it is
     shares = experts.expert_shares(data.frequencies, k)
@@ -166,7 +205,9 @@ def exclusive_experts(
         for y, layer in enumerate(data.layers)
         if own[y].any()
     )
-    source = f"exclusive experts: run {run_id}, lang {lang}, k {k}, thr {thr}, window {_text(band)}"
+    source = (
+        f"exclusive experts: run {run_id}, lang {lang}, k {k}, thr {thr}, {layers_text(band)}{_from_preset(preset)}"
+    )
     return _plan(data, ABLATE, band, entries, 0.0, source)
 
 
@@ -265,6 +306,40 @@ def _plan(
         n_layers=layout.n_layers, moe_layers=layout.layers.tolist(), n_experts=layout.n_experts, top_k=layout.top_k
     )
     return plan
+
+
+def _preset(store: Store, run_id: int, name: str, kind: PresetKind) -> Preset:
+    """The published preset `name` of plans of `kind`, scaled to the MoE layers of the run's model."""
+    if name not in preset_names(kind):
+        raise ParameterError(f"unknown {{preset}} {name!r} for {kind} experts: use {' or '.join(preset_names(kind))}")
+    layout = q.run_layout(store, run_id)
+    if layout is None:
+        raise PolyrouteError(f"the store holds no run {run_id}: list runs with `polyroute runs`")
+    return preset_for(name, moe_layers=layout.layers.tolist())
+
+
+def _published_strength(preset: Preset, source: str) -> float:
+    published = dict(preset.strengths)
+    if source not in published:
+        options = ", ".join(f"{lang} ({value:g})" for lang, value in preset.strengths)
+        raise ParameterError(
+            f"{{preset}} {preset.name} published lambda only for the source languages {options}, not {source}: "
+            "give {strength} or put one of them first in {langs}"
+        )
+    return published[source]
+
+
+def _share_settings(k: int | None, thr: float | None) -> tuple[int, float]:
+    """k and thr, the defaults where not given, checked."""
+    k = SHARE_K if k is None else k
+    thr = SHARE_THR if thr is None else thr
+    if k < 1 or not 0 < thr <= 1:
+        raise ParameterError(f"{{k}} must be at least 1 and {{thr}} in (0, 1]; got k={k}, thr={thr}")
+    return k, thr
+
+
+def _from_preset(preset: str | None) -> str:
+    return f", preset {preset}" if preset is not None else ""
 
 
 def _require(found: object, message: str) -> None:

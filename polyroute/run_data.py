@@ -16,7 +16,7 @@ import numpy as np
 from moe_core.analysis import routing
 from moe_core.analysis import summaries as summaries_math
 from moe_core.analysis.zones import zone_mask
-from moe_core.errors import PolyrouteError
+from moe_core.errors import ParameterError, PolyrouteError
 from moe_core.languages import find_lang, language
 from store import Store, summaries
 from store import queries as q
@@ -24,6 +24,7 @@ from store.summaries import LanguageSums, PairDivergence
 
 SOURCES = ("auto", *summaries_math.SOURCES)
 SOURCE_NAMES = {"soft": "router_probs", "weight": "routing_weights", "hard": "activation_frequencies"}
+SOURCE_WORDS = {"soft": "router probabilities", "weight": "routing weights", "hard": "expert ids"}  # what each needs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,7 +76,7 @@ class RunData:
                 f"the store holds no traced sequences for run {run_id}: list runs with `polyroute runs`"
             )
         if selection.source not in SOURCES:
-            raise PolyrouteError(f"unknown source {selection.source!r}: use one of {', '.join(SOURCES)}")
+            raise ParameterError(f"unknown {{source}} {selection.source!r}: use one of {', '.join(SOURCES)}")
         self.store = store
         self.layout = layout
         self.selection = selection
@@ -145,11 +146,7 @@ class RunData:
         if wanted == "auto":
             return "soft" if "soft" in available else "hard"
         if wanted not in available:
-            missing = {"soft": "router probabilities", "weight": "routing weights"}[wanted]
-            raise PolyrouteError(
-                f"run {self.layout.run_id} stored no {missing} (an id-only trace): choose source "
-                f"{' or '.join(available)}"
-            )
+            raise ParameterError(unavailable_sources(self.layout.run_id, available))
         return wanted
 
     @property
@@ -223,6 +220,17 @@ class RunData:
             "langs": ",".join(self.langs),
             "layers": f"{self.layers[0]}-{self.layers[-1]}",
         }
+
+
+def unavailable_sources(run_id: int, available: Sequence[str]) -> str:
+    """One line (a `ParameterError` template) on the distributions a run cannot give and those it can."""
+    missing = [source for source in summaries_math.SOURCES if source not in available]
+    stored = " or ".join(SOURCE_WORDS[source] for source in missing)
+    kind = " (an id-only trace)" if "weight" in missing else ""
+    return (
+        f"run {run_id} stored no {stored}{kind}, so it cannot give {{source}} {' or '.join(missing)}: "
+        f"choose {{source}} {' or '.join(available)}"
+    )
 
 
 def lang_facts(code: str) -> dict[str, Any]:

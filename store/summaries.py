@@ -349,6 +349,18 @@ class LanguageSums:
         return tuple(source for source in s.SOURCES if source in self.entropy)
 
 
+def stored_sources(con: duckdb.DuckDBPyConnection, run_id: int) -> tuple[str, ...]:
+    """The distributions run `run_id` can give, in SOURCES order: those whose entropy sums it
+    stored (`LanguageSums.sources` without reading the per-expert sums); none for a run with no
+    stored sequence."""
+    counts = con.execute(
+        "SELECT " + ", ".join(f"count(entropy_{source})" for source in s.SOURCES) + " FROM language_routing "
+        "WHERE run_id = ?",
+        [run_id],
+    ).fetchone()
+    return tuple(source for source, count in zip(s.SOURCES, counts or (), strict=True) if count)
+
+
 def language_sums(
     con: duckdb.DuckDBPyConnection, run_id: int, langs: Sequence[str], layers: np.ndarray, n_experts: int
 ) -> LanguageSums:

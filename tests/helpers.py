@@ -1,5 +1,6 @@
 """The one support module of the tests (no test imports another test module): store snapshots and
-digests, a process that holds a store's lock, the routing summaries checked against a rebuild,
+digests, a process that holds a store's lock, the routing summaries checked against a rebuild, each
+sequence's distributions from its raw rows, id-only runs made from full ones,
 benchmark copies (MGSM, Belebele) and corpora, `polyroute serve` processes, a gated synthetic
 backend, and the form steps of the Steering and Evaluate pages. Model and UI libraries load only
 in the helpers that need them."""
@@ -24,13 +25,14 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import httpx
+import numpy as np
 
 from moe_core.demo import DEMO_MODEL_DIR
 from moe_core.records import RoutingBatch
 from moe_core.steering import LayerExperts, SteeringPlan
 from moe_core.synthetic import SyntheticBackend
 from polyroute.cli import main
-from store import SharedStore, Store, open_store
+from store import SharedStore, Store, open_store, upgrades
 from store import queries as q
 from tests.apptest import wait_for_job
 from tests.conftest import PARALLEL, write_jsonl
@@ -346,3 +348,52 @@ def cli_scores(folder: Path, corpus: str) -> list[tuple[str, str, str, float, in
     with open_store(db, read_only=True) as store:
         (run,) = q.list_runs(store)
         return stored_scores(store, run.run_id)
+
+
+def stored_rows(db: Path, sql: str) -> list[tuple]:
+    """The rows of `sql` on a read-only connection of its own."""
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def sequence_distributions(db: Path, *, n_experts: int = 16, top_k: int = 2) -> dict[int, dict[str, object]]:
+    """Every sequence of run 1: its language, item, tokens and, per layer, its three distributions
+    (soft, weight, hard) and hits, computed from the raw `routes` and `router_probs` rows in Python
+    loops (the defaults: the planted store's 16 experts, top-2)."""
+    sequences = {
+        seq: {"lang": lang, "item": item, "n": n, "hits": {}, "weight": {}, "soft": {}}
+        for seq, lang, item, n in stored_rows(
+            db, "SELECT seq_id, lang, item_id, n_tokens FROM sequences WHERE run_id = 1"
+        )
+    }
+    tokens: dict[tuple[int, int, int], list[tuple[int, float]]] = {}
+    for seq, pos, layer, expert, weight in stored_rows(
+        db, "SELECT seq_id, pos, layer, expert, weight FROM routes WHERE run_id = 1"
+    ):
+        tokens.setdefault((seq, pos, layer), []).append((expert, weight))
+    for (seq, _, layer), chosen in tokens.items():
+        hits = sequences[seq]["hits"].setdefault(layer, np.zeros(n_experts))
+        weight = sequences[seq]["weight"].setdefault(layer, np.zeros(n_experts))
+        total = sum(w for _, w in chosen)
+        for expert, w in chosen:
+            hits[expert] += 1
+            weight[expert] += w / total / sequences[seq]["n"]
+    for seq, layer, probs in stored_rows(db, "SELECT seq_id, layer, probs FROM router_probs WHERE run_id = 1"):
+        sequences[seq]["soft"][layer] = np.asarray(probs, dtype=np.float64)
+    for seq in sequences.values():
+        seq["hard"] = {layer: hits / (seq["n"] * top_k) for layer, hits in seq["hits"].items()}
+    return sequences
+
+
+def make_id_only(db: Path) -> None:
+    """Make run 1 of `db` what an id-only backend (vLLM before it captured weights) stores: expert
+    ids only, no routing weights, no router probabilities; its summaries rebuilt to match."""
+    con = duckdb.connect(str(db))
+    con.execute("DELETE FROM router_probs")
+    con.execute("UPDATE route_lists SET weight_codes = NULL")
+    con.close()
+    with open_store(db) as store:
+        upgrades.rebuild_summaries(store, 1)  # the rows were edited by hand

@@ -18,14 +18,8 @@ from polyroute.run_data import RunData, Selection
 from store import open_store, upgrades
 from store import queries as q
 from tests.conftest import PLANTED_EXCLUSIVE, PLANTED_FAMILIES
-
-
-def _rows(db: Path, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+from tests.helpers import sequence_distributions as _per_sequence
+from tests.helpers import stored_rows as _rows
 
 
 def _data(db: Path, **selection) -> RunData:
@@ -34,32 +28,6 @@ def _data(db: Path, **selection) -> RunData:
 
 
 # the inputs: the routing summaries against brute force over the stored rows --------------------
-
-
-def _per_sequence(db: Path) -> dict[int, dict[str, object]]:
-    """Every sequence's language, item, tokens and, per layer, its three distributions, computed
-    from the raw `routes` and `router_probs` rows in Python loops."""
-    sequences = {
-        seq: {"lang": lang, "item": item, "n": n, "hits": {}, "weight": {}, "soft": {}}
-        for seq, lang, item, n in _rows(db, "SELECT seq_id, lang, item_id, n_tokens FROM sequences WHERE run_id = 1")
-    }
-    tokens: dict[tuple[int, int, int], list[tuple[int, float]]] = {}
-    for seq, pos, layer, expert, weight in _rows(
-        db, "SELECT seq_id, pos, layer, expert, weight FROM routes WHERE run_id = 1"
-    ):
-        tokens.setdefault((seq, pos, layer), []).append((expert, weight))
-    for (seq, _, layer), chosen in tokens.items():
-        hits = sequences[seq]["hits"].setdefault(layer, np.zeros(16))
-        weight = sequences[seq]["weight"].setdefault(layer, np.zeros(16))
-        total = sum(w for _, w in chosen)
-        for expert, w in chosen:
-            hits[expert] += 1
-            weight[expert] += w / total / sequences[seq]["n"]
-    for seq, layer, probs in _rows(db, "SELECT seq_id, layer, probs FROM router_probs WHERE run_id = 1"):
-        sequences[seq]["soft"][layer] = np.asarray(probs, dtype=np.float64)
-    for seq in sequences.values():
-        seq["hard"] = {layer: hits / (seq["n"] * 2) for layer, hits in seq["hits"].items()}
-    return sequences
 
 
 def test_language_sums_equal_counting_every_stored_routing_decision(planted_store):

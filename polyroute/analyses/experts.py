@@ -150,32 +150,42 @@ def analyze_rise(
     budget: int,
     ratios: tuple[float, float, float] = rise.DEFAULT_RATIOS,
     alpha: float = 10.0,
+    zones: rise.ZoneRule = "fraction",
 ) -> AnalysisResult:
-    """The RISE subnetwork of a target language: scores, zones and the K experts it would train."""
+    """The RISE subnetwork of a target language: scores, zones and the K experts it would train,
+    selected by the rule set `zones` ("reference": the authors' code; "fraction": by depth fraction).
+
+    `polyroute analyze rise` passes its registry default, "reference"; the default here stays
+    "fraction" because `polyroute.workflows.adapt.select` calls this without `zones` and its
+    selection (and the tests of it) follow the fraction zones."""
     if target not in data.langs:
         raise ParameterError(f"{{target}} {target} is not among the analysed languages: {', '.join(data.langs)}")
     if budget < 1:
         raise ParameterError("{budget} must be at least 1")
     if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1):
         raise ParameterError(f"{{ratios}} must be three non-negative shares that sum to 1, not {ratios}")
+    if zones not in rise.ZONE_RULES:
+        raise ParameterError(f"unknown {{zones}} {zones!r}: use {' or '.join(rise.ZONE_RULES)}")
     freq = data.frequencies
     index = data.langs.index(target)
-    scores = rise.rise_scores(freq, index, alpha=alpha)
-    zones = rise.depth_zones(np.asarray(data.layers), data.layout.n_layers)
-    chosen = rise.select_subnetwork(scores, zones, budget, ratios)
+    found = rise.select_rise(
+        freq, index, layers=data.layers, n_layers=data.layout.n_layers, budget=budget, ratios=ratios, alpha=alpha,
+        zones=zones,
+    )  # fmt: skip
+    scores, layer_zones = found.scores, found.layer_zones
     rows = [
         (
             rank + 1,
-            rise.ZONES[zones[y]],
+            rise.ZONES[layer_zones[y]],
             data.layers[y],
             e,
-            rounded(scores.ovlp[y, e] if zones[y] == 1 else scores.spec[y, e]),
+            rounded(scores.ovlp[y, e] if layer_zones[y] == 1 else scores.spec[y, e]),
             rounded(scores.specificity[y, e]),
             rounded(scores.overlap[y, e]),
             rounded(freq[index, y, e]),
             rounded(freq[:, y, e].mean()),
         )
-        for rank, (y, e) in enumerate(chosen)
+        for rank, (y, e) in enumerate(found.experts)
     ]
     return AnalysisResult(
         analysis="rise",
@@ -185,6 +195,7 @@ def analyze_rise(
             "budget": budget,
             "ratios": ",".join(map(str, ratios)),
             "alpha": alpha,
+            "zones": zones,
         },
         tables=[
             Table(
@@ -206,12 +217,17 @@ def analyze_rise(
                 name="zones",
                 columns=("layer", "zone", "selected"),
                 rows=[
-                    (layer, rise.ZONES[zones[y]], sum(1 for yy, _ in chosen if yy == y))
+                    (layer, rise.ZONES[layer_zones[y]], sum(1 for yy, _ in found.experts if yy == y))
                     for y, layer in enumerate(data.layers)
                 ],
             ),
         ],
-        summary={"selected": len(chosen), "zone_budgets": ",".join(map(str, rise.zone_budgets(budget, ratios)))},
+        summary={
+            "selected": len(found.experts),
+            "zone_budgets": ",".join(map(str, rise.zone_budgets(budget, ratios))),
+            "zone_quotas": ",".join(map(str, found.quotas)),
+            "zone_bounds": ",".join(map(str, found.bounds)),
+        },
     )
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from moe_core.analysis.rise import DEFAULT_RATIOS
+from moe_core.analysis.rise import DEFAULT_RATIOS, ZONE_RULES
 from polyroute.analyses.experts import analyze_experts, analyze_isolation, analyze_rise, analyze_shared
 from polyroute.analyses.routing import (
     analyze_consistency,
@@ -52,6 +52,9 @@ class Analysis:
     function: Callable[..., AnalysisResult]
     help: str
     params: tuple[Param, ...] = ()
+    # Whether it reads a routing distribution, so that the run's selection names one (`Selection.source`:
+    # soft, weight, hard or auto); the others read activation frequencies or top-k sets, whatever the source.
+    source: bool = False
 
 
 _TOP_N = Param(name="top_n", kind="int", help="top experts per language and layer compared (default 2k)")
@@ -62,11 +65,13 @@ ANALYSES: dict[str, Analysis] = {
         Analysis(
             name="divergence",
             function=analyze_divergence,
+            source=True,
             help="per-layer divergence of each language from --ref over aligned pairs (the U-shape)",
         ),
         Analysis(
             name="entropy",
             function=analyze_entropy,
+            source=True,
             help="routing entropy per layer (sequence-level; token-level with --token-level)",
             params=(Param(name="token_level", kind="flag", help="also per-token entropy (needs --save-logits)"),),
         ),
@@ -122,11 +127,20 @@ ANALYSES: dict[str, Analysis] = {
                     help="shallow,middle,deep shares of K",
                 ),
                 Param(name="alpha", kind="float", default=10.0, help="weight of the frequency terms (default 10)"),
+                Param(
+                    name="zones",
+                    default="reference",
+                    choices=ZONE_RULES,
+                    help="the selection rules: reference (default; the authors' code: zone bounds round(0.375 n) "
+                    "and round(0.625 n), overflow to the zone with most room) or fraction (zones by depth "
+                    "fraction, overflow by ratio)",
+                ),
             ),
         ),
         Analysis(
             name="similarity",
             function=analyze_similarity,
+            source=True,
             help="language similarity in the band, clusters vs families, the expert-sharing graph",
             params=(
                 Param(name="measure", default="divergence", choices=("divergence", "cosine")),
@@ -147,6 +161,7 @@ ANALYSES: dict[str, Analysis] = {
         Analysis(
             name="correlation",
             function=analyze_correlation,
+            source=True,
             help="correlation between middle-band divergence and per-language scores (--eval-run or --scores)",
             params=(
                 Param(

@@ -165,7 +165,14 @@ def analyze_similarity(
     community_of = {lang: index + 1 for index, group in enumerate(groups) for lang in group}
     return AnalysisResult(
         analysis="similarity",
-        params={**data.params(), "band": _band(data), "measure": measure, "clusters": n_clusters, "top_n": n},
+        params={
+            **data.params(),
+            "band": _band(data),
+            "measure": measure,
+            **({"source": in_band.source} if measure == "divergence" else {}),
+            "clusters": n_clusters,
+            "top_n": n,
+        },
         tables=[
             Table(
                 name="similarity",

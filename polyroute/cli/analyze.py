@@ -31,6 +31,7 @@ def add_parser(commands: Any) -> None:
     for entry in ANALYSES.values():
         parser = kinds.add_parser(entry.name, help=entry.help, description=entry.help)
         _add_common(parser)
+        _add_source(parser, entry.name, shown=entry.source)
         add_db(parser)
         for param in entry.params:
             _add_param(parser, param)
@@ -44,15 +45,37 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--layers", metavar="A-B", help="decoder layers to analyse; for band analyses the band (default: middle zone)"
     )
     parser.add_argument("--ref", default="eng_Latn", help="reference language (default eng_Latn)")
+    parser.add_argument("--format", default="table", choices=["table", "csv", "json"], help="output format")
+    parser.add_argument("--table", help="with --format csv: which table to print (default the first)")
+
+
+def _add_source(parser: argparse.ArgumentParser, analysis: str, *, shown: bool) -> None:
+    """--source on the analyses that read a routing distribution; the others take it only to refuse it
+    with a reason (`_source_of`)."""
+    if not shown:
+        parser.add_argument("--source", choices=SOURCES, help=argparse.SUPPRESS)
+        return
+    only = " (with --measure divergence; cosine compares activation frequencies)" if analysis == "similarity" else ""
     parser.add_argument(
         "--source",
         default="auto",
         choices=SOURCES,
-        help="the routing distribution: soft (router probabilities), weight (applied top-k weights), hard "
-        "(activation frequencies); auto: soft where stored, else hard",
+        help="the routing distribution" + only + ": soft (mean router probabilities), weight (applied top-k "
+        "weights normalised per token, the 2510.04694 authors' default), hard (activation frequencies / k); "
+        "auto (default): soft where the run stored it, else hard. An id-only trace gives hard only",
     )
-    parser.add_argument("--format", default="table", choices=["table", "csv", "json"], help="output format")
-    parser.add_argument("--table", help="with --format csv: which table to print (default the first)")
+
+
+def _source_of(args: argparse.Namespace) -> str:
+    if ANALYSES[args.analysis].source:
+        return str(args.source)
+    if args.source is not None:
+        takers = ", ".join(entry.name for entry in ANALYSES.values() if entry.source)
+        raise PolyrouteError(
+            f"{args.analysis} counts the experts each token chose, the same for every routing distribution: "
+            f"leave out --source (it is for {takers})"
+        )
+    return "auto"
 
 
 # How each kind of parameter is read from the command line (polyroute.analyses.registry.KINDS).
@@ -101,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         langs=parse_langs(args.langs) if args.langs else None,
         layers=parse_layers(args.layers) if args.layers else None,
         ref=normalise_lang(args.ref),
-        source=args.source,
+        source=_source_of(args),
     )
     with open_store(args.db, read_only=True) as store:
         result = _analyse(store, args, RunData(store, args.run, selection))

@@ -13,6 +13,7 @@ from typing import Any
 from moe_core.analysis.zones import ZONES
 from moe_core.errors import PolyrouteError
 from moe_core.languages import normalise_lang, parse_langs
+from moe_core.steering.presets import PRESETS, preset_names
 from polyroute import plans
 from polyroute.cli.arguments import parse_layers
 from polyroute.cli.options import add_db
@@ -27,23 +28,34 @@ KINDS = {
 
 
 def add_parser(commands: Any) -> None:
-    plan = commands.add_parser("plan", help="build a steering plan (JSON) from a stored run")
+    plan = commands.add_parser(
+        "plan",
+        help="build a steering plan (JSON) from a stored run",
+        description="Build a steering plan (JSON) from a stored run.",
+        epilog=_presets_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     kinds = plan.add_subparsers(dest="plan_kind", required=True, metavar="KIND")
     for name, help_text in KINDS.items():
         parser = kinds.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("--run", type=int, required=True, metavar="RUN_ID", help="the trace run (`polyroute runs`)")
         parser.add_argument("-o", "--output", type=Path, help="write the plan here (default: print it)")
         add_db(parser)
+        if name in ("shared", "exclusive"):
+            _add_share_flags(parser, preset_names("shared" if name == "shared" else "exclusive"))
         if name == "shared":
-            parser.add_argument("--langs", required=True, help="SRC,TGT,...: the source language first")
-            parser.add_argument("--k", type=int, default=15, help="experts kept per language and layer (default 15)")
-            parser.add_argument("--thr", type=float, default=0.4, help="share threshold (default 0.4)")
+            parser.add_argument(
+                "--langs", help="SRC,TGT,...: the source language first (default with --preset: its languages)"
+            )
         else:
             parser.add_argument("--lang", required=True, help="the language, e.g. eng_Latn")
         if name == "exclusive":
-            parser.add_argument("--window", required=True, metavar="early|middle|late|A-B", help="layers to ablate in")
-            parser.add_argument("--k", type=int, default=15, help="experts kept per language and layer (default 15)")
-            parser.add_argument("--thr", type=float, default=0.4, help="share threshold (default 0.4)")
+            parser.add_argument(
+                "--window",
+                required=True,
+                metavar="early|middle|late|A-B",
+                help="layers to ablate in: a depth zone, or with --preset its published window of that name",
+            )
             continue
         if name == "task-experts":
             parser.add_argument("--ref-run", type=int, required=True, help="a run of the same model over generic text")
@@ -51,10 +63,47 @@ def add_parser(commands: Any) -> None:
             parser.add_argument("--ref", default="eng_Latn", help="reference language (default eng_Latn)")
         if name != "shared":
             parser.add_argument("--tau", type=float, default=0.4, help="Delta threshold (default 0.4)")
-        default = plans.ADAPTIVE_STRENGTH if name == "shared" else plans.SOFT_STRENGTH
-        parser.add_argument("--layers", metavar="A-B", help="decoder layers to steer (default: the middle zone)")
-        parser.add_argument("--strength", type=float, default=default, help=f"lambda (default {default})")
+        with_preset = "; with --preset its published band, scaled" if name == "shared" else ""
+        parser.add_argument(
+            "--layers", metavar="A-B", help=f"decoder layers to steer (default: the middle zone{with_preset})"
+        )
+        if name == "shared":  # left unset, so that a preset's lambda fills it
+            help_text = f"lambda (default {plans.ADAPTIVE_STRENGTH}; with --preset the one published for SRC)"
+            parser.add_argument("--strength", type=float, help=help_text)
+        else:
+            default = plans.SOFT_STRENGTH
+            parser.add_argument("--strength", type=float, default=default, help=f"lambda (default {default})")
     plan.set_defaults(handler=run)
+
+
+def _add_share_flags(parser: argparse.ArgumentParser, presets: tuple[str, ...]) -> None:
+    """--preset, --k and --thr of the shared and exclusive plans: flags given override the preset."""
+    parser.add_argument(
+        "--preset",
+        choices=presets,
+        help="a published setting of 2601.14050 (see `polyroute plan --help`); flags given with it override it",
+    )
+    parser.add_argument(
+        "--k", type=int, help=f"experts kept per language and layer (default {plans.SHARE_K}, or the preset's)"
+    )
+    parser.add_argument("--thr", type=float, help=f"share threshold (default {plans.SHARE_THR}, or the preset's)")
+
+
+def _presets_help() -> str:
+    """The presets, one line each, and how their windows are scaled (from `moe_core.steering.presets`)."""
+    lines = ["presets (--preset NAME: 2601.14050's published settings, on Qwen3-30B-A3B's 48 MoE layers):"]
+    for name, preset in PRESETS.items():
+        named = zip(preset.window_names, preset.windows, strict=True)
+        windows = ", ".join(f"{window} {first}-{last}" for window, (first, last) in named)
+        lambdas = " or ".join(f"{value:g} ({lang} first)" for lang, value in preset.strengths)
+        strength = f", lambda {lambdas}" if lambdas else ""
+        lines.append(f"  {name:<18} {preset.kind}: k {preset.k}, thr {preset.thr}, layers {windows}{strength}")
+    lines += [
+        "On a model with Y MoE layers each window's first and last layer p becomes MoE layer",
+        "round(p (Y - 1) / 47) (halves up): a 48-layer model gets the published windows. Flags given",
+        "with a preset (--k, --thr, --layers, --strength, --langs, --window A-B) override it.",
+    ]
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,11 +131,24 @@ def run(args: argparse.Namespace) -> int:
             )
         elif args.plan_kind == "shared":
             plan = plans.shared_experts(
-                store, args.run, parse_langs(args.langs), k=args.k, thr=args.thr, layers=layers, strength=args.strength
+                store,
+                args.run,
+                parse_langs(args.langs) if args.langs else None,
+                k=args.k,
+                thr=args.thr,
+                layers=layers,
+                strength=args.strength,
+                preset=args.preset,
             )
         else:
             plan = plans.exclusive_experts(
-                store, args.run, normalise_lang(args.lang), window=_window(args.window), k=args.k, thr=args.thr
+                store,
+                args.run,
+                normalise_lang(args.lang),
+                window=_window(args.window),
+                k=args.k,
+                thr=args.thr,
+                preset=args.preset,
             )
     if args.output is not None:
         plan.save(args.output)

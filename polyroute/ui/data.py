@@ -17,7 +17,7 @@ from moe_core.analysis.zones import zone_band
 from moe_core.corpora import load_corpus
 from polyroute.analyses.registry import ANALYSES
 from polyroute.run_data import AnalysisResult, RunData, Selection
-from store import SharedStore, open_store, token_paths
+from store import SharedStore, open_store, summaries, token_paths
 from store import queries as q
 from store.token_paths import TokenPath, TracedItem
 
@@ -62,13 +62,23 @@ def analysis(
     langs: tuple[str, ...] | None = None,
     layers: tuple[int, int] | None = None,
     ref: str = "eng_Latn",
+    source: str = "auto",
     **options: Any,
 ) -> AnalysisResult:
-    """The analysis `name` (`polyroute.analyses.registry.ANALYSES`) of a run's selection, as the CLI computes it."""
+    """The analysis `name` (`polyroute.analyses.registry.ANALYSES`) of a run's selection, as the CLI
+    computes it; `source` (soft, weight, hard, auto) for the analyses that read a routing distribution."""
     del run_version  # part of the cache key only
     with shared_store(path).reading() as store:
-        data = RunData(store, run_id, Selection(langs=langs, layers=layers, ref=ref))
+        data = RunData(store, run_id, Selection(langs=langs, layers=layers, ref=ref, source=source))
         return ANALYSES[name].function(data, **options)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_sources(path: str, run_id: int, run_version: Version) -> tuple[str, ...]:
+    """The routing distributions a run can give (soft, weight, hard; an id-only trace: hard only)."""
+    del run_version
+    with shared_store(path).reading() as store:
+        return summaries.stored_sources(store.con, run_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

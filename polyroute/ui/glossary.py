@@ -46,6 +46,12 @@ GLOSSARY: Final = (
             "Divergence": "How differently two languages route the same sentence in one layer, from 0 (the same "
             "experts with the same weights) to 1 (nothing in common): the Jensen-Shannon divergence of their "
             "expert use, divided by what their entropies leave possible.",
+            "Routing distribution (soft, weight, hard)": "What divergence and entropy compare, per sentence and "
+            "layer. Soft: the router's probabilities for every expert, averaged over the sentence's tokens. "
+            "Weight: the weights the router gave the experts it chose, each token's adding up to 1, averaged over "
+            "the sentence (the default of the 2510.04694 authors' code). Hard: only which experts each token was "
+            "sent to, each choice counted alike. A run that kept only the experts' numbers (id-only) gives hard "
+            "alone.",
             "U-shape": "Divergence is usually high in the first layers (each script has its own tokens) and the "
             "last ones (each language writes its own words), and lower in between, where a model shares "
             "meaning across languages: plotted per layer, a U.",
