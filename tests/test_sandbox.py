@@ -148,7 +148,7 @@ def test_without_the_statement_check_the_connection_still_refuses(traced, monkey
 @pytest.mark.parametrize(
     ("statement", "rows"),
     [
-        ("SUMMARIZE runs", 12),
+        ("SUMMARIZE runs", 14),
         ("DESCRIBE routes", 7),
         ("SHOW TABLES", 19),
         ("FROM sequences SELECT lang WHERE seq_id = 0", 1),
