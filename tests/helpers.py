@@ -289,6 +289,10 @@ class Gated:
     """A backend (mixed in before its class) that traces one batch, then waits for the test to open
     the gate (a collection caught mid-run)."""
 
+    # Seconds each batch after the gate takes at least: more than the writer's max_delay_s, so each is
+    # stored as its own group and a cancel takes effect after one more batch, not after all the rest.
+    pace_s = 0.0
+
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)
         self.gate = threading.Event()
@@ -298,6 +302,8 @@ class Gated:
         self.batches += 1
         if self.batches > 1:
             assert self.gate.wait(60)
+        if self.batches > 2:
+            time.sleep(self.pace_s)
         return super().trace(texts, save_logits=save_logits)  # type: ignore[misc]
 
 

@@ -126,15 +126,17 @@ def test_the_presets_are_the_published_ones_and_plan_help_lists_them(capsys):
 
 
 def test_the_shared_preset_on_the_demo_model(built_demo_store, tmp_path, capsys):
-    layers = _run_data(built_demo_store).layers
-    preset = preset_for("2601.14050", moe_layers=layers)
+    data = _run_data(built_demo_store)
+    preset = preset_for("2601.14050", moe_layers=data.layers)
     (band,) = (window.band for window in preset.windows)
     assert band == (1, 2)  # 10-39 of 48 on 4 layers
+    k = min(preset.k, data.layout.n_experts)  # the published k 20 keeps all of the demo's 8 experts, said as k 8
+    assert k == 8
     for langs in (["eng_Latn", "zho_Hans"], ["zho_Hans", "eng_Latn"]):
         plan = _plan(capsys, tmp_path, built_demo_store, "shared", "--preset", "2601.14050", "--langs", ",".join(langs))
         assert plan.band == band and plan.method == preset.method
         assert plan.strength == dict(preset.strengths)[langs[0]]  # 0.022 from English, 0.034 from Chinese
-        assert f"k {preset.k}, thr {preset.thr}" in plan.source and "preset 2601.14050" in plan.source
+        assert f"k {k}, thr {preset.thr}" in plan.source and "preset 2601.14050" in plan.source
         assert _pairs(plan) == _expected_shared(built_demo_store, langs, band, preset.k, preset.thr)
     # Without --langs, the published pool (English first); flags given override the preset.
     assert _plan(capsys, tmp_path, built_demo_store, "shared", "--preset", "2601.14050") == _plan(
@@ -142,7 +144,7 @@ def test_the_shared_preset_on_the_demo_model(built_demo_store, tmp_path, capsys)
     )
     plan = _plan(capsys, tmp_path, built_demo_store, "shared", "--preset", "2601.14050", "--langs", "eng_Latn,zho_Hans",
                  "--thr", "0.8", "--layers", "2-3", "--strength", "0.5")  # fmt: skip
-    assert plan.band == (2, 3) and plan.strength == 0.5 and "k 20, thr 0.8" in plan.source
+    assert plan.band == (2, 3) and plan.strength == 0.5 and "k 8, thr 0.8" in plan.source
     assert _pairs(plan) == _expected_shared(built_demo_store, ["eng_Latn", "zho_Hans"], (2, 3), 20, 0.8)
     code, _, err = _run(capsys, "plan", "shared", "--preset", "2601.14050", "--langs", "deu_Latn,eng_Latn", "--run",
                         "1", "--db", str(built_demo_store))  # fmt: skip
@@ -150,24 +152,26 @@ def test_the_shared_preset_on_the_demo_model(built_demo_store, tmp_path, capsys)
 
 
 def test_the_exclusive_presets_on_the_demo_model(built_demo_store, tmp_path, capsys):
-    layers = _run_data(built_demo_store).layers
+    data = _run_data(built_demo_store)
+    layers = data.layers
     # round(p 3 / 47) of the published first and last layers: 0-4, 22-26, 43-47 and 0-9, 19-28, 38-47.
     scaled = {"2601.14050-xquad": [(0, 1), (1, 2), (2, 3)]}
     for name in preset_names("exclusive"):
         preset = preset_for(name, moe_layers=layers)
         assert [w.band for w in preset.windows] == scaled.get(name, [(0, 0), (1, 2), (3, 3)])
         # 34 languages share each of the demo's 8 experts: none is exclusive at the published thr, and the
-        # refusal names the preset's k, thr and window.
+        # refusal names the k it used (the preset's, capped at the expert count), the thr and the window.
         for window in preset.windows:
             code, _, err = _run(capsys, "plan", "exclusive", "--preset", name, "--lang", "kor_Hang", "--window",
                                 window.name, "--run", "1", "--db", str(built_demo_store))  # fmt: skip
             first, last = window.band
-            where = str(first) if first == last else f"{first}-{last}"
-            assert code == 2 and f"at k {preset.k}, thr {preset.thr} in layers {where}:" in err
+            where = f"layer {first}" if first == last else f"layers {first}-{last}"
+            k = min(preset.k, data.layout.n_experts)
+            assert code == 2 and f"at k {k}, thr {preset.thr} in {where}:" in err
     # With a lower thr given (it overrides the preset), the middle window has one.
     plan = _plan(capsys, tmp_path, built_demo_store, "exclusive", "--preset", "2601.14050-mgsm", "--lang", "kor_Hang",
                  "--window", "middle", "--thr", "0.1")  # fmt: skip
-    assert plan.band == (1, 2) and plan.method == "ablate" and "k 15, thr 0.1" in plan.source
+    assert plan.band == (1, 2) and plan.method == "ablate" and "k 8, thr 0.1" in plan.source
     assert _pairs(plan) == _expected_exclusive(built_demo_store, "kor_Hang", (1, 2), 15, 0.1) != set()
     code, _, err = _run(capsys, "plan", "exclusive", "--preset", "2601.14050", "--lang", "ko", "--window", "early",
                         "--run", "1", "--db", str(built_demo_store))  # fmt: skip

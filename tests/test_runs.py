@@ -35,7 +35,10 @@ DATA = Path(__file__).parent / "data"
 
 
 class GatedModel(Gated, HFBackend):
-    """The real tiny model, stopped after its first batch until the test opens the gate."""
+    """The real tiny model, stopped after its first batch until the test opens the gate, then one
+    batch a second (the writer stores each alone)."""
+
+    pace_s = 1.0
 
 
 def _status(db: Path | SharedStore, run_id: int) -> str:
