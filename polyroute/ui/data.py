@@ -62,12 +62,14 @@ def analysis(
     langs: tuple[str, ...] | None = None,
     layers: tuple[int, int] | None = None,
     ref: str = "eng_Latn",
+    source: str = "auto",
     **options: Any,
 ) -> AnalysisResult:
-    """The analysis `name` (`polyroute.analyses.registry.ANALYSES`) of a run's selection, as the CLI computes it."""
+    """The analysis `name` (`polyroute.analyses.registry.ANALYSES`) of a run's selection, as the CLI
+    computes it; `source` is the routing distribution (soft, weight, hard; auto: soft where stored)."""
     del run_version  # part of the cache key only
     with shared_store(path).reading() as store:
-        data = RunData(store, run_id, Selection(langs=langs, layers=layers, ref=ref))
+        data = RunData(store, run_id, Selection(langs=langs, layers=layers, ref=ref, source=source))
         return ANALYSES[name].function(data, **options)
 
 
