@@ -42,10 +42,13 @@ with past_tab:
     labels = {run_id: a.run_label(found) for run_id, found in past.items()}
     if job is not None and state is not None and state.running:
         # The job running now, marked so, whether or not its run is stored yet.
-        labels = {state.run_id or RUNNING: a.running_label(job.request, state.run_id)} | labels
+        now = state.run_id or RUNNING
+        labels = {now: a.running_label(job.request, state.run_id)} | {k: v for k, v in labels.items() if k != now}
     if not labels:
         st.caption("This store holds no adaptation yet: train one in the first tab or with `polyroute adapt`.")
     else:
+        if st.session_state.get("adapt_past_run") not in labels:
+            st.session_state.pop("adapt_past_run", None)  # the running entry, gone once its run ended
         chosen = st.selectbox(
             "Adaptation run",
             list(labels),

@@ -227,8 +227,8 @@ def test_zero_scores_are_drawn_and_the_distribution_is_kept_in_the_url(app_db):
     bars = chart(at, "accuracy per language")
     # A bar of 0 has no height: its tick on the axis draws it, and the subtitle says so.
     assert [layer["mark"]["type"] for layer in bars.spec["layer"]] == ["bar", "tick"]
-    assert set(bars.rows()["value"]) == {0.0} and "Every score is 0" in bars.spec["layer"][0]["title"]["subtitle"]
+    assert set(bars.rows()["value"]) == {0.0} and "Every score is 0" in bars.spec["title"]["subtitle"]
     at.selectbox(key="evaluate_run").set_value(run).run()
     at.radio(key="distribution").set_value("hard").run()
-    assert at.query_params["distribution"] == ["hard"] and not at.exception
+    assert dict(at.query_params)["distribution"] in ("hard", ["hard"]) and not at.exception
     assert "(hard)" in chart(at, "Divergence from eng_Latn").title

@@ -78,8 +78,8 @@ def benchmark_mismatch(task: str, corpus: str) -> str:
     what = "The built-in corpus" if corpus == BUILTIN else f"A copy of {BENCHMARKS[name].title}"
     return (
         f"{what} has no {', '.join(spec.required_fields)} field, which task {task} scores with: enter a copy of "
-        f"{BENCHMARKS[spec.benchmark].title} (where one comes from: below), or choose task {BUILTIN_TASK}, "
-        "which runs on the built-in corpus."
+        f"{BENCHMARKS[spec.benchmark].title} (the note under the field says where one comes from), or choose "
+        f"task {BUILTIN_TASK}, which runs on the built-in corpus."
     )
 
 
@@ -189,7 +189,8 @@ def launcher(store: SharedStore, place: ModelPlace) -> None:
     langs: list[str] = []
     if not corpus:
         problems.append(
-            f"Enter a copy of {spec.benchmark}, e.g. `{spec.benchmark}:FOLDER` (where one comes from: below)."
+            f"Enter a copy of {spec.benchmark}, e.g. `{spec.benchmark}:FOLDER` (the note under the field says where "
+            "one comes from)."
         )
     elif problem := benchmark_mismatch(task, corpus):
         problems.append(problem)
@@ -313,16 +314,15 @@ def score_bars(frame: pd.DataFrame, *, value_title: str, title: str) -> alt.Laye
     """`charts.variant_bars` with a mark at each bar's top, so a score of 0 shows as a line on the
     axis rather than as no bar at all (a tiny model on a hard task scores 0 everywhere)."""
     bars = variant_bars(frame, value_title=value_title, title=title)
+    bars.title = alt.Undefined  # the layer carries it
     tops = (
         alt.Chart(frame)
         .mark_tick(thickness=3, size=12)
         .encode(x=alt.X("name:N"), xOffset=alt.XOffset("variant:N"), y=alt.Y("value:Q"), color=alt.Color("variant:N"))
     )
-    if not frame.empty and float(frame["value"].abs().max()) == 0.0:
-        bars = bars.properties(
-            title=alt.Title(title, subtitle="Every score is 0: each line on the axis is a bar of 0.")
-        )
-    return alt.LayerChart(layer=[bars, tops])
+    all_zero = not frame.empty and float(frame["value"].abs().max()) == 0.0
+    subtitle = "Every score is 0: each line on the axis is a bar of 0." if all_zero else alt.Undefined
+    return alt.LayerChart(layer=[bars, tops], title=alt.Title(title, subtitle=subtitle))
 
 
 def answers_frame(store: SharedStore, run_id: int) -> pd.DataFrame:

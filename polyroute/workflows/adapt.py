@@ -300,10 +300,12 @@ class _Clock:
         self._plan = {"before": before, "training": steps, "after": after}  # batches, steps, batches
         self._started: dict[str, float] = {}
         self._per_unit: dict[str, float] = {}
+        self._last = time.monotonic()  # a stage starts when the step before it ended
 
     def __call__(self, step: AdaptProgress) -> None:
         now = time.monotonic()
-        started = self._started.setdefault(step.stage, now)
+        started = self._started.setdefault(step.stage, self._last)
+        self._last = now
         if step.done and step.stage in self._plan:
             self._per_unit[step.stage] = (now - started) / step.done
         if self._progress:
