@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import streamlit as st
 
+from moe_core.analysis.rise import ZoneRule
 from moe_core.demo import DEMO_MODEL_DIR
 from polyroute.ui.data import shared_store
 from polyroute.workflows.adapt import select
@@ -42,9 +43,11 @@ def frames(at, column: str) -> list:
     return [frame.value for frame in at.dataframe if column in frame.value.columns]
 
 
-def selected(db: Path, target: str, budget: int, ratios=(0.35, 0.25, 0.40)) -> list[tuple[int, int]]:
+def selected(
+    db: Path, target: str, budget: int, ratios=(0.35, 0.25, 0.40), zones: ZoneRule = "reference"
+) -> list[tuple[int, int]]:
     with shared_store(str(db)).reading() as store:  # the app's own instance: it holds the file
-        return select(store, 1, target, budget, ratios).pairs
+        return select(store, 1, target, budget, ratios, zones=zones).pairs
 
 
 def test_the_map_shows_the_selected_experts_and_follows_target_and_budget(demo_app_db: Path):
@@ -53,9 +56,16 @@ def test_the_map_shows_the_selected_experts_and_follows_target_and_budget(demo_a
     assert target == "arb_Arab" and at.number_input(key="adapt_budget_1").value == 8
     assert shown_experts(at, "experts RISE selects") == selected(demo_app_db, target, 8)
     cells = chart(at, "experts RISE selects").rows()
-    assert len(cells) == 4 * 8 and set(cells["zone"]) == {"shallow", "middle", "deep"}  # every expert, by zone
+    # Every expert, by zone: the reference rule cuts the demo's 4 layers at round(1.5) = round(2.5) = 2.
+    assert len(cells) == 4 * 8 and set(cells["zone"]) == {"shallow", "deep"}
     table = frames(at, "specificity")[0]
     assert list(zip(table["layer"], table["expert"], strict=True)) == selected(demo_app_db, target, 8)
+    at.radio(key="adapt_zones").set_value("fraction").run()
+    assert set(chart(at, "experts RISE selects").rows()["zone"]) == {"shallow", "middle", "deep"}
+    assert any(caption.value.startswith("fraction: zones cut where") for caption in at.caption)
+    fraction = selected(demo_app_db, target, 8, zones="fraction")
+    assert shown_experts(at, "experts RISE selects") == fraction != selected(demo_app_db, target, 8)
+    at.radio(key="adapt_zones").set_value("reference").run()
 
     at.selectbox(key="adapt_target_1").set_value("kor_Hang").run()
     at.number_input(key="adapt_budget_1").set_value(5).run()
