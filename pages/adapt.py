@@ -1,6 +1,7 @@
-"""Adapt (RISE): choose a language and a budget, see the experts its routing singles out on a layer x
-expert map (no model needed), train only those experts in the background, and compare every
-language's held-out loss before and after; past adaptations of the store reopen below."""
+"""Adapt (RISE): choose a language, a budget and the zone rule, see the experts its routing singles
+out on a layer x expert map (no model needed), train only those experts in the background (with
+an estimate of the time it takes), and compare the held-out loss of the target and the chosen
+languages before and after; past adaptations of the store, and one running now, reopen below."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from moe_core.adapt import TrainSettings
-from moe_core.analysis.rise import DEFAULT_RATIOS
+from moe_core.analysis.rise import DEFAULT_RATIOS, ZONE_RULES
 from moe_core.demo import DEMO_MODEL_DIR
 from polyroute.background import current_job, start_job
 from polyroute.background.adapt import AdaptationJob, AdaptationState
@@ -17,7 +18,7 @@ from polyroute.ui import adapt as a
 from polyroute.ui.forms import job_gate
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
 from polyroute.ui.progress import follow, started
-from polyroute.workflows.adapt import AdaptOutcome, AdaptRequest
+from polyroute.workflows.adapt import AdaptOutcome, AdaptRequest, default_eval_langs
 
 page(
     "Adapt",
@@ -31,22 +32,37 @@ page(
 choice = choose_run(choose_store())
 store, run = choice.store, choice.run
 new_tab, past_tab = st.tabs(["Adapt a language", "Past adaptations"])
+job = current_job(store, AdaptationJob)
+state = job.snapshot() if job is not None else None
+RUNNING = -1  # the Past list's entry of an adaptation still loading its model (its run is not stored yet)
 
 # Filled first, so that a problem that ends the page in the other tab still leaves this one drawn.
 with past_tab:
-    past = a.adaptation_runs(store)
-    if not past:
+    past = {found.run_id: found for found in reversed(a.adaptation_runs(store))}
+    labels = {run_id: a.run_label(found) for run_id, found in past.items()}
+    if job is not None and state is not None and state.running:
+        # The job running now, marked so, whether or not its run is stored yet.
+        now = state.run_id or RUNNING
+        labels = {now: a.running_label(job.request, state.run_id)} | {k: v for k, v in labels.items() if k != now}
+    if not labels:
         st.caption("This store holds no adaptation yet: train one in the first tab or with `polyroute adapt`.")
     else:
-        by_id = {found.run_id: found for found in reversed(past)}
+        if st.session_state.get("adapt_past_run") not in labels:
+            st.session_state.pop("adapt_past_run", None)  # the running entry, gone once its run ended
         chosen = st.selectbox(
             "Adaptation run",
-            list(by_id),
-            format_func=lambda run_id: a.run_label(by_id[run_id]),
+            list(labels),
+            format_func=labels.__getitem__,
             key="adapt_past_run",
-            help="Every adaptation of this store, newest first.",
+            help="Every adaptation of this store, newest first; one running now is marked running.",
         )
-        a.show_adaptation(a.stored_adaptation(store, by_id[chosen]), "past")
+        if chosen in past and not (state is not None and state.running and chosen == state.run_id):
+            a.show_adaptation(a.stored_adaptation(store, past[chosen]), "past")
+        else:
+            st.info(
+                f"{labels[chosen]}: {state.text if state is not None else ''}. Its losses appear here when it ends.",
+                icon=":material/hourglass_top:",
+            )
 
 
 def _adapted(state: AdaptationState, outcome: AdaptOutcome) -> None:
@@ -62,19 +78,22 @@ with new_tab:
     st.subheader("Which experts to train")
     langs = choice.langs
     others = [lang for lang in langs if lang != choice.ref] or langs
+    available = len(choice.layout.layers) * choice.layout.n_experts
+    # A new session opens on the adaptation this store ran last (running or done): the form starts
+    # from its choices, so that the result shown below is the form's.
+    last = job.request if job is not None and job.request.run_id == run.run_id else None
     pick, size, weight = st.columns([2, 1, 1])
     target = pick.selectbox(
         "Target language",
         langs,
-        key=kept(f"adapt_target_{run.run_id}", langs, others[0]),
+        key=kept(f"adapt_target_{run.run_id}", langs, last.target if last and last.target in langs else others[0]),
         format_func=lang_name,
         help="The language to improve: its experts are chosen from how this run routed its tokens.",
     )
-    available = len(choice.layout.layers) * choice.layout.n_experts
     budget = int(
         size.number_input(
-            "Experts to train (K)", 1, available, min(8, available), key=f"adapt_budget_{run.run_id}",
-            help=f"How many of the model's {available} routed experts to train.",
+            "Experts to train (K)", 1, available, min(last.budget if last else 8, available),
+            key=f"adapt_budget_{run.run_id}", help=f"How many of the model's {available} routed experts to train.",
         )
     )  # fmt: skip
     alpha = weight.number_input(
@@ -87,14 +106,22 @@ with new_tab:
         for column, zone, default in zip(shares, ("shallow", "middle", "deep"), DEFAULT_RATIOS, strict=True)
     )
     ratios = (shallow, middle, deep)
+    zone_rule = st.radio(
+        "Depth zones",
+        list(ZONE_RULES),
+        key=kept("adapt_zones", list(ZONE_RULES), "reference"),
+        horizontal=True,
+        help="Where the shallow, middle and deep zones start, and where a zone too small for its share sends the rest.",
+    )
+    st.caption(a.ZONE_RULE_WORDS[zone_rule])
     if problem := a.ratio_problem(ratios):
         st.warning(problem, icon=":material/info:")
         st.stop()
     with explained():
-        subnetwork = a.preview(choice.path, run.run_id, choice.version, target, budget, ratios, float(alpha))
+        subnetwork = a.preview(choice.path, run.run_id, choice.version, target, budget, ratios, float(alpha), zone_rule)
     st.altair_chart(
         a.expert_map(
-            a.map_frame(subnetwork.layers, subnetwork.n_layers, subnetwork.n_experts, subnetwork.experts),
+            a.map_frame(subnetwork.layers, subnetwork.n_layers, subnetwork.n_experts, subnetwork.experts, zone_rule),
             title=f"The {budget} experts RISE selects for {lang_name(target)} (run {run.run_id})",
         ),
         key="adapt_map",
@@ -115,29 +142,49 @@ with new_tab:
     lr = lr_col.number_input("Learning rate", 1e-6, 0.5, 2e-3, format="%.4f", key="adapt_lr")
     batch_size = batch_col.number_input("Batch size", 1, 256, 8, key="adapt_batch")
     seed = seed_col.number_input("Seed", 0, 2**31 - 1, 0, key="adapt_seed")
+    compared_col, all_col = st.columns([3, 1])
+    every = all_col.checkbox(
+        f"All {len(langs)} languages", key="adapt_eval_all", help="Each language is a full pass over its held-out "
+        "texts, before and after: with many languages that takes longer than the training.",
+    )  # fmt: skip
+    candidates = [lang for lang in langs if lang != target]
+    compared = compared_col.multiselect(
+        "Languages to measure besides the target",
+        candidates,
+        default=default_eval_langs(target, langs)[1:],
+        format_func=lang_name,
+        disabled=every,
+        key=f"adapt_eval_langs_{run.run_id}_{target}",
+        help="Their held-out loss before and after training shows what the other languages lose.",
+    )
+    eval_langs = [target, *(candidates if every else compared)]
     st.caption(
         "Training uses the built-in corpus's training texts in the target language; the loss is measured on its "
-        "held-out texts in every language of the run, before and after."
+        f"held-out texts in {len(eval_langs)} language{'s' if len(eval_langs) > 1 else ''}, before and after."
     )
 
     gate = job_gate(store, AdaptationJob, cannot="train", waits="Training")
     running = gate.running
     problem = gate.problem or a.model_problem(folder, choice.path, run.model_id)
+    request = AdaptRequest(
+        db=Path(choice.path),
+        model=Path(folder).expanduser(),
+        run_id=run.run_id,
+        target=target,
+        budget=budget,
+        ratios=ratios,
+        alpha=float(alpha),
+        zones=zone_rule,
+        eval_langs=eval_langs,
+        settings=TrainSettings(
+            epochs=int(epochs), lr=float(lr), batch_size=int(batch_size), max_steps=int(max_steps), seed=int(seed)
+        ),
+    )
     if problem:
         st.info(problem, icon=":material/info:")
+    else:
+        st.caption(a.time_estimate(store, request, run.model_id, eval_langs))
     if st.button("Train", type="primary", disabled=bool(problem) or running, key="adapt_train"):
-        request = AdaptRequest(
-            db=Path(choice.path),
-            model=Path(folder).expanduser(),
-            run_id=run.run_id,
-            target=target,
-            budget=budget,
-            ratios=ratios,
-            alpha=float(alpha),
-            settings=TrainSettings(
-                epochs=int(epochs), lr=float(lr), batch_size=int(batch_size), max_steps=int(max_steps), seed=int(seed)
-            ),
-        )
         with explained():
             request.settings.check()
             start_job(store, AdaptationJob(store, request))
@@ -146,6 +193,11 @@ with new_tab:
     job = current_job(store, AdaptationJob)
     if job is not None and (outcome := job.snapshot().outcome) is not None:
         trained = next((r for r in a.adaptation_runs(store) if r.run_id == outcome.run_id), None)
-        if trained is not None:
+        if trained is not None and (trained.target, trained.budget) == (target, budget):
             # Its map is the one above, unless the choices changed since: the Past tab draws it.
             a.show_adaptation(a.stored_adaptation(store, trained), "new", with_map=False)
+        elif trained is not None:
+            st.caption(
+                f"The last adaptation (run {trained.run_id}, {lang_name(trained.target)}, K={trained.budget}) is "
+                "not the one chosen above: it is under **Past adaptations**."
+            )

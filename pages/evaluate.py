@@ -13,7 +13,6 @@ from polyroute.ui.charts import (
     GROUPINGS,
     correlation_scatter,
     sweep_lines,
-    variant_bars,
     with_language_facts,
 )
 from polyroute.ui.data import analysis, table
@@ -65,7 +64,7 @@ metric = pick_metric.selectbox("Score", metrics, key=kept("evaluate_metric", met
 shown = scores[scores["metric"] == metric]
 
 st.altair_chart(
-    variant_bars(shown, value_title=metric, title=f"{metric} per language, unsteered and steered"),
+    e.score_bars(shown, value_title=metric, title=f"{metric} per language, unsteered and steered"),
     width="stretch",
 )
 swept = shown[shown["variant"].str.contains("=")]
@@ -83,6 +82,9 @@ with st.expander("The scores as a table"):
         hide_index=True,
         width="stretch",
     )
+with st.expander("The answers, item by item", expanded=True):
+    st.caption("What the model read (the prompt) and wrote for each item, one column per variant.")
+    st.dataframe(e.answers_frame(store, run_id), hide_index=True, width="stretch", key="evaluate_answers")
 
 st.subheader("Does routing divergence predict the score?")
 st.caption(
@@ -96,12 +98,22 @@ variant = st.selectbox("Scores of", variants, key=kept("evaluate_variant", varia
 by_lang = dict(
     zip(shown[shown["variant"] == variant]["lang"], shown[shown["variant"] == variant]["value"], strict=True)
 )
-colour = st.radio(
+if problem := e.correlation_problem(by_lang, choice.ref, choice.langs):
+    st.info(problem, icon=":material/info:")
+    st.stop()
+source_col, colour_col = st.columns(2)
+sources = list(e.DISTRIBUTIONS)
+source = source_col.radio(
+    "Routing distribution", sources, key=kept("distribution", sources, "soft"), format_func=e.DISTRIBUTIONS.__getitem__,
+    help="Which routing the divergence compares: the router's full probabilities (soft), the weights it applied "
+    "to its top-k experts (weight), or only which experts it chose (hard).",
+)  # fmt: skip
+colour = colour_col.radio(
     "Colour by", list(GROUPINGS), format_func=GROUPINGS.__getitem__, horizontal=True, key="evaluate_colour"
 )
 with explained():
     found = analysis(
-        choice.path, choice.run.run_id, choice.version, "correlation", ref=choice.ref, scores=by_lang,
+        choice.path, choice.run.run_id, choice.version, "correlation", ref=choice.ref, source=source, scores=by_lang,
         score_name="score",
     )  # fmt: skip
 summary = found.summary
@@ -109,7 +121,7 @@ st.altair_chart(
     correlation_scatter(
         with_language_facts(table(found, "by_language")),
         score_title=f"{metric} ({variant})",
-        title=f"Divergence from {lang_name(choice.ref)} against {metric}, {summary['n']} languages",
+        title=f"Divergence from {lang_name(choice.ref)} ({source}) against {metric}, {summary['n']} languages",
         colour=colour,
     ),
     width="stretch",

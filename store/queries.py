@@ -215,6 +215,27 @@ def generated_answers(store: Store, run_id: int, lang: str, variant: str) -> lis
     ).fetchall()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    """One generated answer of an evaluation (a row of `generations`)."""
+
+    item_id: str
+    lang: str
+    variant: str
+    prompt: str
+    output: str
+
+
+def run_answers(store: Store, run_id: int) -> list[Answer]:
+    """Every answer of evaluation run `run_id`, by item, language and variant."""
+    rows = store.con.execute(
+        "SELECT item_id, lang, variant, prompt, output FROM generations WHERE run_id = ? "
+        "ORDER BY item_id, lang, variant",
+        [run_id],
+    ).fetchall()
+    return _as(Answer, rows)
+
+
 # Adaptation runs (RISE): what each trained and how each language's held-out loss moved. ---------
 
 ADAPTATION_TASK = "causal_lm"  # eval_results.task of an adaptation's before/after scores
@@ -297,6 +318,40 @@ def adaptation_scores(store: Store, run_id: int) -> list[AdaptationScore]:
         [run_id, ADAPTATION_TASK],
     ).fetchall()
     return _as(AdaptationScore, rows)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredLoss:
+    """A language's held-out loss before an adaptation, as an earlier run measured it."""
+
+    lang: str
+    loss: float
+    n_tokens: int
+    run_id: int  # the adaptation run that measured it
+
+
+def stored_before_losses(store: Store, model_id: str, before_key: str) -> dict[str, StoredLoss]:
+    """Each language's latest "before" loss among the complete adaptations of `model_id` whose
+    params name `before_key` (the same weights, texts and settings: `workflows.adapt._before_key`)."""
+    rows = store.con.execute(
+        "SELECT e.lang, e.value, e.n, e.run_id FROM eval_results AS e JOIN runs AS r USING (run_id) "
+        "WHERE r.kind = 'adaptation' AND r.status = 'complete' AND r.model_id = ? "
+        "AND json_extract_string(r.params, '$.before_key') = ? AND e.task = ? AND e.variant = 'before' "
+        "AND e.metric = 'loss' QUALIFY row_number() OVER (PARTITION BY e.lang ORDER BY e.run_id DESC) = 1",
+        [model_id, before_key, ADAPTATION_TASK],
+    ).fetchall()
+    return {row.lang: row for row in _as(StoredLoss, rows)}
+
+
+def adaptation_timing(store: Store, model_id: str) -> dict[str, float | None] | None:
+    """What the latest complete adaptation of `model_id` measured (seconds to load, per training step,
+    per held-out batch: `params.timing`), for the next one's estimate; None when none recorded it."""
+    row = store.con.execute(
+        "SELECT json_extract(params, '$.timing') FROM runs WHERE kind = 'adaptation' AND status = 'complete' "
+        "AND model_id = ? AND json_extract(params, '$.timing') IS NOT NULL ORDER BY run_id DESC LIMIT 1",
+        [model_id],
+    ).fetchone()
+    return None if row is None else json.loads(row[0])
 
 
 # The inputs of the analyses: every array is arranged by the run's `RunLayout`. -----------------

@@ -232,6 +232,14 @@ def write_adaptation(
     )
 
 
+def merge_run_params(store: Store, run_id: int, extra: Mapping[str, Any]) -> None:
+    """Add `extra` to a run's params (what is known only at its end, such as how long it took)."""
+    with store.transaction() as con:
+        con.execute(
+            "UPDATE runs SET params = json_merge_patch(params, ?) WHERE run_id = ?", [json.dumps(extra), run_id]
+        )
+
+
 def set_run_status(store: Store, run_id: int, status: str) -> None:
     """Mark a run running, complete, failed or cancelled (finished_at is set for all but running)."""
     with store.transaction() as con:

@@ -20,10 +20,12 @@ from moe_core.adapt.checkpoint import load_adapter, merge_adapter, save_adapter,
 from moe_core.adapt.subnetwork import ExpertSlice, SubnetworkMask, expert_slices, slice_values
 from moe_core.adapt.training import language_losses, train_subnetwork
 from moe_core.adapters import find_routers
+from moe_core.analysis.rise import select_rise
 from moe_core.backends.hf import HFBackend
 from moe_core.demo import DEMO_MODEL_DIR
 from moe_core.errors import ModelError, PolyrouteError
 from moe_core.tiny import SAMPLE_TEXT, build_tiny_model
+from polyroute.run_data import RunData, Selection
 from polyroute.workflows.adapt import AdaptRequest, select, start_adaptation
 from store import open_store
 from store import queries as q
@@ -270,7 +272,7 @@ def _brute_force_selection(db: Path, target: str, budget: int, ratios: tuple[flo
 def test_the_selection_agrees_with_rise_from_the_raw_routes(built_demo_store, target, budget, ratios):
     expected = _brute_force_selection(built_demo_store, target, budget, ratios)
     with open_store(built_demo_store, read_only=True) as store:
-        chosen = select(store, 1, target, budget, ratios)
+        chosen = select(store, 1, target, budget, ratios, zones="fraction")  # the rules written out above
     assert [(e.layer, e.expert) for e in chosen.experts] == [(lay, e) for lay, e, _ in expected]
     assert [e.score for e in chosen.experts] == pytest.approx([score for _, _, score in expected], abs=1e-6)
     assert [e.rank for e in chosen.experts] == list(range(1, budget + 1))
@@ -290,3 +292,46 @@ def test_the_demo_losses_match_the_demo_training_record():
 def test_a_slice_key_names_its_expert():
     assert ExpertSlice(layer=1, expert=3, tensor="m.experts.down_proj", index=3).key == "m.experts.down_proj#3"
     assert ExpertSlice(layer=1, expert=3, tensor="m.experts.3.w1.weight", index=None).key == "m.experts.3.w1.weight"
+
+
+@pytest.mark.parametrize("zones", ["reference", "fraction"])
+def test_the_zone_rule_passes_through_to_select_rise(built_demo_store, zones):
+    with open_store(built_demo_store, read_only=True) as store:
+        data = RunData(store, 1, Selection())
+        expected = select_rise(
+            data.frequencies, data.langs.index("heb_Hebr"), layers=data.layers, n_layers=data.layout.n_layers,
+            budget=12, zones=zones,
+        )  # fmt: skip
+        chosen = select(store, 1, "heb_Hebr", 12, zones=zones)
+    assert chosen.pairs == [(data.layers[y], e) for y, e in expected.experts]
+    assert chosen.zone_rule == zones
+    # The demo model's 4 layers: the reference rule cuts at round(1.5) = round(2.5) = 2, so it has no middle zone.
+    third = "deep" if zones == "reference" else "middle"
+    assert chosen.zones == ["shallow", "shallow", third, "deep"]
+
+
+def test_a_second_adaptation_reuses_the_stored_before_losses(built_demo_store, tmp_path):
+    db = tmp_path / "demo.duckdb"
+    shutil.copyfile(built_demo_store, db)
+
+    def adapt(name: str, langs: list[str] | None) -> tuple[object, list[int]]:
+        request = AdaptRequest(
+            db=db, model=DEMO_MODEL_DIR, run_id=1, target=TARGET, budget=4, eval_langs=langs,
+            settings=TrainSettings(max_steps=2), out=tmp_path / name,
+        )  # fmt: skip
+        batches: list[int] = []  # the "before" held-out batches this run computed
+        outcome = start_adaptation(request, lambda step: batches.append(step.done) if step.stage == "before" else None)
+        return outcome, batches
+
+    first, first_measured = adapt("first", None)
+    assert [loss.lang for loss in first.before] == [TARGET, "eng_Latn"] and first_measured and first.reused == []
+    second, measured = adapt("second", None)
+    assert measured == [] and second.reused == sorted([TARGET, "eng_Latn"])  # nothing computed again
+    assert [(b.lang, b.loss, b.n_tokens) for b in second.before] == [(b.lang, b.loss, b.n_tokens) for b in first.before]
+    two_languages = len(first_measured)
+    third, measured = adapt("third", ["jpn_Jpan", "eng_Latn"])
+    # Only Japanese is measured (the built-in languages share their items: as many batches as one of two).
+    assert third.reused == sorted([TARGET, "eng_Latn"]) and len(measured) == two_languages // 2
+    with open_store(db, read_only=True) as store:
+        runs = {run.run_id: run for run in q.adaptation_runs(store)}
+    assert runs[third.run_id].params["before_reused"] == {TARGET: second.run_id, "eng_Latn": second.run_id}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from transformers import AutoConfig
 from moe_core.backends.hf import HFBackend
 from moe_core.tiny import build_tiny_model
 from polyroute.cli import main
+from polyroute.workflows.adapt import select
 from store import open_store
 from store import queries as q
 from tests.conftest import PARALLEL, write_jsonl
@@ -136,3 +138,16 @@ def test_bad_input_exits_2_with_one_line_and_leaves_the_store_and_disk_unchanged
         assert store_digest(adapted["db"]) == before, name
     assert sorted(p.name for p in adapted["root"].iterdir()) == files  # no adapter, no scratch folder left
     assert (adapted["root"] / "full" / "keep.txt").read_text() == "mine"
+
+
+def test_the_zone_rule_reaches_the_selection(adapted, tmp_path):
+    """`--zones fraction` selects and stores what `select(..., zones="fraction")` selects."""
+    db = tmp_path / "zones.duckdb"
+    shutil.copyfile(adapted["db"], db)
+    argv = _adapt_argv(db, adapted["model"], adapted["corpus"], tmp_path / "adapter", "--target", "deu_Latn")
+    assert main([*argv, "--budget", "4", "--zones", "fraction"]) == 0
+    with open_store(db, read_only=True) as store:
+        run = q.adaptation_runs(store)[-1]
+        stored = [(e.layer, e.expert) for e in q.adaptation_experts(store, run.run_id)]
+        expected = select(store, 1, "deu_Latn", 4, zones="fraction")
+    assert run.params["zones"] == "fraction" and stored == expected.pairs

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import streamlit as st
 
+from moe_core.analysis.rise import ZoneRule
 from moe_core.demo import DEMO_MODEL_DIR
 from polyroute.ui.data import shared_store
 from polyroute.workflows.adapt import select
@@ -42,9 +43,11 @@ def frames(at, column: str) -> list:
     return [frame.value for frame in at.dataframe if column in frame.value.columns]
 
 
-def selected(db: Path, target: str, budget: int, ratios=(0.35, 0.25, 0.40)) -> list[tuple[int, int]]:
+def selected(
+    db: Path, target: str, budget: int, ratios=(0.35, 0.25, 0.40), zones: ZoneRule = "reference"
+) -> list[tuple[int, int]]:
     with shared_store(str(db)).reading() as store:  # the app's own instance: it holds the file
-        return select(store, 1, target, budget, ratios).pairs
+        return select(store, 1, target, budget, ratios, zones=zones).pairs
 
 
 def test_the_map_shows_the_selected_experts_and_follows_target_and_budget(demo_app_db: Path):
@@ -53,9 +56,16 @@ def test_the_map_shows_the_selected_experts_and_follows_target_and_budget(demo_a
     assert target == "arb_Arab" and at.number_input(key="adapt_budget_1").value == 8
     assert shown_experts(at, "experts RISE selects") == selected(demo_app_db, target, 8)
     cells = chart(at, "experts RISE selects").rows()
-    assert len(cells) == 4 * 8 and set(cells["zone"]) == {"shallow", "middle", "deep"}  # every expert, by zone
+    # Every expert, by zone: the reference rule cuts the demo's 4 layers at round(1.5) = round(2.5) = 2.
+    assert len(cells) == 4 * 8 and set(cells["zone"]) == {"shallow", "deep"}
     table = frames(at, "specificity")[0]
     assert list(zip(table["layer"], table["expert"], strict=True)) == selected(demo_app_db, target, 8)
+    at.radio(key="adapt_zones").set_value("fraction").run()
+    assert set(chart(at, "experts RISE selects").rows()["zone"]) == {"shallow", "middle", "deep"}
+    assert any(caption.value.startswith("fraction: zones cut where") for caption in at.caption)
+    fraction = selected(demo_app_db, target, 8, zones="fraction")
+    assert shown_experts(at, "experts RISE selects") == fraction != selected(demo_app_db, target, 8)
+    at.radio(key="adapt_zones").set_value("reference").run()
 
     at.selectbox(key="adapt_target_1").set_value("kor_Hang").run()
     at.number_input(key="adapt_budget_1").set_value(5).run()
@@ -87,38 +97,45 @@ def test_a_bad_ratio_or_model_folder_says_why(demo_app_db: Path, tiny_model):
     assert not at.info and not at.button(key="adapt_train").disabled
 
 
-def test_training_the_demo_model_shows_every_languages_loss_before_and_after(demo_app_db: Path):
+def test_training_the_demo_model_shows_the_chosen_languages_loss_before_and_after(demo_app_db: Path):
     at = open_page(PAGE)
     at.selectbox(key="adapt_target_1").set_value("kor_Hang").run()
     at.number_input(key="adapt_steps").set_value(10).run()
+    assert at.multiselect(key="adapt_eval_langs_1_kor_Hang").value == ["eng_Latn"]  # by default: the target, English
+    assert any("No time estimate yet" in caption.value for caption in at.caption)
     started = time.monotonic()
     at.button(key="adapt_train").click().run()
+    # Running, it is in Past adaptations already, marked so.
+    assert "kor_Hang · K=8 · running" in at.selectbox(key="adapt_past_run").options[0]
     stages: list[str] = []
+    left: list[str] = []
 
     def record_stage(at) -> None:
         stages.extend(bar.proto.text.split(":")[0].split(" · ")[0] for bar in at.get("progress"))
+        left.extend(bar.proto.text for bar in at.get("progress") if "s left" in bar.proto.text)
 
     wait_for_job(at, timeout=240, each=record_stage)
     print(f"train path: {time.monotonic() - started:.1f} s; stages seen: {list(dict.fromkeys(stages))}")
     assert not at.exception
     assert "Run 2 is complete" in at.success[0].value and "kor_Hang" in at.success[0].value
     assert "Training the selected experts" in stages
+    assert left, "the progress bar never said the time left"
 
     with shared_store(str(demo_app_db)).reading() as store:
         (run,) = q.adaptation_runs(store)
         stored = {s.lang: s for s in q.adaptation_scores(store, run.run_id) if s.metric == "loss"}
-        langs = q.run_layout(store, 1).langs  # type: ignore[union-attr]
         trained = [(e.layer, e.expert) for e in q.adaptation_experts(store, run.run_id)]
     assert (run.run_id, run.status, run.target, run.budget) == (2, "complete", "kor_Hang", 8)
-    assert sorted(stored) == sorted(langs) and len(langs) == 34
+    assert sorted(stored) == ["eng_Latn", "kor_Hang"]  # only those were measured
+    assert run.params["zones"] == "reference" and run.params["timing"]["step_s"] > 0
     losses = first_chart(at, "Held-out loss per language, before and after training for kor_Hang")
     dots = max(losses.data, key=len)
-    assert len(dots) == 2 * len(langs)
+    assert len(dots) == 2 * 2
     for _, row in dots.iterrows():
         expected = stored[row["lang"]]
         assert row["loss"] == pytest.approx(expected.before if row["when"] == "before training" else expected.after)
     table = frames(at, "loss before")[0]
-    assert table["code"].iloc[0] == "kor_Hang" and len(table) == len(langs)  # the target first
+    assert table["code"].tolist() == ["kor_Hang", "eng_Latn"]  # the target first
     assert dict(zip(table["code"], table["change"], strict=True)) == pytest.approx(
         {lang: s.change for lang, s in stored.items()}
     )
@@ -127,6 +144,9 @@ def test_training_the_demo_model_shows_every_languages_loss_before_and_after(dem
     # The Past tab draws the run's own map.
     assert shown_experts(at, "The 8 experts trained for kor_Hang") == trained
     assert Path(run.adapter_dir or "").is_dir()
+    # The next adaptation has an estimate from this one's speed, and reuses its losses before training.
+    estimate = next(caption.value for caption in at.caption if "Should take about" in caption.value)
+    assert "kor_Hang · Korean, eng_Latn · English is stored from an earlier adaptation" in estimate
 
     merged = demo_app_db.parent / "merged"
     at.text_input(key="new_merge_out").set_value(str(merged)).run()
@@ -137,6 +157,14 @@ def test_training_the_demo_model_shows_every_languages_loss_before_and_after(dem
     # The run is a past adaptation now, and reopens there.
     assert at.selectbox(key="adapt_past_run").value == 2
     assert frames(at, "loss before")[1].equals(table)
+
+    # A new session opens its form on the adaptation it shows below, not on the default target.
+    fresh = open_page(PAGE)
+    assert fresh.selectbox(key="adapt_target_1").value == "kor_Hang"
+    assert frames(fresh, "loss before")[0]["code"].tolist() == ["kor_Hang", "eng_Latn"]
+    fresh.selectbox(key="adapt_target_1").set_value("heb_Hebr").run()
+    assert any("The last adaptation (run 2, kor_Hang" in caption.value for caption in fresh.caption)
+    assert len(frames(fresh, "loss before")) == 1  # only the Past tab's: the result below follows the form
 
 
 @pytest.fixture

@@ -310,3 +310,35 @@ def test_the_steering_demo_changes_the_text(store_copy, page_factory, tmp_path):
         main.get_by_test_id("stVegaLiteChart").locator("svg.marks, canvas").first.wait_for()
         shot(page, "steering_demo")
         assert errors == []
+
+
+def test_evaluate_runs_its_built_in_task_from_the_default_form(store_copy, page_factory, tmp_path):
+    """A new user on the demo store: the Evaluate page's form, as it opens, starts an evaluation that
+    completes and shows its scores and its answers."""
+    with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
+        page, errors = page_factory()
+        page.goto(f"{url}/evaluate")
+        main = page.get_by_test_id("stMain")
+        start = main.get_by_role("button", name="Start the evaluation")
+        settle(page, start)
+        assert start.is_enabled(), main.inner_text()
+        field = main.get_by_label("Items per language (at most)")
+        field.fill("3")  # the default (10) completes too, in a longer test
+        field.press("Enter")
+        settle(page, main.get_by_label("Items per language (at most)"))
+        main.get_by_role("button", name="Start the evaluation").click()
+        done = main.get_by_text("is complete: 2 languages, 3 items")
+        deadline = time.monotonic() + 600
+        while not done.count():  # the page polls its job and reruns once when it ends
+            assert time.monotonic() < deadline, main.inner_text()
+            assert not main.get_by_text("The evaluation stopped").count(), main.inner_text()
+            time.sleep(2)
+        settle(page, main.get_by_text("The answers, item by item"))
+        assert main.get_by_text("per language, unsteered and steered").count()
+        assert main.get_by_text("The correlation needs at least 3 languages").count()
+        shot(page, "evaluate_builtin_done")
+        assert errors == []
+    with open_store(store_copy, read_only=True) as store:
+        (run,) = [run for run in q.list_runs(store) if run.kind == "evaluation"]
+        assert run.status == "complete" and run.params["task"] == "heldout"
+        assert len(q.run_answers(store, run.run_id)) == 2 * 3

@@ -6,14 +6,17 @@ no other job writing the store."""
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
 from scipy.stats import pearsonr
 
 from moe_core.demo import DEMO_MODEL_DIR
 from moe_core.errors import PolyrouteError
+from moe_core.evaluation.tasks import BUILTIN_TASK
 from moe_core.records import TaskScore
 from polyroute.background import Job, JobState, Outcome, start_job
 from polyroute.ui.data import shared_store
@@ -21,7 +24,7 @@ from polyroute.ui.evaluate import STEERING_PLAN
 from store import SharedStore, Store, open_store
 from store import queries as q
 from store import writer as w
-from tests.apptest import chart, charts, open_page
+from tests.apptest import chart, charts, open_page, wait_for_job
 from tests.helpers import PLAN, SWEEP, cli_scores, fill_in, finish, mgsm_copy, steering_controls, stored_scores
 
 LANGS = ["deu_Latn", "eng_Latn", "fra_Latn", "kan_Knda", "kaz_Cyrl", "tam_Taml", "tel_Telu", "tur_Latn", "uzn_Latn"]
@@ -111,12 +114,13 @@ def test_bad_settings_are_messages_and_start_nothing(app_db, tmp_path):
     at.text_input(key="widget_evaluate_model").set_value(str(DEMO_MODEL_DIR)).run()
     at.text_input(key="widget_evaluate_corpus").set_value(str(tmp_path / "none.jsonl")).run()
     assert at.info and at.button(key="evaluate_start").disabled and not at.exception
-    # A corpus without MGSM's answers is refused when Start is pressed, before a model loads.
+    # A corpus without MGSM's answers is refused before Start, in the page's words, and Start stays off.
     flores = tmp_path / "texts.jsonl"
     flores.write_text('{"item_id": "1", "lang": "eng_Latn", "text": "Hello."}\n', encoding="utf-8")
     at.text_input(key="widget_evaluate_corpus").set_value(str(flores)).run()
-    at.button(key="evaluate_start").click().run()
-    assert "no answer field, which task mgsm scores with" in at.warning[0].value and not at.exception
+    at.multiselect(key=f"evaluate_langs_{flores}_None").set_value(["eng_Latn"]).run()
+    said = [info.value for info in at.info if "no answer field, which task mgsm scores with" in info.value]
+    assert said and "--" not in said[0] and at.button(key="evaluate_start").disabled and not at.exception
     # The scores below the form stay drawn: a bad setting does not end the page.
     assert chart(at, "accuracy per language")
     with shared_store(str(app_db)).reading() as store:
@@ -165,3 +169,66 @@ def test_start_waits_while_another_job_writes_the_store(app_db, tmp_path):
     finally:
         other.gate.set()
         other.wait(10)
+
+
+def test_the_default_form_runs_the_built_in_task_on_the_demo_store(demo_app_db):
+    """A new user's first evaluation: nothing to download or type, Start, and the page shows each
+    language's loss, unsteered, the answers item by item, and what the correlation needs."""
+    at = open_page("pages/evaluate.py")
+    assert at.selectbox(key="widget_evaluate_task").value == BUILTIN_TASK
+    assert not at.button(key="evaluate_start").disabled, [info.value for info in at.info]
+    at.number_input(key="widget_evaluate_limit").set_value(3).run()  # the default (10) works too, slower
+    at.button(key="evaluate_start").click().run()
+    message = str(wait_for_job(at, timeout=240).success[0].value)
+    assert "is complete: 2 languages, 3 items, 1 variants" in message
+    with shared_store(str(demo_app_db)).reading() as store:
+        run = max((r for r in q.list_runs(store) if r.kind == "evaluation"), key=lambda r: r.run_id)
+        scores = {(r.lang, r.metric): r.value for r in q.eval_results(store, run.run_id)}
+        answers = q.run_answers(store, run.run_id)
+    assert run.status == "complete" and run.params["corpus"] == "builtin"
+    assert {lang for lang, _ in scores} == {"eng_Latn", "deu_Latn"}
+    for lang in ("eng_Latn", "deu_Latn"):
+        assert scores[lang, "perplexity"] == pytest.approx(math.exp(scores[lang, "loss"]))
+    at.selectbox(key="evaluate_metric").set_value("loss").run()
+    bars = chart(at, "loss per language").rows()
+    assert sorted(bars["lang"]) == ["deu_Latn", "eng_Latn"] and set(bars["variant"]) == {"unsteered"}
+    (table,) = [frame.value for frame in at.dataframe if "prompt" in frame.value.columns]
+    assert len(table) == len(answers) == 2 * 3 and list(table.columns[:3]) == ["item", "language", "prompt"]
+    assert sorted(table["unsteered"]) == sorted(answer.output for answer in answers)
+    (needs,) = [info.value for info in at.info if "The correlation needs at least 3 languages" in info.value]
+    assert "this run has 2" in needs and not at.exception
+
+
+def test_checks_before_start_say_what_a_task_needs_in_page_words(demo_app_db):
+    at = open_page("pages/evaluate.py")
+    at.selectbox(key="widget_evaluate_task").set_value("flores").run()
+    assert any("Enter a copy of flores_plus" in info.value for info in at.info)
+    assert any("hf download openlanguagedata/flores_plus" in caption.value for caption in at.caption)
+    at.text_input(key="widget_evaluate_corpus").set_value("builtin").run()
+    (said,) = [info.value for info in at.info if "The built-in corpus has no text field" in info.value]
+    assert f"choose task {BUILTIN_TASK}" in said and "--" not in said
+    assert at.button(key="evaluate_start").disabled and not at.exception
+
+
+def test_zero_scores_are_drawn_and_the_distribution_is_kept_in_the_url(app_db):
+    run = add_evaluation(app_db)
+    with open_store(app_db) as store:
+        zero = w.create_run(
+            store, kind="evaluation", model_id=q.get_run(store, run).model_id, corpus_id=None, backend="hf",
+            params={"task": "mgsm", "langs": LANGS}, n_planned=0, weight_bound=1.0,
+        )  # fmt: skip
+        scores = [
+            TaskScore(task="mgsm", lang=lang, variant="unsteered", metric="accuracy", value=0, n=4) for lang in LANGS
+        ]
+        w.write_evaluation(store, zero, scores, [])
+        w.set_run_status(store, zero, "complete")
+    at = open_page("pages/evaluate.py")
+    assert at.selectbox(key="evaluate_run").value == zero
+    bars = chart(at, "accuracy per language")
+    # A bar of 0 has no height: its tick on the axis draws it, and the subtitle says so.
+    assert [layer["mark"]["type"] for layer in bars.spec["layer"]] == ["bar", "tick"]
+    assert set(bars.rows()["value"]) == {0.0} and "Every score is 0" in bars.spec["title"]["subtitle"]
+    at.selectbox(key="evaluate_run").set_value(run).run()
+    at.radio(key="distribution").set_value("hard").run()
+    assert dict(at.query_params)["distribution"] in ("hard", ["hard"]) and not at.exception
+    assert "(hard)" in chart(at, "Divergence from eng_Latn").title

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from moe_core.analysis.rise import depth_zones
 from moe_core.corpora import load_corpus
@@ -14,10 +15,11 @@ from moe_core.corpora.base import TextRow
 from moe_core.errors import CorpusError, PolyrouteError
 from moe_core.evaluation.metrics import chrf_corpus
 from moe_core.evaluation.sweeps import build_variants, parse_sweep, window_plan
-from moe_core.evaluation.tasks import TASKS, check_fields, get_task
+from moe_core.evaluation.tasks import BUILTIN_TASK, TASKS, check_fields, get_task, opening, read_items, task_corpus
 from moe_core.steering import LayerExperts, PlanError, SteeringPlan
 from moe_core.steering.presets import preset_for
 from polyroute.cli import main
+from polyroute.cli.eval import TASK_NAMES
 from store import open_store
 from store import queries as q
 from tests.helpers import belebele_copy, mgsm_copy, run_id_of
@@ -223,7 +225,51 @@ def test_eval_refuses_bad_input_before_running(tiny_model, tmp_path, capsys):
     assert "expert 99" in capsys.readouterr().err
     assert main([*base, "--task", "mgsm", "--corpus", mgsm, "--sweep", "lambda=1"]) == 2
     assert "pass --plan" in capsys.readouterr().err
+    assert main([*base, "--task", "mgsm"]) == 2  # a benchmark task without its copy says where one comes from
+    assert "task mgsm reads a copy of mgsm: pass --corpus mgsm:FOLDER" in capsys.readouterr().err
     assert not db.exists()  # nothing was started, nor a store left behind
+
+
+def test_the_cli_names_every_task():
+    assert tuple(TASKS) == TASK_NAMES
+
+
+def test_the_built_in_task_continues_the_first_half_and_reads_the_held_out_split():
+    task = get_task(BUILTIN_TASK)
+    assert not task.needs_copy and task.model_loss and task_corpus(task, None) == "builtin"
+    assert opening(_row("deu_Latn"), None) == "prompt"[:3]  # one word: half its characters
+    row = TextRow("1", "eng_Latn", "Save the changes before you leave", "test", None)
+    assert opening(row, None) == "Save the changes"
+    items = read_items(task, "builtin", ["eng_Latn", "deu_Latn"], limit=4)
+    heldout = {row.item_id for row in load_corpus("builtin", split="heldout").rows}
+    assert len(items.rows) == 8 and {row.item_id for row in items.rows} <= heldout
+    # Whether the model carries a text on in its language: letters of another script do not count.
+    said = task.score(["the changes", "Привет"], [row, row])
+    assert said == {"language_consistency": 0.5}
+
+
+def test_eval_heldout_measures_the_loss_unsteered_and_steered(tiny_model, tmp_path, capsys):
+    """The built-in task end to end: its loss is `language_losses` of the model (under the plan when
+    steered), and a plan that changes routing changes it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from moe_core.adapt.training import language_losses
+
+    model, db = tiny_model("qwen3_moe"), tmp_path / "s.duckdb"
+    plan = SteeringPlan(method="soft", band=(1, 1), experts=(LayerExperts(layer=1, experts=(0,)),), strength=4.0)
+    argv = ["eval", "--task", BUILTIN_TASK, "--model", str(model), "--langs", "eng_Latn,deu_Latn", "--limit", "3"]
+    assert main([*argv, "--max-new-tokens", "4", "--plan", str(plan.save(tmp_path / "p.json")), "--db", str(db)]) == 0
+    with open_store(db, read_only=True) as store:
+        (run,) = q.list_runs(store)
+        scores = {(r.lang, r.variant, r.metric): r.value for r in q.eval_results(store, run.run_id)}
+        answers = q.run_answers(store, run.run_id)
+    assert run.params["corpus"] == "builtin" and len(answers) == 2 * 3 * 2
+    texts = [row.text for row in read_items(get_task(BUILTIN_TASK), "builtin", ["deu_Latn"], limit=3).rows]
+    loaded = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    (expected,) = language_losses(loaded, AutoTokenizer.from_pretrained(model), {"deu_Latn": texts})
+    assert scores["deu_Latn", "unsteered", "loss"] == pytest.approx(expected.loss, rel=1e-5)
+    assert scores["deu_Latn", "unsteered", "perplexity"] == pytest.approx(np.exp(expected.loss), rel=1e-5)
+    assert scores["deu_Latn", "plan", "loss"] != pytest.approx(expected.loss, rel=1e-6)
 
 
 def test_eval_flores_translates_from_english_with_a_window_sweep(tiny_model, tmp_path, capsys):

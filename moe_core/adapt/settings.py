@@ -39,6 +39,7 @@ class AdaptProgress:
     done: int  # batches (evaluation) or optimizer steps (training) so far
     total: int
     loss: float | None = None  # training: the latest step's mean token loss
+    seconds_left: float | None = None  # the whole job's, from the times measured so far (None: not yet known)
 
 
 ProgressCallback = Callable[[AdaptProgress], None]

@@ -10,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from moe_core.backends.base import Backend, GenerationParams
 from moe_core.corpora.base import TextRow
+from moe_core.errors import PolyrouteError
+from moe_core.evaluation.heldout import NEEDS_LOCAL_MODEL, can_measure_loss, text_losses
 from moe_core.evaluation.sweeps import Variant
 from moe_core.evaluation.tasks import TaskSpec
 from moe_core.records import GeneratedAnswer, TaskScore
@@ -40,9 +42,12 @@ def evaluate(
 
     sources: item_id -> the row in `task.source_lang` (translation tasks). Prompts of one language
     go through the model together, `batch_size` at a time, so no batch mixes very different
-    lengths or scripts; `on_batch(n)` is told after each batch of n prompts.
+    lengths or scripts; `on_batch(n)` is told after each batch of n prompts. A `model_loss` task
+    also gets each language's loss and perplexity on its texts, under the variant's plan.
     """
     check_plans(backend, variants)
+    if task.model_loss and not can_measure_loss(backend):
+        raise PolyrouteError(NEEDS_LOCAL_MODEL)  # before the first answer is generated
     by_lang: dict[str, list[TextRow]] = {}
     for row in rows:
         by_lang.setdefault(row.lang, []).append(row)
@@ -70,4 +75,14 @@ def evaluate(
                 )
                 for metric, value in task.score(outputs, group).items()
             ]
+        if task.model_loss:
+            losses = text_losses(backend, {lang: [row.text for row in group] for lang, group in by_lang.items()}, plan)
+            scores += [
+                TaskScore(
+                    task=task.name, lang=loss.lang, variant=name, metric=metric, value=value,
+                    n=len(by_lang[loss.lang]), plan=plan_json,
+                )
+                for loss in losses
+                for metric, value in (("loss", loss.loss), ("perplexity", loss.perplexity))
+            ]  # fmt: skip
     return scores, answers

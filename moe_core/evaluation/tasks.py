@@ -2,7 +2,9 @@
 an answer may take, and how a language's outputs are scored (docs/methods.md, "Evaluation").
 
 Pure functions on rows and strings: no model, no store. Metric names are those of `eval_results`:
-accuracy, chrf++, language_consistency, exact_match, f1.
+accuracy, chrf++, language_consistency, exact_match, f1; the built-in task (`heldout`, the one that
+needs no download) adds the model's own loss and perplexity on each text (`model_loss`, measured by
+`moe_core.evaluation.heldout` as the runner goes).
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from moe_core.corpora import ParallelCorpus, load_corpus
+from moe_core.corpora import BUILTIN, ParallelCorpus, load_corpus
 from moe_core.corpora.base import TextRow
-from moe_core.errors import CorpusError, PolyrouteError
+from moe_core.errors import CorpusError, ParameterError, PolyrouteError
 from moe_core.evaluation.answers import final_number, numbers_match, parse_choice
 from moe_core.evaluation.language_id import check_language
 from moe_core.evaluation.metrics import chrf_corpus, exact_match, token_f1
 from moe_core.languages import language
 
 FLORES_SOURCE = "eng_Latn"  # FLORES+ is scored as translation out of English (docs/methods.md)
+BUILTIN_TASK = "heldout"  # the task that runs on the built-in corpus, so with no download at all
 
 Scorer = Callable[[Sequence[str], Sequence[TextRow]], dict[str, float]]
 
@@ -28,16 +31,25 @@ class TaskSpec:
     """One task: the fields its rows must carry, its prompt, its decoding budget and its scorer.
 
     `prompt(row, source)` gets the row and, for translation, the same item in `source_lang`.
-    `score(outputs, rows)` returns metric -> value over one language's items.
+    `score(outputs, rows)` returns metric -> value over one language's items. A `model_loss` task
+    is also scored by the model's mean token loss (and perplexity) on each language's texts,
+    unsteered and under each plan.
     """
 
     name: str
-    benchmark: str  # the corpus reader whose rows carry the fields (moe_core.corpora.BENCHMARKS)
+    benchmark: str  # the corpus reader whose rows carry the fields (moe_core.corpora.BENCHMARKS), or BUILTIN
     required_fields: tuple[str, ...]
     max_new_tokens: int
     prompt: Callable[[TextRow, TextRow | None], str]
     score: Scorer
     source_lang: str | None = None
+    model_loss: bool = False
+    default_split: str | None = None  # the split read when none is given (None: the corpus's own default)
+
+    @property
+    def needs_copy(self) -> bool:
+        """Whether the task reads a benchmark copy (every task but the built-in one)."""
+        return self.benchmark != BUILTIN
 
 
 def first_line(output: str) -> str:
@@ -90,6 +102,20 @@ def score_extractive(outputs: Sequence[str], rows: Sequence[TextRow]) -> dict[st
     }
 
 
+def score_continuation(outputs: Sequence[str], rows: Sequence[TextRow]) -> dict[str, float]:
+    """The built-in task: whether the model carries on a text in its own language (its loss is the runner's)."""
+    return {"language_consistency": _consistency(outputs, rows)}
+
+
+def opening(row: TextRow, source: TextRow | None) -> str:
+    """The first half of the text (by words; by characters in a script written without spaces),
+    for the model to carry on."""
+    words = row.text.split()
+    if len(words) >= 2:
+        return " ".join(words[: len(words) // 2])
+    return row.text[: max(1, len(row.text) // 2)]
+
+
 def _as_is(row: TextRow, source: TextRow | None) -> str:
     return row.text  # the benchmark's template, recorded with the corpus, is already the prompt
 
@@ -108,6 +134,16 @@ def translation_prompt(row: TextRow, source: TextRow | None) -> str:
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
+        TaskSpec(
+            name=BUILTIN_TASK,
+            benchmark=BUILTIN,
+            required_fields=(),
+            max_new_tokens=24,
+            prompt=opening,
+            score=score_continuation,
+            model_loss=True,
+            default_split="heldout",  # sentences the demo model never trained on
+        ),
         TaskSpec(
             name="belebele",
             benchmark="belebele",
@@ -168,8 +204,21 @@ def check_fields(task: TaskSpec, rows: Sequence[TextRow], source: str) -> None:
         if absent:
             raise CorpusError(
                 f"{source}: item {row.item_id} ({row.lang}) has no {', '.join(absent)} field, which task "
-                f"{task.name} scores with: pass a {task.benchmark} copy, --corpus {task.benchmark}:DIR"
+                f"{task.name} scores with: the corpus must be a copy of {task.benchmark} ({task.benchmark}:FOLDER)"
             )
+
+
+def task_corpus(task: TaskSpec, corpus: str | None) -> str:
+    """The corpus `task` reads: `corpus` as given, or the built-in one for the built-in task; a task
+    that reads a benchmark copy refuses to go without one."""
+    if corpus:
+        return str(corpus)
+    if not task.needs_copy:
+        return BUILTIN
+    raise ParameterError(
+        f"task {task.name} reads a copy of {task.benchmark}: pass {{corpus}} {task.benchmark}:FOLDER "
+        f"(or {task.benchmark}, read from the Hugging Face Hub)"
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -185,9 +234,10 @@ def read_items(
     task: TaskSpec, corpus: str, langs: Sequence[str], limit: int | None = None, split: str | None = None
 ) -> TaskSelection:
     """The items of `task` in `langs` from `corpus`, checked against the task's fields. A translation
-    task reads its source language too, and only items that have it."""
+    task reads its source language too, and only items that have it. Without a split, the built-in
+    corpus gives the task's `default_split`."""
     wanted = list(dict.fromkeys([*langs, *([task.source_lang] if task.source_lang else [])]))
-    read = load_corpus(corpus, wanted, split)
+    read = load_corpus(corpus, wanted, split or (task.default_split if corpus == BUILTIN else None))
     selected = read.select(wanted, limit, aligned=task.source_lang is not None)
     rows = [row for row in selected if row.lang in langs]
     check_fields(task, rows, read.source)

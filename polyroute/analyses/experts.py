@@ -155,9 +155,8 @@ def analyze_rise(
     """The RISE subnetwork of a target language: scores, zones and the K experts it would train,
     selected by the rule set `zones` ("reference": the authors' code; "fraction": by depth fraction).
 
-    `polyroute analyze rise` passes its registry default, "reference"; the default here stays
-    "fraction" because `polyroute.workflows.adapt.select` calls this without `zones` and its
-    selection (and the tests of it) follow the fraction zones."""
+    `polyroute analyze rise` and `polyroute adapt` pass their default, "reference"; the default
+    here stays "fraction", Polyroute's earlier selection, for the Python callers written against it."""
     if target not in data.langs:
         raise ParameterError(f"{{target}} {target} is not among the analysed languages: {', '.join(data.langs)}")
     if budget < 1:

@@ -27,6 +27,7 @@ class AdaptationState(JobState[AdaptOutcome]):
     done: int = 0
     total: int = 0
     loss: float | None = None  # the latest training step's loss
+    seconds_left: float | None = None  # the job's estimate, from the step and batch times measured so far
 
     @property
     def fraction(self) -> float:
@@ -41,7 +42,8 @@ class AdaptationState(JobState[AdaptOutcome]):
             words += f": {unit} {self.done} of {self.total}"
         if self.stage == "training" and self.loss is not None:
             words += f" · loss {self.loss:.3f}"
-        return f"{words} · {self.seconds:.0f} s"
+        left = f" · about {self.seconds_left:.0f} s left" if self.seconds_left is not None else ""
+        return f"{words} · {self.seconds:.0f} s{left}"
 
 
 class AdaptationJob(Job[AdaptationState]):
@@ -58,5 +60,5 @@ class AdaptationJob(Job[AdaptationState]):
 
     def _progress(self, step: AdaptProgress) -> None:
         loss = step.loss if step.loss is not None else self.snapshot().loss
-        self._update(stage=step.stage, done=step.done, total=step.total, loss=loss)
+        self._update(stage=step.stage, done=step.done, total=step.total, loss=loss, seconds_left=step.seconds_left)
         self._stop_if_cancelled()  # told between batches and training steps

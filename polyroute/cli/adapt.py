@@ -1,8 +1,10 @@
-"""`polyroute adapt --model DIR --run RUN_ID --target ben_Beng --budget K [--task mgsm --task-corpus
-mgsm:DIR]`: train only the RISE expert subnetwork of a language (an `adaptation` run in the store
-with each language's held-out loss, and the task's scores, before and after, and an adapter folder
-with the trained slices); `polyroute adapt merge --adapter DIR --out DIR`: that adapter merged into
-its base, a full checkpoint any command loads.
+"""`polyroute adapt --model DIR --run RUN_ID --target ben_Beng --budget K [--zones reference|fraction]
+[--eval-langs ... | --eval-all] [--task mgsm --task-corpus mgsm:DIR]`: train only the RISE expert
+subnetwork of a language (an `adaptation` run in the store with the held-out loss of the target and
+English (or the languages asked for) and the task's scores, before and after, and an adapter folder
+with the trained slices; a "before" loss an earlier run measured on the same model is reused);
+`polyroute adapt merge --adapter DIR --out DIR`: that adapter merged into its base, a full
+checkpoint any command loads.
 
 Kept apart from the engine so that `polyroute --help` does not load torch.
 """
@@ -14,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from moe_core.analysis.rise import DEFAULT_RATIOS
+from moe_core.analysis.rise import DEFAULT_RATIOS, ZONE_RULES
 from moe_core.corpora import BUILTIN
 from moe_core.errors import PolyrouteError
 from moe_core.languages import parse_langs
@@ -31,7 +33,8 @@ def add_parser(commands: Any) -> None:
         "adapt",
         help="train only a language's RISE expert subnetwork; `adapt merge` makes a full checkpoint",
         description="Select the RISE subnetwork of --target from a trace run's routing, train only those experts "
-        "on target-language text, and store the run with each language's held-out loss before and after.",
+        "on target-language text, and store the run with the held-out loss of the target and English (or "
+        "--eval-langs, or --eval-all) before and after.",
     )
     adapt.add_argument("--model", type=Path, help="the checkpoint folder the trace run traced")
     adapt.add_argument("--run", type=int, metavar="RUN_ID", help="the trace run whose routing selects the experts")
@@ -39,11 +42,28 @@ def add_parser(commands: Any) -> None:
     adapt.add_argument("--budget", type=int, help="experts to train, K")
     adapt.add_argument("--ratios", default=",".join(map(str, DEFAULT_RATIOS)), help="shallow,middle,deep shares of K")
     adapt.add_argument("--alpha", type=float, default=10.0, help="weight of the frequency terms (default 10)")
+    adapt.add_argument(
+        "--zones",
+        choices=ZONE_RULES,
+        default="reference",
+        help="how RISE cuts the depth zones: reference (the authors' code: cuts at round(0.375 L) and round(0.625 L), "
+        "a full zone's share to the zone with most room; default) or fraction (layer/L cut at 37.5%% and 62.5%%, "
+        "a full zone's share to the largest ratio)",
+    )
     adapt.add_argument("--train-corpus", default=BUILTIN, help="where the target's training texts come from")
     adapt.add_argument("--train-split", help="its split (default: train for the built-in corpus)")
     adapt.add_argument("--eval-corpus", default=BUILTIN, help="held-out texts to score before and after")
     adapt.add_argument("--eval-split", help="its split (default: heldout for the built-in corpus)")
-    adapt.add_argument("--langs", help="languages to score (default: every language of the trace run)")
+    scored = adapt.add_mutually_exclusive_group()
+    scored.add_argument(
+        "--eval-langs",
+        "--langs",
+        dest="langs",
+        help="languages whose held-out loss is measured before and after, besides the target (default: English)",
+    )
+    scored.add_argument(
+        "--eval-all", action="store_true", help="measure every language of the trace run (each is a full pass)"
+    )
     adapt.add_argument("--task", help=f"also score a benchmark before and after: one of {', '.join(TASK_NAMES)}")
     adapt.add_argument("--task-corpus", help="the task's local copy, e.g. mgsm:DIR or belebele:DIR")
     adapt.add_argument("--task-limit", type=int, help="score only the task's first N items")
@@ -107,11 +127,13 @@ def _adapt(args: argparse.Namespace) -> int:
         budget=args.budget,
         ratios=parse_ratios(args.ratios),
         alpha=args.alpha,
+        zones=args.zones,
         train_corpus=args.train_corpus,
         train_split=_split(args.train_split, args.train_corpus, "train"),
         eval_corpus=args.eval_corpus,
         eval_split=_split(args.eval_split, args.eval_corpus, "eval"),
         eval_langs=parse_langs(args.langs) if args.langs else None,
+        eval_all=args.eval_all,
         task=args.task,
         task_corpus=args.task_corpus,
         task_limit=args.task_limit,
@@ -134,6 +156,8 @@ def _adapt(args: argparse.Namespace) -> int:
         bar.update(step.done - bar.n)
         if step.loss is not None:
             bar.set_postfix(loss=f"{step.loss:.3f}")
+        if step.seconds_left is not None:
+            bar.set_description(f"{step.stage} (about {step.seconds_left:.0f} s left)")
 
     try:
         outcome = start_adaptation(request, progress)
@@ -152,6 +176,8 @@ def _adapt(args: argparse.Namespace) -> int:
         for b, a in zip(outcome.before, outcome.after, strict=True)
     ]
     print_table(("lang", "loss_before", "loss_after", "change", "ppl_before", "ppl_after"), rows)
+    if outcome.reused:
+        print(f"loss before of {', '.join(outcome.reused)}: as stored by an earlier adaptation of the same model")
     if outcome.task_before:
         print()
         print_table(

@@ -1,6 +1,6 @@
 """`polyroute eval --task mgsm --model DIR --corpus mgsm:DIR --langs ... [--plan plan.json]
 [--sweep lambda=0,0.5,1 | window=early,middle,late]`: score a model on a benchmark, unsteered and
-steered, into the store's `eval_results`.
+steered, into the store's `eval_results`; `--task heldout` needs no copy (the built-in corpus).
 
 Kept apart from the backends so that `polyroute --help` does not load torch.
 """
@@ -18,15 +18,25 @@ from moe_core.languages import parse_langs
 from polyroute.cli.arguments import device, positive_int
 from polyroute.cli.options import add_client_args, add_db, model_or_server
 
-TASK_NAMES = ("belebele", "mgsm", "flores", "xquad", "polymath")  # moe_core.evaluation.tasks.TASKS, without its imports
+# moe_core.evaluation.tasks.TASKS, without its imports (a test checks they agree)
+TASK_NAMES = ("heldout", "belebele", "mgsm", "polymath", "flores", "xquad")
 
 
 def add_parser(commands: Any) -> None:
     """Register `eval` on the `polyroute` sub-command set."""
     ev = commands.add_parser("eval", help="score a model on a benchmark, without and with a steering plan")
-    ev.add_argument("--task", required=True, help=f"one of {', '.join(TASK_NAMES)}")
+    ev.add_argument(
+        "--task",
+        required=True,
+        help=f"one of {', '.join(TASK_NAMES)} (heldout: the model's loss on the built-in corpus's held-out "
+        "texts and how it carries them on, unsteered and steered; needs no download)",
+    )
     ev.add_argument("--model", type=Path, help="a local MoE checkpoint folder (unless --backend URL)")
-    ev.add_argument("--corpus", required=True, help="the benchmark's local copy, e.g. mgsm:DIR or flores_plus:DIR")
+    ev.add_argument(
+        "--corpus",
+        help="the benchmark's local copy, e.g. mgsm:DIR or flores_plus:DIR (`polyroute corpus list` says where each "
+        "comes from); task heldout reads the built-in corpus",
+    )
     ev.add_argument("--langs", required=True, help="comma-separated FLORES-200 codes, e.g. eng_Latn,deu_Latn")
     ev.add_argument("--split", help="the benchmark split (default: its test split)")
     ev.add_argument("--limit", type=positive_int, help="score only the first N items")

@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from moe_core.analysis.rise import ZONES, depth_zones
+from moe_core.analysis.rise import ZONES, ZoneRule, depth_zones
 from moe_core.errors import PolyrouteError
 from moe_core.model_identity import config_hash
 from polyroute.ui.charts import with_language_facts
 from polyroute.ui.data import Version, shared_store
 from polyroute.ui.forms import folder_problem
 from polyroute.ui.frame import explained, lang_name
-from polyroute.workflows.adapt import Subnetwork, select
+from polyroute.workflows.adapt import AdaptRequest, Subnetwork, estimate, select
 from store import SharedStore
 from store import queries as q
 from store.writer import AdaptedExpert
@@ -46,6 +46,14 @@ def ratio_problem(ratios: tuple[float, float, float]) -> str:
     return ""
 
 
+ZONE_RULE_WORDS = {
+    "reference": "reference: as the RISE authors' code (zones cut at layers round(0.375 L) and round(0.625 L); "
+    "a zone too small for its share hands the rest to the zone with the most room)",
+    "fraction": "fraction: zones cut where layer / L passes 37.5% and 62.5%; a zone too small for its share "
+    "hands the rest to the zone of the largest share",
+}
+
+
 @st.cache_data(show_spinner="Scoring the experts…", max_entries=64)
 def preview(
     path: str,
@@ -55,11 +63,33 @@ def preview(
     budget: int,
     ratios: tuple[float, float, float],
     alpha: float,
+    zones: ZoneRule = "reference",
 ) -> Subnetwork:
     """The experts RISE selects for `target` from trace run `run_id` (`polyroute.workflows.adapt.select`)."""
     del run_version  # part of the cache key only
     with shared_store(path).reading() as store:
-        return select(store, run_id, target, budget, ratios, alpha)
+        return select(store, run_id, target, budget, ratios, alpha, zones)
+
+
+def time_estimate(store: SharedStore, request: AdaptRequest, model_id: str, langs: list[str]) -> str:
+    """What the page says before Train: how long it should take, and which "before" losses are stored."""
+    with store.reading() as reader:
+        found = estimate(reader, request, model_id, langs)
+    reused = (
+        f" The loss before training of {', '.join(map(lang_name, found.reused))} is stored from an earlier "
+        "adaptation of this model and is not measured again."
+        if found.reused
+        else ""
+    )
+    if found.seconds is None:
+        return (
+            "No time estimate yet: no adaptation of this model in this store has measured its speed. Once training "
+            f"starts, the progress bar says the time left.{reused}"
+        )
+    return (
+        f"Should take about {found.seconds:.0f} s (at {found.step_seconds:.2f} s a training step, as the last "
+        f"adaptation of this model here measured).{reused}"
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -104,9 +134,11 @@ def expert_frame(experts: list[AdaptedExpert]) -> pd.DataFrame:
     )  # fmt: skip
 
 
-def map_frame(layers: list[int], n_layers: int, n_experts: int, experts: list[AdaptedExpert]) -> pd.DataFrame:
-    """One row per (MoE layer, expert): its zone, and rank and scores when it is selected."""
-    zones = depth_zones(np.asarray(layers), n_layers)
+def map_frame(
+    layers: list[int], n_layers: int, n_experts: int, experts: list[AdaptedExpert], zone_rule: ZoneRule = "fraction"
+) -> pd.DataFrame:
+    """One row per (MoE layer, expert): its zone (by `zone_rule`), and rank and scores when it is selected."""
+    zones = depth_zones(np.asarray(layers), n_layers, zone_rule)
     chosen = {(e.layer, e.expert): e for e in experts}
     rows = []
     for layer, zone in zip(layers, zones, strict=True):
@@ -281,6 +313,12 @@ def run_label(run: q.AdaptationRun) -> str:
     return f"run {run.run_id} · {run.target} · K={run.budget} · {run.created_at:%Y-%m-%d %H:%M}{state}"
 
 
+def running_label(request: AdaptRequest, run_id: int | None) -> str:
+    """The Past list's entry of the adaptation running now (its run is stored once the model loads)."""
+    run = f"run {run_id}" if run_id is not None else "a new run"
+    return f"{run} · {request.target} · K={request.budget} · running"
+
+
 def merge(adapter_dir: str, out: str) -> Path:
     """The adapter merged into its base model: a full checkpoint in `out`."""
     from moe_core.adapt.checkpoint import merge_adapter
@@ -310,6 +348,8 @@ def show_adaptation(stored: StoredAdaptation, key: str, *, with_map: bool = True
             loss_table(frame), hide_index=True, width="stretch", key=f"{key}_loss_table",
             column_config={name: st.column_config.NumberColumn(format="%.4f") for name in LOSS_COLUMNS},
         )  # fmt: skip
+    elif run.status == "running":
+        st.info(f"Run {run.run_id} is running: its losses appear here when it ends.", icon=":material/info:")
     else:
         st.info(f"Run {run.run_id} stored no scores (its status is {run.status}).", icon=":material/info:")
     benchmark = task_table(stored.scores)
@@ -318,7 +358,9 @@ def show_adaptation(stored: StoredAdaptation, key: str, *, with_map: bool = True
         st.dataframe(benchmark, hide_index=True, width="stretch", key=f"{key}_task_table")
     if with_map and stored.layout is not None and stored.experts:
         layout = stored.layout
-        frame = map_frame([int(x) for x in layout.layers], layout.n_layers, layout.n_experts, stored.experts)
+        # A run stored before the zone rule was a choice was selected with the fraction rule.
+        rule = run.params.get("zones", "fraction")
+        frame = map_frame([int(x) for x in layout.layers], layout.n_layers, layout.n_experts, stored.experts, rule)
         st.altair_chart(
             expert_map(frame, title=f"The {len(stored.experts)} experts trained for {target}"), key=f"{key}_map"
         )

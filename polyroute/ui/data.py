@@ -66,7 +66,8 @@ def analysis(
     **options: Any,
 ) -> AnalysisResult:
     """The analysis `name` (`polyroute.analyses.registry.ANALYSES`) of a run's selection, as the CLI
-    computes it; `source` (soft, weight, hard, auto) for the analyses that read a routing distribution."""
+    computes it; `source` (soft, weight, hard; auto: soft where stored) for the analyses that read a
+    routing distribution."""
     del run_version  # part of the cache key only
     with shared_store(path).reading() as store:
         data = RunData(store, run_id, Selection(langs=langs, layers=layers, ref=ref, source=source))

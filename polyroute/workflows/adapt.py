@@ -12,6 +12,9 @@ written in one transaction when training is done, and the run is marked failed i
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -24,7 +27,7 @@ import numpy as np
 
 from moe_core.adapt import AdaptProgress, LanguageLoss, ProgressCallback, TrainingLog, TrainSettings
 from moe_core.adapt.task import TaskItems, score_task, task_items
-from moe_core.analysis.rise import DEFAULT_RATIOS, ZONES, depth_zones
+from moe_core.analysis.rise import DEFAULT_RATIOS, ZONES, ZoneRule, depth_zones
 from moe_core.backends.options import HFOptions
 from moe_core.corpora import BUILTIN, ParallelCorpus, load_corpus
 from moe_core.errors import PolyrouteError
@@ -32,6 +35,7 @@ from moe_core.languages import normalise_lang
 from moe_core.records import TaskScore
 from polyroute.analyses import analyze_rise
 from polyroute.run_data import RunData, Selection
+from polyroute.run_status import writer_record
 from polyroute.workflows.common import mark_stopped, record_corpus
 from store import Store, open_store
 from store import queries as q
@@ -48,6 +52,7 @@ class Subnetwork:
     budget: int
     ratios: tuple[float, float, float]
     alpha: float
+    zone_rule: ZoneRule  # how the zones are cut and a full zone's share passed on (moe_core.analysis.rise)
     langs: list[str]  # the run's languages: the statistics the scores are computed over
     n_layers: int
     layers: list[int]  # decoder-layer indices with a router
@@ -68,8 +73,11 @@ def select(
     budget: int,
     ratios: tuple[float, float, float] = DEFAULT_RATIOS,
     alpha: float = 10.0,
+    zones: ZoneRule = "reference",
 ) -> Subnetwork:
-    """The RISE subnetwork of `target` from the activation frequencies of trace run `run_id`."""
+    """The RISE subnetwork of `target` from the activation frequencies of trace run `run_id`, chosen
+    by `polyroute analyze rise` (`moe_core.analysis.rise.select_rise`) under the zone rule `zones`
+    (reference or fraction)."""
     run = q.get_run(store, run_id)
     if run is None or run.kind != "trace":
         what = "no run" if run is None else f"run {run_id} is an {run.kind} run, and there is no trace run"
@@ -82,7 +90,7 @@ def select(
             f"--budget {budget} is more than the {available} routed experts of {data.layout.model_id} "
             f"({len(data.layers)} MoE layers x {data.layout.n_experts}): choose 1-{available}"
         )
-    result = analyze_rise(data, target=target, budget=budget, ratios=ratios, alpha=alpha)
+    result = analyze_rise(data, target=target, budget=budget, ratios=ratios, alpha=alpha, zones=zones)
     return Subnetwork(
         run_id=run_id,
         model_id=data.layout.model_id,
@@ -90,13 +98,22 @@ def select(
         budget=budget,
         ratios=ratios,
         alpha=alpha,
+        zone_rule=zones,
         langs=data.langs,
         n_layers=data.layout.n_layers,
         layers=data.layers,
-        zones=[ZONES[z] for z in depth_zones(np.asarray(data.layers), data.layout.n_layers)],
+        zones=[ZONES[z] for z in depth_zones(np.asarray(data.layers), data.layout.n_layers, zones)],
         n_experts=data.layout.n_experts,
         experts=[w.AdaptedExpert(**row) for row in result.table("selected").records()],
     )
+
+
+def default_eval_langs(target: str, langs: Sequence[str]) -> list[str]:
+    """The languages an adaptation scores unless told otherwise: the target, and English as the
+    language to watch for what the others lose (the run's first other language without English)."""
+    others = [lang for lang in langs if lang != target]
+    compare = "eng_Latn" if "eng_Latn" in others else others[:1]
+    return [target, *([compare] if isinstance(compare, str) else compare)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,11 +127,13 @@ class AdaptRequest:
     budget: int
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
     alpha: float = 10.0
+    zones: ZoneRule = "reference"  # the RISE zone rule (moe_core.analysis.rise.select_rise)
     train_corpus: str = BUILTIN
     train_split: str | None = "train"
     eval_corpus: str = BUILTIN
     eval_split: str | None = "heldout"
-    eval_langs: Sequence[str] | None = None  # default: every language of the trace run
+    eval_langs: Sequence[str] | None = None  # default: the target and English (`default_eval_langs`)
+    eval_all: bool = False  # score every language of the trace run (slow: each is a full held-out pass)
     task: str | None = None  # a benchmark task (moe_core.evaluation.tasks) scored before and after, in eval_langs
     task_corpus: str | None = None  # its local copy, NAME:DIR (or NAME, from the Hub)
     task_limit: int | None = None  # score only the first N items
@@ -134,6 +153,7 @@ class AdaptOutcome:
     task_after: list[TaskScore]  # in the order of task_before
     training: TrainingLog
     n_trained: int  # weights trained
+    reused: list[str] = field(default_factory=list)  # languages whose "before" loss came from the store
 
 
 def start_adaptation(
@@ -149,6 +169,11 @@ def start_adaptation(
     with nullcontext(store) if store else open_store(request.db) as store:
         job = _prepare(store, request, progress)
         model, tokenizer, eval_texts = job.backend.model, job.tokenizer, job.eval_texts
+        # "Before" losses of the same model weights on the same texts are the same numbers: take them
+        # from the store where an earlier adaptation measured them.
+        stored = q.stored_before_losses(store, job.subnetwork.model_id, job.before_key)
+        reused = {lang: stored[lang] for lang in eval_texts if lang in stored}
+        to_measure = {lang: texts for lang, texts in eval_texts.items() if lang not in reused}
         record_corpus(store, job.train_corpus)
         run_id = w.create_run(
             store,
@@ -156,17 +181,37 @@ def start_adaptation(
             model_id=job.subnetwork.model_id,
             corpus_id=job.train_corpus.corpus_id,
             backend=job.backend.name,
-            params=job.params,
+            params={
+                **job.params,
+                "writer": writer_record(),  # so that a run whose process died shows as interrupted
+                "before_key": job.before_key,
+                "before_reused": {lang: found.run_id for lang, found in reused.items()},
+            },
             n_planned=len(job.subnetwork.experts),
             weight_bound=job.backend.info().weight_bound,
         )
+        clock = _Clock(
+            progress,
+            before=sum(_eval_batches(texts) for texts in to_measure.values()),
+            steps=_steps(len(job.train_texts), request.settings),
+            after=sum(_eval_batches(texts) for texts in eval_texts.values()),
+        )
         saved = False
         try:
-            before = language_losses(model, tokenizer, eval_texts, stage="before", progress=progress)
-            task_before, answers_before = score_task(job.backend, job.task, "before", progress)
-            log = train_subnetwork(model, tokenizer, job.slices, job.train_texts, request.settings, progress)
-            after = language_losses(model, tokenizer, eval_texts, stage="after", progress=progress)
-            task_after, answers_after = score_task(job.backend, job.task, "after", progress)
+            measured = (
+                language_losses(model, tokenizer, to_measure, stage="before", batch_size=EVAL_BATCH, progress=clock)
+                if to_measure
+                else []
+            )
+            by_lang = {loss.lang: loss for loss in measured} | {
+                lang: LanguageLoss(lang=lang, loss=found.loss, n_tokens=found.n_tokens)
+                for lang, found in reused.items()
+            }
+            before = [by_lang[lang] for lang in eval_texts]
+            task_before, answers_before = score_task(job.backend, job.task, "before", clock)
+            log = train_subnetwork(model, tokenizer, job.slices, job.train_texts, request.settings, clock)
+            after = language_losses(model, tokenizer, eval_texts, stage="after", batch_size=EVAL_BATCH, progress=clock)
+            task_after, answers_after = score_task(job.backend, job.task, "after", clock)
             record = {
                 **job.params,
                 "adaptation_run": run_id,
@@ -184,6 +229,7 @@ def start_adaptation(
                 [*_scores(before, "before"), *_scores(after, "after"), *task_before, *task_after],
                 [*answers_before, *answers_after],
             )
+            w.merge_run_params(store, run_id, {"timing": clock.timing(job.load_seconds, log)})
         except BaseException as error:
             mark_stopped(store, run_id, error)
             if saved:
@@ -200,7 +246,67 @@ def start_adaptation(
             task_after=task_after,
             training=log,
             n_trained=sum(int(value.numel()) for value in job.base_values.values()),
+            reused=sorted(reused),
         )
+
+
+EVAL_BATCH = 32  # held-out texts per forward pass
+
+
+def _eval_batches(texts: Sequence[str]) -> int:
+    return -(-len(texts) // EVAL_BATCH)
+
+
+def _steps(n_texts: int, settings: TrainSettings) -> int:
+    """Optimizer steps training will take (as `train_subnetwork` counts them)."""
+    per_epoch = -(-n_texts // settings.batch_size)
+    return min(per_epoch * settings.epochs, settings.max_steps or per_epoch * settings.epochs)
+
+
+class _Clock:
+    """Passes each progress step on with the time left, from what this job measured so far: the
+    seconds per held-out batch and per training step (an after-pass takes as long per batch as the
+    before-pass; with every before-loss reused, as long as a training step until it is measured)."""
+
+    def __init__(self, progress: ProgressCallback | None, *, before: int, steps: int, after: int) -> None:
+        self._progress = progress
+        self._plan = {"before": before, "training": steps, "after": after}  # batches, steps, batches
+        self._started: dict[str, float] = {}
+        self._per_unit: dict[str, float] = {}
+        self._last = time.monotonic()  # a stage starts when the step before it ended
+
+    def __call__(self, step: AdaptProgress) -> None:
+        now = time.monotonic()
+        started = self._started.setdefault(step.stage, self._last)
+        self._last = now
+        if step.done and step.stage in self._plan:
+            self._per_unit[step.stage] = (now - started) / step.done
+        if self._progress:
+            self._progress(dataclasses.replace(step, seconds_left=self._left(step)))
+
+    def _left(self, step: AdaptProgress) -> float | None:
+        per_unit = dict(self._per_unit)
+        per_unit.setdefault("after", per_unit.get("before") or per_unit.get("training"))  # type: ignore[arg-type]
+        stages = list(self._plan)
+        if step.stage not in stages:
+            return None
+        left = 0.0
+        for stage in stages[stages.index(step.stage) :]:
+            units = self._plan[stage] - (step.done if stage == step.stage else 0)
+            if units <= 0:
+                continue
+            if per_unit.get(stage) is None:
+                return None  # not measured yet: no guess
+            left += units * per_unit[stage]
+        return left
+
+    def timing(self, load_seconds: float, log: TrainingLog) -> dict[str, float | None]:
+        """What this job measured, recorded with the run for the next one's estimate."""
+        return {
+            "load_s": load_seconds,
+            "step_s": log.seconds / log.steps if log.steps else None,
+            "eval_batch_s": self._per_unit.get("after") or self._per_unit.get("before"),
+        }
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -218,6 +324,8 @@ class _Job:
     slices: list[Any]  # ExpertSlice
     base_values: dict[str, Any]  # the slices' weights before training (tensors)
     params: dict[str, Any]
+    before_key: str  # what decides a "before" loss: stored ones with the same key are reused
+    load_seconds: float
 
 
 def _prepare(store: Store, request: AdaptRequest, progress: ProgressCallback | None) -> _Job:
@@ -228,10 +336,15 @@ def _prepare(store: Store, request: AdaptRequest, progress: ProgressCallback | N
     from moe_core.adapt.subnetwork import expert_slices, slice_values
     from moe_core.backends.hf import HFBackend
 
-    subnetwork = select(store, request.run_id, request.target, request.budget, request.ratios, request.alpha)
+    subnetwork = select(
+        store, request.run_id, request.target, request.budget, request.ratios, request.alpha, request.zones
+    )
     target = subnetwork.target
     train_corpus = load_corpus(request.train_corpus, [target], request.train_split)
-    eval_langs = [target, *(lang for lang in request.eval_langs or subnetwork.langs if lang != target)]
+    chosen: Sequence[str] = subnetwork.langs
+    if not request.eval_all:
+        chosen = request.eval_langs or default_eval_langs(target, subnetwork.langs)
+    eval_langs = [target, *(lang for lang in chosen if lang != target)]
     eval_corpus = load_corpus(request.eval_corpus, eval_langs, request.eval_split)
     train_texts = _texts(train_corpus, [target], "--train-corpus")[target]
     eval_texts = _texts(eval_corpus, eval_langs, "--eval-corpus")
@@ -241,6 +354,7 @@ def _prepare(store: Store, request: AdaptRequest, progress: ProgressCallback | N
     check_new_folder(out, "--out")
     if progress:
         progress(AdaptProgress(stage="loading", done=0, total=1))
+    loading = time.monotonic()
     backend = HFBackend(request.model, request.options)
     info = backend.info()
     if info.config_hash != q.model_config_hash(store, subnetwork.model_id):
@@ -261,6 +375,8 @@ def _prepare(store: Store, request: AdaptRequest, progress: ProgressCallback | N
         slices=slices,
         base_values=slice_values(backend.model, slices),
         params=_params(request, subnetwork, eval_langs, task, out, info.source),
+        before_key=_before_key(request, info.source, info.config_hash),
+        load_seconds=time.monotonic() - loading,
     )
 
 
@@ -294,6 +410,7 @@ def _params(
         "budget": subnetwork.budget,
         "ratios": list(subnetwork.ratios),
         "alpha": subnetwork.alpha,
+        "zones": subnetwork.zone_rule,
         "selected": [list(pair) for pair in subnetwork.pairs],
         "train_corpus": str(request.train_corpus),
         "train_split": request.train_split,
@@ -315,3 +432,62 @@ def _scores(losses: Sequence[LanguageLoss], variant: str) -> list[TaskScore]:
         for s in losses
         for metric, value in (("loss", s.loss), ("perplexity", s.perplexity))
     ]
+
+
+def _before_key(request: AdaptRequest, source: str, config_hash: str) -> str:
+    """A digest of everything that decides a language's "before" loss: the model's config and weight
+    files (name, size, modification time: no need to read gigabytes), where it runs, and the
+    held-out corpus and split. Two adaptations with the same key measure the same numbers."""
+    folder = Path(source)
+    files = sorted(
+        (path.name, path.stat().st_size, path.stat().st_mtime_ns)
+        for path in folder.iterdir()
+        if path.suffix in (".safetensors", ".bin", ".pt")
+    )
+    what = {
+        "config_hash": config_hash,
+        "weights": files,
+        "eval_corpus": str(request.eval_corpus),
+        "eval_split": request.eval_split,
+        "dtype": request.options.dtype,
+        "device": request.options.device,
+        "batch_size": EVAL_BATCH,
+    }
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Estimate:
+    """How long an adaptation should take, from the last one of the same model in this store."""
+
+    seconds: float | None  # None: no adaptation of this model recorded its times yet
+    reused: list[str]  # languages whose "before" loss is stored already (not measured again)
+    step_seconds: float | None
+
+
+def estimate(store: Store, request: AdaptRequest, model_id: str, eval_langs: Sequence[str]) -> Estimate:
+    """The time `request` should take (loading, the "before" losses not stored yet, the training
+    steps and the "after" losses), at the speeds the last adaptation of `model_id` measured; read
+    from the store and the corpora, without loading the model."""
+    from moe_core.model_identity import config_hash
+
+    source = str(Path(request.model).expanduser().resolve())
+    key = _before_key(request, source, config_hash(Path(source)))
+    stored = q.stored_before_losses(store, model_id, key)
+    reused = [lang for lang in eval_langs if lang in stored]
+    timing = q.adaptation_timing(store, model_id)
+    step_s = timing.get("step_s") if timing else None
+    batch_s = timing.get("eval_batch_s") if timing else None
+    if timing is None or step_s is None or batch_s is None:
+        return Estimate(seconds=None, reused=reused, step_seconds=None)
+    train = load_corpus(request.train_corpus, [request.target], request.train_split)
+    held = load_corpus(request.eval_corpus, list(eval_langs), request.eval_split)
+    count = {lang: 0 for lang in eval_langs}
+    for row in held.rows:
+        if row.lang in count:
+            count[row.lang] += 1
+    steps = _steps(sum(row.lang == request.target for row in train.rows), request.settings)
+    batches_after = sum(-(-n // EVAL_BATCH) for n in count.values())
+    batches_before = sum(-(-n // EVAL_BATCH) for lang, n in count.items() if lang not in reused)
+    seconds = (timing.get("load_s") or 0.0) + steps * step_s + (batches_before + batches_after) * batch_s
+    return Estimate(seconds=seconds, reused=reused, step_seconds=step_s)

@@ -17,7 +17,7 @@ from moe_core.backends.options import HFOptions
 from moe_core.errors import PolyrouteError
 from moe_core.evaluation.runner import check_plans, evaluate
 from moe_core.evaluation.sweeps import Sweep, build_variants
-from moe_core.evaluation.tasks import get_task, read_items
+from moe_core.evaluation.tasks import get_task, read_items, task_corpus
 from moe_core.records import TaskScore
 from moe_core.steering.plan import SteeringPlan
 from polyroute.workflows.common import hf_backend, mark_stopped, record_corpus
@@ -32,8 +32,8 @@ class EvalRequest:
     db: Path
     task: str
     model: Path | Backend
-    corpus: str
     langs: list[str]
+    corpus: str | None = None  # None: the task's own corpus (the built-in one for task heldout)
     split: str | None = None
     limit: int | None = None
     plan: Path | SteeringPlan | None = None  # a plan file, or a plan the caller built
@@ -63,8 +63,9 @@ def run_evaluation(
     plan = SteeringPlan.load(request.plan) if isinstance(request.plan, Path) else request.plan
     if request.sweep is not None and plan is None:
         raise PolyrouteError(f"--sweep {request.sweep} sweeps a plan: pass --plan plan.json too")
+    corpus_spec = task_corpus(task, request.corpus)
     with nullcontext(store) if store else open_store(request.db) as store:
-        items = read_items(task, request.corpus, request.langs, request.limit, request.split)
+        items = read_items(task, corpus_spec, request.langs, request.limit, request.split)
         corpus, rows = items.corpus, items.rows
         backend = request.model if isinstance(request.model, Backend) else hf_backend(request.model, request.options)
         info = backend.info()
@@ -82,7 +83,7 @@ def run_evaluation(
             backend=backend.name,
             params={
                 "task": task.name,
-                "corpus": str(request.corpus),
+                "corpus": corpus_spec,
                 "split": request.split,
                 "langs": request.langs,
                 "limit": request.limit,
