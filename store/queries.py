@@ -36,6 +36,11 @@ class RunRow:
     n_stored: int
     n_tokens: int
     created_at: datetime
+    plan: str | None = None  # the steering plan's JSON of a steered run (runs.plan)
+
+    @property
+    def steered(self) -> bool:
+        return self.plan is not None
 
 
 # What a run holds: traced sequences (trace runs), generated answers (evaluation runs) or trained
@@ -43,7 +48,7 @@ class RunRow:
 _RUNS = """
 SELECT r.run_id, r.kind, r.model_id, r.corpus_id, r.backend, r.params, r.status, r.n_planned,
        coalesce(s.n, 0) + coalesce(g.n, 0) + coalesce(a.n, 0) AS n_stored, coalesce(s.tokens, 0) AS n_tokens,
-       r.created_at
+       r.created_at, r.plan
 FROM runs AS r
 LEFT JOIN (SELECT run_id, count(*) AS n, sum(n_tokens) AS tokens FROM sequences GROUP BY run_id) AS s USING (run_id)
 LEFT JOIN (SELECT run_id, count(*) AS n FROM generations GROUP BY run_id) AS g USING (run_id)
@@ -66,6 +71,7 @@ def _run_row(row: tuple[Any, ...]) -> RunRow:
         n_stored=row[8],
         n_tokens=int(row[9]),
         created_at=row[10],
+        plan=row[11],
     )
 
 

@@ -291,11 +291,13 @@ class GatedBackend(SyntheticBackend):
         self.gate = threading.Event()
         self.batches = 0
 
-    def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
+    def trace(
+        self, texts: Sequence[str], *, save_logits: bool = False, plan: SteeringPlan | None = None
+    ) -> RoutingBatch:
         self.batches += 1
         if self.batches > 1:
             assert self.gate.wait(60)
-        return super().trace(texts, save_logits=save_logits)
+        return super().trace(texts, save_logits=save_logits, plan=plan)
 
 
 # The demo model: 4 layers, all MoE, 8 experts. A 2-point sweep of a soft plan on expert 5 in the middle.
