@@ -113,6 +113,17 @@ def store_held_by_another_process(db: Path, *, read_only: bool = False) -> Itera
         holder.wait()
 
 
+# Soft steering of experts 0 and 1 in layer 1 of a tiny three-layer model: strong enough to move routing.
+STEERED_LAYER = 1
+STEERING_PLAN = SteeringPlan(
+    method="soft",
+    band=(STEERED_LAYER, STEERED_LAYER),
+    experts=(LayerExperts(layer=STEERED_LAYER, experts=(0, 1)),),
+    strength=8.0,
+    source="test",
+)
+
+
 def trace_argv(db: Path, model: Path, corpus: Path, langs: str = "eng_Latn", *extra: str) -> list[str]:
     """`polyroute trace` arguments for a model, a corpus and languages, into the store `db`."""
     return ["trace", "--db", str(db), "--model", str(model), "--corpus", str(corpus), "--langs", langs, *extra]

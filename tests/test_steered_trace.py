@@ -22,17 +22,10 @@ from moe_core.synthetic import SyntheticBackend
 from polyroute.cli import main
 from polyroute.workflows.trace import TraceRequest, resume_trace, start_trace
 from tests.conftest import PARALLEL, planted_routing, trace_synthetic
-from tests.helpers import trace_argv
+from tests.helpers import STEERED_LAYER, STEERING_PLAN, trace_argv
 
 LANGS = ("eng_Latn", "deu_Latn")
-STEERED_LAYER = 1  # the middle one of the tiny model's three MoE layers
-PLAN = SteeringPlan(
-    method="soft",
-    band=(STEERED_LAYER, STEERED_LAYER),
-    experts=(LayerExperts(layer=STEERED_LAYER, experts=(0, 1)),),
-    strength=8.0,
-    source="test",
-)
+PLAN = STEERING_PLAN
 ROUTES = """
 SELECT s.item_id, s.lang, r.pos, r.layer, list_sort(list(r.expert)) AS experts
 FROM routes r JOIN sequences s USING (run_id, seq_id)
