@@ -36,7 +36,7 @@ TIERS = {
     ),
     "app": (
         "test_app test_pages test_adapt_page test_evaluate_page test_sql_page test_steering_page "
-        "test_remote_app test_token_paths test_first_user"
+        "test_remote_app test_token_paths test_first_user test_compare_runs_page"
     ),
     "browser": "test_browser",
     "vllm": "test_vllm_engine",
@@ -241,6 +241,12 @@ def compare_store(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
     assert main([*argv, "--plan", str(STEERING_PLAN.save(root / "plan.json"))]) == 0
     assert trace_synthetic(db, planted_routing(), root) == 3
     return db
+
+
+@pytest.fixture
+def compare_app_db(compare_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The three-run comparison store, as the app's store."""
+    yield from _as_the_apps_store(compare_store, tmp_path, monkeypatch)
 
 
 def _add_an_evaluation(db: Path) -> None:
