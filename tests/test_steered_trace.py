@@ -178,3 +178,16 @@ def test_a_backend_that_cannot_steer_a_trace_refuses_the_plan_before_a_run_begin
         start_trace(request)
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
+
+
+def test_a_trace_on_a_server_refuses_a_plan_in_one_line(tmp_path, model, corpus_file, plan_file, capsys):
+    from tests.helpers import serving
+
+    db = tmp_path / "s.duckdb"
+    with serving(model) as server:
+        argv = ["trace", "--backend", server.url, "--corpus", str(corpus_file), "--langs", "eng_Latn"]
+        capsys.readouterr()
+        assert main([*argv, "--plan", str(plan_file), "--db", str(db)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the remote backend cannot steer a trace: drop --plan" in err, err
+    assert not db.exists() or not _routes(db, 1), "nothing is stored"
