@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from moe_core.backends.base import Backend
 from moe_core.records import RoutingBatch
+from moe_core.steering.plan import SteeringPlan
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,11 +87,13 @@ def run_trace(
     *,
     batch_size: int,
     save_logits: bool = False,
+    plan: SteeringPlan | None = None,
     on_progress: Progress | None = None,
     group_decisions: int = 2_000_000,
     max_delay_s: float = 0.5,
 ) -> None:
-    """Trace `sequences` batch by batch while a writer thread hands finished batches to `sink`.
+    """Trace `sequences` batch by batch (with the routers steered by `plan`, when given) while a
+    writer thread hands finished batches to `sink`.
 
     Several backends (servers running the same model) share the work by language, each in its own
     thread; the one writer keeps the store single-writer. The writer groups batches until they
@@ -139,7 +142,9 @@ def run_trace(
 
     def produce(backend: Backend, shard: Sequence[PlannedSequence]) -> None:
         chunks = list(batches(shard, batch_size))
-        results = backend.trace_batches(([seq.text for seq in chunk] for chunk in chunks), save_logits=save_logits)
+        results = backend.trace_batches(
+            ([seq.text for seq in chunk] for chunk in chunks), save_logits=save_logits, plan=plan
+        )
         try:
             for chunk, batch in zip(chunks, results, strict=False):
                 if failure:

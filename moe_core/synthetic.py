@@ -129,19 +129,22 @@ class SyntheticBackend(Backend):
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [int(text.rsplit("|", 1)[1]) for text in texts]
 
-    def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
-        plan = self.plan
+    def trace(
+        self, texts: Sequence[str], *, save_logits: bool = False, plan: SteeringPlan | None = None
+    ) -> RoutingBatch:
+        self.refuse_plan(plan)  # planted routing has no router to steer
+        planted = self.plan
         keys = [text.split("|") for text in texts]
         lengths = np.array([int(n) for _, _, n in keys])
-        lang_rows = np.repeat([plan.langs.index(lang) for lang, _, _ in keys], lengths)
+        lang_rows = np.repeat([planted.langs.index(lang) for lang, _, _ in keys], lengths)
         item_rows = np.repeat([int(item.removeprefix("item")) for _, item, _ in keys], lengths)
         seed = int.from_bytes(hashlib.sha256("\n".join(texts).encode()).digest()[:8], "little")
         rng = np.random.default_rng(seed)  # the same texts always route the same way
         logits = self._bias[lang_rows] + self._item_vectors[item_rows]
-        logits += plan.noise * rng.standard_normal(logits.shape, dtype=np.float32)
+        logits += planted.noise * rng.standard_normal(logits.shape, dtype=np.float32)
         probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
         probs /= probs.sum(axis=-1, keepdims=True)
-        top = np.argpartition(-logits, plan.top_k - 1, axis=-1)[..., : plan.top_k]
+        top = np.argpartition(-logits, planted.top_k - 1, axis=-1)[..., : planted.top_k]
         top_probs = np.take_along_axis(probs, top, axis=-1)
         order = np.argsort(-top_probs, axis=-1)
         expert_ids = np.take_along_axis(top, order, axis=-1).astype(np.int16)
@@ -149,7 +152,7 @@ class SyntheticBackend(Backend):
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         n = int(offsets[-1])
         return RoutingBatch(
-            layers=np.arange(plan.n_layers),
+            layers=np.arange(planted.n_layers),
             seq_lengths=lengths,
             token_ids=np.zeros(n, np.int64),
             pieces=["·"] * n,

@@ -12,8 +12,9 @@ from moe_core.backends.options import HFOptions
 from moe_core.demo import DEMO_MODEL_DIR, default_model_id
 from polyroute.background import current_job, start_job
 from polyroute.background.trace import TraceJob, TraceState
+from polyroute.ui.compare import traced_runs
 from polyroute.ui.data import corpus_languages, new_store, shared_store
-from polyroute.ui.forms import job_gate, model_problem
+from polyroute.ui.forms import job_gate, model_problem, steering_plan_field
 from polyroute.ui.frame import explained, lang_name, page, store_path
 from polyroute.ui.model_place import choose_place, connected, describe
 from polyroute.ui.progress import follow, started
@@ -117,8 +118,11 @@ batch_size = knobs[1].number_input("Batch size", 1, 256, 16, key="collect_batch"
 save_logits = knobs[2].checkbox(
     "Keep router logits", key="collect_logits", help="Needed for token-level entropy; makes the store larger."
 )
+plan, plan_problem = steering_plan_field(place, traced_runs(store) if store else [])
 
-problem = model_problem(place, folder) or ("" if langs else "Choose at least one language.") or gate.problem
+problem = (
+    model_problem(place, folder) or ("" if langs else "Choose at least one language.") or plan_problem or gate.problem
+)
 if problem:
     st.info(problem, icon=":material/info:")
 if st.button("Start collecting", type="primary", disabled=bool(problem) or running):
@@ -133,6 +137,7 @@ if st.button("Start collecting", type="primary", disabled=bool(problem) or runni
         limit=int(limit),
         batch_size=int(batch_size),
         save_logits=save_logits,
+        plan=plan,
         options=HFOptions(model_id=model_name or usual_name),
     )
     with explained():

@@ -38,6 +38,11 @@ class RunRow:
     created_at: datetime
     name: str | None = None  # the user's name for the run, if any
     note: str | None = None  # the user's note on the run, if any
+    plan: str | None = None  # the steering plan's JSON of a steered run (runs.plan)
+
+    @property
+    def steered(self) -> bool:
+        return self.plan is not None
 
 
 # What a run holds: traced sequences (trace runs), generated answers (evaluation runs) or trained
@@ -45,7 +50,7 @@ class RunRow:
 _RUNS = """
 SELECT r.run_id, r.kind, r.model_id, r.corpus_id, r.backend, r.params, r.status, r.n_planned,
        coalesce(s.n, 0) + coalesce(g.n, 0) + coalesce(a.n, 0) AS n_stored, coalesce(s.tokens, 0) AS n_tokens,
-       r.created_at, r.name, r.note
+       r.created_at, r.name, r.note, r.plan
 FROM runs AS r
 LEFT JOIN (SELECT run_id, count(*) AS n, sum(n_tokens) AS tokens FROM sequences GROUP BY run_id) AS s USING (run_id)
 LEFT JOIN (SELECT run_id, count(*) AS n FROM generations GROUP BY run_id) AS g USING (run_id)
@@ -70,6 +75,7 @@ def _run_row(row: tuple[Any, ...]) -> RunRow:
         created_at=row[10],
         name=row[11],
         note=row[12],
+        plan=row[13],
     )
 
 

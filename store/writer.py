@@ -134,13 +134,14 @@ def create_run(
     params: dict[str, Any],
     n_planned: int,
     weight_bound: float,
+    plan: str | None = None,
 ) -> int:
-    """A new run in status `running`; returns its run_id."""
+    """A new run in status `running` (steered by `plan`, a SteeringPlan's JSON, when given); returns its run_id."""
     with store.transaction() as con:
         row = con.execute(
-            "INSERT INTO runs (kind, model_id, corpus_id, backend, params, status, n_planned, weight_unit) "
-            "VALUES (?, ?, ?, ?, ?, 'running', ?, ?) RETURNING run_id",
-            [kind, model_id, corpus_id, backend, json.dumps(params), n_planned, weight_bound / WEIGHT_LEVELS],
+            "INSERT INTO runs (kind, model_id, corpus_id, backend, params, plan, status, n_planned, weight_unit) "
+            "VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) RETURNING run_id",
+            [kind, model_id, corpus_id, backend, json.dumps(params), plan, n_planned, weight_bound / WEIGHT_LEVELS],
         ).fetchone()
     assert row is not None
     return int(row[0])

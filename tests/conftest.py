@@ -32,11 +32,12 @@ TIERS = {
         "test_store test_analysis_store test_upgrade test_resume test_cli test_corpus_cli test_analyze_cli "
         "test_adapt_cli test_adapt_task test_steer_cli test_plans test_eval_store test_sandbox test_collect "
         "test_jobs test_remote test_bad_input test_fuzz test_demo test_evaluation_tasks test_benchmarks test_runs "
-        "test_exchange test_reference_cli"
+        "test_exchange test_reference_cli test_steered_trace test_compare_runs"
     ),
     "app": (
         "test_app test_pages test_adapt_page test_evaluate_page test_sql_page test_steering_page "
-        "test_remote_app test_token_paths test_first_user test_run_download_page test_source_choice"
+        "test_remote_app test_token_paths test_first_user test_run_download_page test_source_choice "
+        "test_compare_runs_page"
     ),
     "browser": "test_browser",
     "vllm": "test_vllm_engine",
@@ -223,6 +224,30 @@ def tiny_store(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
     _add_an_evaluation(db)
     _add_an_adaptation(db)
     return db
+
+
+@pytest.fixture(scope="session")
+def compare_store(tmp_path_factory: pytest.TempPathFactory, tiny_model) -> Path:
+    """Three runs to compare: 1, a tiny Qwen3-MoE (3 layers) over eng/deu/rus; 2, the same steered by
+    `STEERING_PLAN`; 3, the planted synthetic routing (8 layers, other languages besides eng/deu)."""
+    from polyroute.cli import main
+    from tests.helpers import STEERING_PLAN, trace_argv
+
+    root = tmp_path_factory.mktemp("compare_store")
+    rows = [{"item_id": f"item{i}", "lang": lang, "text": t} for lang, ts in PARALLEL.items() for i, t in enumerate(ts)]
+    corpus = write_jsonl(root / "parallel.jsonl", rows)
+    db = root / "s.duckdb"
+    argv = trace_argv(db, tiny_model("qwen3_moe"), corpus, ",".join(PARALLEL))
+    assert main(argv) == 0
+    assert main([*argv, "--plan", str(STEERING_PLAN.save(root / "plan.json"))]) == 0
+    assert trace_synthetic(db, planted_routing(), root) == 3
+    return db
+
+
+@pytest.fixture
+def compare_app_db(compare_store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The three-run comparison store, as the app's store."""
+    yield from _as_the_apps_store(compare_store, tmp_path, monkeypatch)
 
 
 def _add_an_evaluation(db: Path) -> None:

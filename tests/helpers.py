@@ -115,6 +115,17 @@ def store_held_by_another_process(db: Path, *, read_only: bool = False) -> Itera
         holder.wait()
 
 
+# Soft steering of experts 0 and 1 in layer 1 of a tiny three-layer model: strong enough to move routing.
+STEERED_LAYER = 1
+STEERING_PLAN = SteeringPlan(
+    method="soft",
+    band=(STEERED_LAYER, STEERED_LAYER),
+    experts=(LayerExperts(layer=STEERED_LAYER, experts=(0, 1)),),
+    strength=8.0,
+    source="test",
+)
+
+
 def trace_argv(db: Path, model: Path, corpus: Path, langs: str = "eng_Latn", *extra: str) -> list[str]:
     """`polyroute trace` arguments for a model, a corpus and languages, into the store `db`."""
     return ["trace", "--db", str(db), "--model", str(model), "--corpus", str(corpus), "--langs", langs, *extra]
@@ -298,13 +309,15 @@ class Gated:
         self.gate = threading.Event()
         self.batches = 0
 
-    def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
+    def trace(
+        self, texts: Sequence[str], *, save_logits: bool = False, plan: SteeringPlan | None = None
+    ) -> RoutingBatch:
         self.batches += 1
         if self.batches > 1:
             assert self.gate.wait(60)
         if self.batches > 2:
             time.sleep(self.pace_s)
-        return super().trace(texts, save_logits=save_logits)  # type: ignore[misc]
+        return super().trace(texts, save_logits=save_logits, plan=plan)  # type: ignore[misc]
 
 
 class GatedBackend(Gated, SyntheticBackend):

@@ -10,9 +10,11 @@ from pathlib import Path
 import duckdb
 
 from moe_core.demo import DEMO_MODEL_DIR
+from moe_core.steering import SteeringPlan
 from store import open_store, upgrades
 from store import queries as q
 from tests.apptest import chart, charts, open_page, wait_for_job
+from tests.helpers import STEERING_PLAN
 
 LANGS = ["deu_Latn", "eng_Latn", "fra_Latn", "kan_Knda", "kaz_Cyrl", "tam_Taml", "tel_Telu", "tur_Latn", "uzn_Latn"]
 
@@ -140,3 +142,24 @@ def test_an_id_only_run_is_shown_from_activation_frequencies_and_says_so(app_db:
     assert any("expert ids only, without weights" in caption.value for caption in at.caption)
     at.switch_page("pages/expert_sharing.py").run()
     assert not at.exception and charts(at)
+
+
+def test_collect_traces_with_a_steering_plan_picked_from_the_store(compare_app_db: Path):
+    at = open_page("pages/collect.py")
+    assert at.selectbox(key="collect_plan").value == "none"
+    at.selectbox(key="collect_plan").set_value("upload").run()
+    assert not at.exception, at.exception
+    assert "Upload a plan file" in at.info[0].value and at.button[0].disabled
+    assert at.selectbox(key="collect_plan").options[2:] == ["the plan of run 2"]  # the store's one steered run
+
+    at.selectbox(key="collect_plan").set_value("run 2").run()
+    at.multiselect(key="collect_langs_builtin_all").set_value(["eng_Latn", "rus_Cyrl"]).run()
+    at.number_input(key="collect_limit").set_value(2).run()
+    assert not at.button[0].disabled
+    at.button[0].click().run()
+    assert "Run 4 is complete: 4 sentences" in wait_for_job(at).success[0].value
+    from polyroute.ui.data import shared_store
+
+    with shared_store(str(compare_app_db)).reading() as store:  # the app holds the store open
+        runs = {run.run_id: run for run in q.list_runs(store)}
+    assert runs[4].plan is not None and SteeringPlan.from_json(runs[4].plan) == STEERING_PLAN

@@ -179,8 +179,8 @@ def test_a_server_killed_mid_trace_leaves_whole_sequences_and_a_resumable_run(
     with serving(model, "--max-texts", "4") as doomed:
         received = RemoteBackend.trace_batches
 
-        def kill_after_the_first_batch(self, batches, *, save_logits=False):
-            for index, batch in enumerate(received(self, batches, save_logits=save_logits)):
+        def kill_after_the_first_batch(self, batches, *, save_logits=False, plan=None):
+            for index, batch in enumerate(received(self, batches, save_logits=save_logits, plan=plan)):
                 if index == 0:
                     doomed.process.send_signal(signal.SIGKILL)
                     doomed.process.wait()

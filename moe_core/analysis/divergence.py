@@ -1,8 +1,12 @@
 """Entropy and Jensen-Shannon divergence of routing distributions, and per-layer divergence curves
-from a reference language over aligned pairs (docs/methods.md, "Divergence from a reference language").
+from a reference language over aligned pairs (docs/methods.md, "Divergence from a reference language"),
+and several runs' curves compared on one depth axis ("Comparing runs").
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -65,3 +69,64 @@ def divergence_curves(
     normalised[ref_index] = np.where(ref_items > 0, 0.0, np.nan)
     raw[ref_index] = normalised[ref_index]
     return normalised, raw, pairs
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunComparison:
+    """Several runs' divergence curves side by side (`compare_runs`); R runs, L languages, Y_r layers of run r."""
+
+    depth: list[np.ndarray]  # R x [Y_r]: layer / (n_layers - 1), so models of different depth line up
+    mean_curves: list[np.ndarray]  # R x [Y_r]: the mean over the languages (NaN ignored)
+    band_means: np.ndarray  # [R, L]: each language's mean over the run's middle band (NaN ignored)
+    differences: list[np.ndarray]  # R x [L, Y_r]: the curve minus its baseline run's (NaN without one)
+    mean_differences: list[np.ndarray]  # R x [Y_r]: mean_curves minus the baseline's (NaN without one)
+
+
+def compare_runs(
+    curves: Sequence[np.ndarray],
+    layers: Sequence[np.ndarray],
+    n_layers: Sequence[int],
+    bands: Sequence[np.ndarray],
+    baselines: Sequence[int],
+) -> RunComparison:
+    """Per-layer divergence curves of R runs on one depth axis, their middle-band means, and each
+    run's difference from a baseline run of the same model (a steered run minus the unsteered one).
+
+    curves: R arrays [L, Y_r], run r's per-layer divergence of the same L languages in the same order
+    (NaN where the run lacks a language; `divergence_curves`' normalised D); layers: R arrays [Y_r] of
+    decoder-layer indices; n_layers: R decoder depths; bands: R bool arrays [Y_r], each run's middle
+    band; baselines: R positions of the run each is compared with layer by layer (-1: none), whose
+    layers must be the same. Returns a `RunComparison`.
+    """
+    n_runs = len(curves)
+    if not n_runs == len(layers) == len(n_layers) == len(bands) == len(baselines):
+        raise ValueError("curves, layers, n_layers, bands and baselines need one entry per run")
+    depth = [
+        np.asarray(found, dtype=np.float64) / max(int(n) - 1, 1) for found, n in zip(layers, n_layers, strict=True)
+    ]
+    mean_curves = [_nanmean(curve, axis=0) for curve in curves]
+    band_means = np.stack([_nanmean(curve[:, band], axis=1) for curve, band in zip(curves, bands, strict=True)])
+    differences, mean_differences = [], []
+    for run, base in enumerate(baselines):
+        if base < 0:
+            differences.append(np.full(curves[run].shape, np.nan))
+            mean_differences.append(np.full(curves[run].shape[1], np.nan))
+            continue
+        if not np.array_equal(layers[run], layers[base]):
+            raise ValueError(f"run position {run} and its baseline {base} have different layers")
+        differences.append(curves[run] - curves[base])
+        mean_differences.append(mean_curves[run] - mean_curves[base])
+    return RunComparison(
+        depth=depth,
+        mean_curves=mean_curves,
+        band_means=band_means,
+        differences=differences,
+        mean_differences=mean_differences,
+    )
+
+
+def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
+    """np.nanmean without its warning for an all-NaN slice (which stays NaN)."""
+    valid = ~np.isnan(values)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid, values, 0.0).sum(axis=axis) / valid.sum(axis=axis)

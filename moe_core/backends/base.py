@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass
 
+from moe_core.errors import PolyrouteError
 from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.steering.plan import SteeringPlan
 
@@ -46,6 +47,8 @@ class Backend(ABC):
     # ("capture"): "hf-hooks" (moe_core.capture), "polyroute-router-gate" (the vLLM plugin's gates,
     # "+vllm-routed-experts" when checked against vLLM's own ids), "synthetic" (planted).
     capture_name: str = "unknown"
+    # Whether `trace` takes a steering plan (a steered trace run); the others refuse one.
+    steers_traces: bool = False
 
     @abstractmethod
     def info(self) -> ModelInfo:
@@ -61,16 +64,28 @@ class Backend(ABC):
         """Token count of each text before truncation (for batching by length and warnings)."""
 
     @abstractmethod
-    def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
-        """Run the model over `texts` (one batch) and return the routing of every real token."""
+    def trace(
+        self, texts: Sequence[str], *, save_logits: bool = False, plan: SteeringPlan | None = None
+    ) -> RoutingBatch:
+        """Run the model over `texts` (one batch), with the routers steered by `plan` when given
+        (backends with `steers_traces`; the others refuse it), and return the routing of every
+        real token."""
 
     def trace_batches(
-        self, batches: Iterable[Sequence[str]], *, save_logits: bool = False
+        self, batches: Iterable[Sequence[str]], *, save_logits: bool = False, plan: SteeringPlan | None = None
     ) -> Generator[RoutingBatch, None, None]:
         """Trace several batches, yielding each one's routing in order. A backend that can keep the
         model busy while earlier results travel (the remote one) overrides this."""
         for texts in batches:
-            yield self.trace(texts, save_logits=save_logits)
+            yield self.trace(texts, save_logits=save_logits, plan=plan)
+
+    def refuse_plan(self, plan: SteeringPlan | None) -> None:
+        """What a backend without `steers_traces` does with a plan for a trace: refuse it."""
+        if plan is not None:
+            raise PolyrouteError(
+                f"the {self.name} backend cannot steer a trace: trace a steered run on a local model folder "
+                "(the hf backend)"
+            )
 
     @abstractmethod
     def generate(

@@ -52,6 +52,7 @@ class HFBackend(Backend):
 
     name = "hf"
     capture_name = "hf-hooks"
+    steers_traces = True
 
     def __init__(self, model_dir: str | Path, options: HFOptions | None = None) -> None:
         self.options = options or HFOptions()
@@ -128,10 +129,14 @@ class HFBackend(Backend):
 
     # work ------------------------------------------------------------------------------------
 
-    def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
+    def trace(
+        self, texts: Sequence[str], *, save_logits: bool = False, plan: SteeringPlan | None = None
+    ) -> RoutingBatch:
         encoded = self._encode(texts)
         input_ids, mask = self._pad(encoded, left=False)
-        with torch.inference_mode(), self.capture(save_logits=save_logits) as capture:
+        # As in generate: the steering hooks run ahead of the capture's, which records the steered routing.
+        steering = Steering(self._model, plan) if plan is not None else nullcontext()
+        with torch.inference_mode(), steering, self.capture(save_logits=save_logits) as capture:
             self._model(input_ids=input_ids, attention_mask=mask, use_cache=False)
         return self._batch(capture.collect(), encoded, [0] * len(encoded))
 

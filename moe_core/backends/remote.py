@@ -123,13 +123,16 @@ class RemoteBackend(Backend):
             counts += self._json("POST", "/count_tokens", {"texts": [text for (text,) in group]})["counts"]
         return counts
 
-    def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
-        (routing,) = self.trace_batches([texts], save_logits=save_logits)
+    def trace(
+        self, texts: Sequence[str], *, save_logits: bool = False, plan: SteeringPlan | None = None
+    ) -> RoutingBatch:
+        (routing,) = self.trace_batches([texts], save_logits=save_logits, plan=plan)
         return routing
 
     def trace_batches(
-        self, batches: Iterable[Sequence[str]], *, save_logits: bool = False
+        self, batches: Iterable[Sequence[str]], *, save_logits: bool = False, plan: SteeringPlan | None = None
     ) -> Generator[RoutingBatch, None, None]:
+        self.refuse_plan(plan)  # the server's /trace takes no plan
         for group in self._requests([list(batch) for batch in batches]):
             received = 0
             for routing, _ in self._stream("/trace", {"batches": group, "save_logits": save_logits}):

@@ -4,6 +4,7 @@ Each function takes a `RunData` (the run, the selected languages and layers, rea
 returns an `AnalysisResult` whose params name every setting that produced it (docs/methods.md gives
 the formulas; `moe_core.analysis` computes them). `ANALYSES` (registry.py) is the one table of them
 that the CLI, its `--help` and the app read: a new analysis is a function here and an entry there.
+An analysis that also compares several runs (`compare_divergence`) names that function in its entry.
 """
 
 from polyroute.analyses.experts import analyze_experts, analyze_isolation, analyze_rise, analyze_shared
@@ -14,6 +15,7 @@ from polyroute.analyses.routing import (
     analyze_divergence,
     analyze_entropy,
     analyze_similarity,
+    compare_divergence,
 )
 
 __all__ = [
@@ -27,4 +29,5 @@ __all__ = [
     "analyze_rise",
     "analyze_shared",
     "analyze_similarity",
+    "compare_divergence",
 ]

@@ -8,7 +8,7 @@ function's arguments (another run as `reference`, per-language scores from a run
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,8 +20,10 @@ from polyroute.analyses.routing import (
     analyze_divergence,
     analyze_entropy,
     analyze_similarity,
+    compare_divergence,
 )
-from polyroute.run_data import AnalysisResult
+from polyroute.run_data import AnalysisResult, Selection
+from store import Store
 
 # What a parameter's text means: int, float, str, flag (on when given), seed (0 .. 2**63-1), lang (one
 # FLORES-200 code), langs (comma-separated codes), ratios (three comma-separated shares), path, run (id).
@@ -55,6 +57,8 @@ class Analysis:
     # Whether it reads a routing distribution, so that the run's selection names one (`Selection.source`:
     # soft, weight, hard or auto); the others read activation frequencies or top-k sets, whatever the source.
     source: bool = False
+    # Several runs side by side (`--runs A,B,...`, the Compare runs page): (store, run ids, selection) -> result.
+    compare: Callable[[Store, Sequence[int], Selection], AnalysisResult] | None = None
 
 
 _TOP_N = Param(name="top_n", kind="int", help="top experts per language and layer compared (default 2k)")
@@ -66,7 +70,9 @@ ANALYSES: dict[str, Analysis] = {
             name="divergence",
             function=analyze_divergence,
             source=True,
-            help="per-layer divergence of each language from --ref over aligned pairs (the U-shape)",
+            help="per-layer divergence of each language from --ref over aligned pairs (the U-shape); "
+            "--runs A,B,... compares runs on normalised depth",
+            compare=compare_divergence,
         ),
         Analysis(
             name="entropy",

@@ -3,13 +3,16 @@ similarity and its structure, and the correlation of divergence with task scores
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
 from moe_core.analysis import correlation, divergence, routing, similarity, summaries
 from moe_core.errors import ParameterError, PolyrouteError
-from polyroute.run_data import AnalysisResult, RunData, Table, lang_facts, mean_by_group, rounded
+from polyroute.run_data import AnalysisResult, RunData, Selection, Table, lang_facts, mean_by_group, rounded
+from store import Store
 from store import queries as q
 
 
@@ -22,13 +25,16 @@ def _source_notes(data: RunData) -> list[str]:
     return []
 
 
-def analyze_divergence(data: RunData) -> AnalysisResult:
-    """Per-layer divergence of each language from the reference over aligned pairs (and raw JS)."""
+def _divergence_curves(data: RunData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(normalised D [L', Y'], raw JS [L', Y'], pairs [L']) of the selected languages from the reference."""
     ref = data.ref_position()
     sums = data.pair_divergence
-    normalised, raw, pairs = divergence.divergence_curves(
-        sums.n, sums.js, sums.normalised, ref, int(data.n_sequences[ref])
-    )
+    return divergence.divergence_curves(sums.n, sums.js, sums.normalised, ref, int(data.n_sequences[ref]))
+
+
+def analyze_divergence(data: RunData) -> AnalysisResult:
+    """Per-layer divergence of each language from the reference over aligned pairs (and raw JS)."""
+    normalised, raw, pairs = _divergence_curves(data)
     band = data.middle_band()
     rows = [
         (lang, layer, rounded(normalised[i, y]), rounded(raw[i, y]), int(pairs[i]))
@@ -52,6 +58,126 @@ def analyze_divergence(data: RunData) -> AnalysisResult:
         ],
         notes=_source_notes(data),
     )
+
+
+def compare_divergence(store: Store, run_ids: Sequence[int], selection: Selection) -> AnalysisResult:
+    """Several runs' per-layer divergence from one reference language on normalised depth, each
+    steered run's difference from an unsteered run of the same model among them, and every
+    language's middle-band mean per run; read from each run's summaries only."""
+    ids = list(dict.fromkeys(run_ids))
+    if len(ids) < 2:
+        raise ParameterError("{runs} needs at least two runs to compare")
+    rows = []
+    for run_id in ids:
+        row = q.get_run(store, run_id)
+        if row is None or row.kind != "trace" or not row.n_stored:
+            raise ParameterError(f"there is no traced run {run_id} in the store: give {{runs}} ids of trace runs")
+        rows.append(row)
+    runs = [RunData(store, run_id, replace(selection, langs=None)) for run_id in ids]
+    ref = selection.ref
+    lacking = [data.layout.run_id for data in runs if ref not in data.langs]
+    if lacking:
+        common = sorted(set.intersection(*(set(data.langs) for data in runs)))
+        raise ParameterError(
+            f"run {lacking[0]} did not trace the reference language {ref}: choose {{ref}} among the languages "
+            f"every run of {{runs}} traced ({', '.join(common) or 'none'})"
+        )
+    langs = _compared_langs(runs, ref, selection.langs)
+    curves = []
+    for data in runs:
+        normalised = _divergence_curves(data)[0]
+        curve = np.full((len(langs), len(data.layers)), np.nan)
+        for i, lang in enumerate(langs):
+            if lang in data.langs:
+                curve[i] = normalised[data.langs.index(lang)]
+        curves.append(curve)
+    baselines = [_unsteered_twin(rows, runs, position) for position in range(len(runs))]
+    compared = divergence.compare_runs(
+        curves,
+        [np.asarray(data.layers) for data in runs],
+        [data.layout.n_layers for data in runs],
+        [data.middle_band() for data in runs],
+        baselines,
+    )
+    labels = [run_label(row) for row in rows]
+
+    def difference(run: int, value: float) -> Any:
+        return rounded(value) if baselines[run] >= 0 else None
+
+    by_layer = [
+        (ids[r], labels[r], lang, layer, rounded(compared.depth[r][y]), rounded(curves[r][i, y]),
+         difference(r, compared.differences[r][i, y]))
+        for r, data in enumerate(runs)
+        for i, lang in enumerate(langs)
+        for y, layer in enumerate(data.layers)
+    ]  # fmt: skip
+    mean_by_layer = [
+        (ids[r], labels[r], layer, rounded(compared.depth[r][y]), rounded(compared.mean_curves[r][y]),
+         difference(r, compared.mean_differences[r][y]))
+        for r, data in enumerate(runs)
+        for y, layer in enumerate(data.layers)
+    ]  # fmt: skip
+    band_mean = [
+        (ids[r], labels[r], lang, rounded(compared.band_means[r, i]))
+        for r in range(len(runs))
+        for i, lang in enumerate(langs)
+    ]
+    described = [
+        (ids[r], labels[r], data.layout.model_id, rows[r].steered, ids[baselines[r]] if baselines[r] >= 0 else None,
+         data.layout.n_layers, _band(data), data.source)
+        for r, data in enumerate(runs)
+    ]  # fmt: skip
+    return AnalysisResult(
+        analysis="divergence",
+        params={"runs": ",".join(map(str, ids)), "ref": ref, "langs": ",".join(langs), "source": selection.source},
+        tables=[
+            Table(
+                name="by_layer",
+                columns=("run", "label", "lang", "layer", "depth", "divergence", "difference"),
+                rows=by_layer,
+            ),
+            Table(
+                name="mean_by_layer",
+                columns=("run", "label", "layer", "depth", "divergence", "difference"),
+                rows=mean_by_layer,
+            ),
+            Table(name="band_mean", columns=("run", "label", "lang", "divergence"), rows=band_mean),
+            Table(
+                name="runs",
+                columns=("run", "label", "model", "steered", "compared_with", "n_layers", "band", "source"),
+                rows=described,
+            ),
+        ],
+        notes=list(dict.fromkeys(note for data in runs for note in _source_notes(data))),
+    )
+
+
+def run_label(run: q.RunRow) -> str:
+    """How a run is named in a comparison's tables and legends."""
+    return f"run {run.run_id} · {run.model_id}" + (" · steered" if run.steered else "")
+
+
+def _compared_langs(runs: Sequence[RunData], ref: str, wanted: Sequence[str] | None) -> list[str]:
+    """The languages compared: those any run traced but the reference (or the `wanted` ones)."""
+    traced = list(dict.fromkeys(lang for data in runs for lang in data.langs if lang != ref))
+    if not wanted:
+        return traced
+    absent = [lang for lang in wanted if lang not in traced and lang != ref]
+    if absent:
+        raise ParameterError(f"no run traced {absent[0]}: choose {{langs}} among {', '.join(traced)}")
+    return [lang for lang in traced if lang in wanted]
+
+
+def _unsteered_twin(rows: Sequence[q.RunRow], runs: Sequence[RunData], position: int) -> int:
+    """The position of the first unsteered run of the same model (and layers) as the steered run at
+    `position`, its baseline layer by layer; -1 for an unsteered run or when there is none."""
+    if not rows[position].steered:
+        return -1
+    layers = runs[position].layers
+    for other, row in enumerate(rows):
+        if not row.steered and row.model_id == rows[position].model_id and runs[other].layers == layers:
+            return other
+    return -1
 
 
 def _band(data: RunData) -> str:

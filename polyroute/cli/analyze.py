@@ -18,7 +18,7 @@ from moe_core.errors import PolyrouteError
 from moe_core.languages import normalise_lang, parse_langs
 from polyroute.analyses.registry import ANALYSES, Param
 from polyroute.analyses.scores import read_scores, stored_scores
-from polyroute.cli.arguments import parse_layers, parse_ratios, seed
+from polyroute.cli.arguments import parse_layers, parse_ratios, run_ids, seed
 from polyroute.cli.options import add_db
 from polyroute.cli.output import print_table
 from polyroute.run_data import SOURCES, AnalysisResult, RunData, Selection
@@ -30,7 +30,7 @@ def add_parser(commands: Any) -> None:
     kinds = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
     for entry in ANALYSES.values():
         parser = kinds.add_parser(entry.name, help=entry.help, description=entry.help)
-        _add_common(parser)
+        _add_common(parser, comparable=entry.compare is not None)
         _add_source(parser, entry.name, shown=entry.source)
         add_db(parser)
         for param in entry.params:
@@ -38,8 +38,17 @@ def add_parser(commands: Any) -> None:
     analyze.set_defaults(handler=run)
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run", type=int, required=True, metavar="RUN_ID", help="the trace run (`polyroute runs`)")
+def _add_common(parser: argparse.ArgumentParser, *, comparable: bool) -> None:
+    parser.add_argument(
+        "--run", type=int, required=not comparable, metavar="RUN_ID", help="the trace run (`polyroute runs`)"
+    )
+    if comparable:
+        parser.add_argument(
+            "--runs",
+            type=run_ids,
+            metavar="A,B,...",
+            help="compare these trace runs instead (steered ones against an unsteered run of the same model)",
+        )
     parser.add_argument("--langs", help="analyse only these languages (default: every language of the run)")
     parser.add_argument(
         "--layers", metavar="A-B", help="decoder layers to analyse; for band analyses the band (default: middle zone)"
@@ -126,8 +135,17 @@ def run(args: argparse.Namespace) -> int:
         ref=normalise_lang(args.ref),
         source=_source_of(args),
     )
+    runs = getattr(args, "runs", None)
+    if runs is not None and args.run is not None:
+        raise PolyrouteError(f"give --run RUN_ID or --runs A,B,..., not both: --runs compares {args.analysis} of runs")
+    if runs is None and args.run is None:
+        raise PolyrouteError(f"{args.analysis} needs --run RUN_ID (or --runs A,B,... to compare runs)")
     with open_store(args.db, read_only=True) as store:
-        result = _analyse(store, args, RunData(store, args.run, selection))
+        compare = ANALYSES[args.analysis].compare
+        if runs is not None and compare is not None:
+            result = compare(store, runs, selection)
+        else:
+            result = _analyse(store, args, RunData(store, args.run, selection))
     emit(result, args.format, args.table)
     return 0
 

@@ -102,3 +102,8 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
     if len(values) != 3:
         raise PolyrouteError(f"--ratios takes three shares, e.g. 0.35,0.25,0.40, not {text!r}")
     return values[0], values[1], values[2]
+
+
+def run_ids(text: str) -> list[int]:
+    """`1,2,3` -> [1, 2, 3]: run ids (`polyroute runs`), each at least 1."""
+    return [positive_int(part.strip()) for part in text.split(",") if part.strip()]

@@ -45,9 +45,9 @@ def run(args: argparse.Namespace) -> int:
         runs = list_runs(store)
     statuses = {run.run_id: shown_status(run) for run in runs}
     columns = [
-        "run_id", "kind", "model_id", "corpus_id", "langs", "status", "sequences", "tokens", "created_at", "name",
-        "note",
-    ]  # fmt: skip
+        *("run_id", "kind", "model_id", "corpus_id", "langs", "steered"),
+        *("status", "sequences", "tokens", "created_at", "name", "note"),
+    ]
     rows = [
         (
             run.run_id,
@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
             run.model_id,
             run.corpus_id,
             ",".join(run.params.get("langs", [])),
+            "yes" if run.steered else "no",
             statuses[run.run_id],
             f"{run.n_stored}/{run.n_planned}",
             run.n_tokens,

@@ -25,6 +25,12 @@ def add_parser(commands: Any) -> None:
     trace.add_argument(
         "--resume", type=positive_int, metavar="RUN_ID", help="finish an interrupted run with its own settings"
     )
+    trace.add_argument(
+        "--plan",
+        type=Path,
+        metavar="PLAN.json",
+        help="steer the routers while tracing with a plan from `polyroute plan ... -o PLAN.json` (a steered run)",
+    )
     trace.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     trace.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default auto)")
     trace.add_argument("--max-tokens", type=positive_int, default=512, help="truncate longer texts (default 512)")
@@ -44,7 +50,17 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from moe_core.backends.options import HFOptions
+    from moe_core.steering.plan import PlanError, SteeringPlan
     from polyroute.workflows.trace import TraceRequest, resume_trace, start_trace
+
+    plan = None
+    if args.plan is not None:
+        if not args.plan.is_file():
+            raise PolyrouteError(f"no plan at {args.plan}: make one with `polyroute plan ... -o {args.plan}`")
+        try:
+            plan = SteeringPlan.load(args.plan)
+        except PlanError as error:
+            raise PlanError(f"--plan {args.plan}: {error}") from error
 
     bars: list[tqdm[Any]] = []
     started: list[int] = []
@@ -64,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                     f"note: {', '.join(ignored)} ignored: run {args.resume} resumes with its own settings",
                     file=sys.stderr,
                 )
-            outcome = resume_trace(args.db, args.resume, progress, servers=servers, token=args.token)
+            outcome = resume_trace(args.db, args.resume, progress, servers=servers, token=args.token, plan=plan)
         else:
             missing = [name for name in ("corpus", "langs") if getattr(args, name) is None]
             if args.model is None and not servers:
@@ -90,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
                 limit=args.limit,
                 batch_size=args.batch_size,
                 save_logits=args.save_logits,
+                plan=plan,
                 options=options,
             )
             outcome = start_trace(request, progress)
@@ -132,5 +149,7 @@ def run(args: argparse.Namespace) -> int:
             f"(first: item {item} in {lang}); those items were traced in the languages they have",
             file=sys.stderr,
         )
-    print(f"run {outcome.run_id}: stored {outcome.n_sequences} sequences, {outcome.n_tokens} tokens in {args.db}")
+    steered = " (steered)" if plan is not None else ""
+    stored = f"{outcome.n_sequences} sequences, {outcome.n_tokens} tokens"
+    print(f"run {outcome.run_id}{steered}: stored {stored} in {args.db}")
     return 0

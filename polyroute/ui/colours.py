@@ -1,4 +1,4 @@
-"""One colour per language family, script, resource class and language for the whole app.
+"""One colour per language family, script, resource class, language and run for the whole app.
 
 A colour is fixed by the value itself, never by its position among what a chart shows: families
 and scripts are ranked once (the most studied first, then by how many FLORES-200 languages they
@@ -10,7 +10,7 @@ out, changes no other colour and no legend.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from typing import Final
 
@@ -72,6 +72,16 @@ def colour_of(field: str, value: object) -> str:
     if field == "lang":
         return _language_colours().get(text, UNKNOWN)
     raise ValueError(f"no fixed colours for {field!r}")
+
+
+def run_colour(run_id: int) -> str:
+    """The app's colour for a run: fixed by its id, so a run keeps it whichever others it is shown with."""
+    return PALETTE[(int(run_id) - 1) % len(PALETTE)]
+
+
+def run_scale(runs: Mapping[str, int]) -> alt.Scale:
+    """A colour scale for runs shown by their labels (label -> run id), each in its fixed colour."""
+    return alt.Scale(domain=list(runs), range=[run_colour(run_id) for run_id in runs.values()])
 
 
 def fixed_scale(field: str, values: Iterable[object]) -> alt.Scale:

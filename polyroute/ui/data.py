@@ -82,6 +82,17 @@ def run_sources(path: str, run_id: int, run_version: Version) -> tuple[str, ...]
         return summaries.stored_sources(store.con, run_id)
 
 
+def comparison(
+    path: str, run_ids: tuple[int, ...], run_versions: tuple[Version, ...], name: str, *, ref: str
+) -> AnalysisResult:
+    """The analysis `name` of several runs side by side (its `compare` in ANALYSES), as the CLI's `--runs`."""
+    del run_versions  # part of the cache key only
+    compare = ANALYSES[name].compare
+    assert compare is not None, f"{name} compares no runs"
+    with shared_store(path).reading() as store:
+        return compare(store, run_ids, Selection(ref=ref))
+
+
 @st.cache_data(show_spinner=False, max_entries=64)
 def run_layout(path: str, run_id: int, run_version: Version) -> q.RunLayout | None:
     del run_version

@@ -70,6 +70,12 @@ NAVIGATION = (
                 ":material/hub:",
                 "which languages share experts, how they cluster, and the shared and exclusive experts",
             ),
+            PageLink(
+                "pages/compare_runs.py",
+                "Compare runs",
+                ":material/compare_arrows:",
+                "several runs' divergence on one depth axis, steered against unsteered, band means per run",
+            ),
         ),
     ),
     (

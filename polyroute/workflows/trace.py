@@ -16,8 +16,9 @@ from pathlib import Path
 from moe_core.backends.base import Backend
 from moe_core.backends.options import HFOptions
 from moe_core.corpora import ParallelCorpus, TextRow, load_corpus
-from moe_core.errors import PolyrouteError
+from moe_core.errors import ParameterError, PolyrouteError
 from moe_core.pipeline import PlannedSequence, Progress, TracedBatch, plan_trace, run_trace
+from moe_core.steering.plan import PlanError, SteeringPlan
 from polyroute.run_status import writer_record
 from polyroute.workflows.common import connect, mark_stopped, record_corpus
 from store import Store, open_store
@@ -42,6 +43,7 @@ class TraceRequest:
     limit: int | None = None
     batch_size: int = 8
     save_logits: bool = False
+    plan: SteeringPlan | None = None  # steer the routers while tracing (a steered run; the hf backend)
     options: HFOptions = field(default_factory=HFOptions)
 
 
@@ -74,6 +76,8 @@ def start_trace(
         missing = [] if request.require_aligned else corpus.missing(request.langs, request.limit)
         backends = servers or connect(request.model, request.options)
         info = backends[0].info()
+        if request.plan is not None:
+            check_plan(request.plan, backends)
         model_id = w.ensure_model(store, info)
         record_corpus(store, corpus)
         plan = plan_trace(backends[0], [(row.item_id, row.lang, row.text) for row in rows])
@@ -106,8 +110,11 @@ def start_trace(
             params=params,
             n_planned=len(plan.sequences),
             weight_bound=info.weight_bound,
+            plan=None if request.plan is None else request.plan.to_json(),
         )
-        fill_run(store, backends, run_id, plan.sequences, request.batch_size, request.save_logits, progress)
+        fill_run(
+            store, backends, run_id, plan.sequences, request.batch_size, request.save_logits, progress, request.plan
+        )
         return TraceOutcome(
             run_id=run_id,
             n_sequences=len(plan.sequences),
@@ -125,13 +132,22 @@ def resume_trace(
     *,
     servers: Sequence[str] = (),
     token: str | None = None,
+    plan: SteeringPlan | None = None,
 ) -> TraceOutcome:
-    """Trace the sequences of run `run_id` that are not stored yet, with the run's own settings, on
-    the servers it ran on (or on `servers`, when they moved), else on its local model folder."""
+    """Trace the sequences of run `run_id` that are not stored yet, with the run's own settings (its
+    steering plan too), on the servers it ran on (or on `servers`, when they moved), else on its
+    local model folder. A `plan` given must be the run's own."""
     with open_store(db) as store:
         run = q.get_run(store, run_id)
         if run is None or run.kind != "trace":
             raise PolyrouteError(f"there is no trace run {run_id} in {db}: see `polyroute runs --db {db}`")
+        own_plan = None if run.plan is None else SteeringPlan.from_json(run.plan)
+        if plan is not None and plan != own_plan:
+            was = "without a plan" if own_plan is None else "with another plan"
+            raise ParameterError(
+                f"run {run_id} was traced {was}: a resumed run keeps its own, so leave out {{plan}} "
+                "(or start a new run)"
+            )
         if run.status == "complete" and run.n_stored == run.n_planned:
             return TraceOutcome(
                 run_id=run_id, n_sequences=0, n_tokens=0, n_truncated=0, missing=[], already_complete=True
@@ -152,18 +168,22 @@ def resume_trace(
             rows=tuple(TextRow(*row) for row in q.corpus_texts(store, run.corpus_id)),
         )
         rows = corpus.select(params["langs"], params["limit"], aligned=params.get("require_aligned", False))
-        plan = plan_trace(backends[0], [(row.item_id, row.lang, row.text) for row in rows])
-        if len(plan.sequences) != run.n_planned:
-            raise PolyrouteError(f"run {run_id} planned {run.n_planned} sequences but now finds {len(plan.sequences)}")
+        planned = plan_trace(backends[0], [(row.item_id, row.lang, row.text) for row in rows])
+        if len(planned.sequences) != run.n_planned:
+            raise PolyrouteError(
+                f"run {run_id} planned {run.n_planned} sequences but now finds {len(planned.sequences)}"
+            )
+        if own_plan is not None:
+            check_plan(own_plan, backends)
         stored = q.stored_seq_ids(store, run_id)
-        remaining = [seq for seq in plan.sequences if seq.seq_id not in stored]
+        remaining = [seq for seq in planned.sequences if seq.seq_id not in stored]
         w.set_run_status(store, run_id, "running")
-        fill_run(store, backends, run_id, remaining, params["batch_size"], params["save_logits"], progress)
+        fill_run(store, backends, run_id, remaining, params["batch_size"], params["save_logits"], progress, own_plan)
         return TraceOutcome(
             run_id=run_id,
             n_sequences=len(remaining),
             n_tokens=sum(seq.n_tokens for seq in remaining),
-            n_truncated=plan.n_truncated,
+            n_truncated=planned.n_truncated,
             missing=[] if params.get("require_aligned") else corpus.missing(params["langs"], params["limit"]),
         )
 
@@ -176,9 +196,10 @@ def fill_run(
     batch_size: int,
     save_logits: bool,
     progress: ProgressFactory | None,
+    plan: SteeringPlan | None = None,
 ) -> None:
-    """Trace and store `sequences` into run `run_id` (on several backends: shared by language), then
-    mark it complete (or failed, or cancelled) and checkpoint."""
+    """Trace and store `sequences` into run `run_id` (on several backends: shared by language; steered
+    by `plan` when given), then mark it complete (or failed, or cancelled) and checkpoint."""
     batch_writer = w.BatchWriter(store, run_id)
     on_progress = progress(run_id, len(sequences), sum(s.n_tokens for s in sequences)) if progress else None
 
@@ -188,7 +209,15 @@ def fill_run(
         )
 
     try:
-        run_trace(backends, sequences, sink, batch_size=batch_size, save_logits=save_logits, on_progress=on_progress)
+        run_trace(
+            backends,
+            sequences,
+            sink,
+            batch_size=batch_size,
+            save_logits=save_logits,
+            plan=plan,
+            on_progress=on_progress,
+        )
     except BaseException as error:
         mark_stopped(store, run_id, error)
         raise
@@ -196,3 +225,21 @@ def fill_run(
         batch_writer.close()
     w.set_run_status(store, run_id, "complete")
     w.checkpoint(store)
+
+
+def check_plan(plan: SteeringPlan, backends: Sequence[Backend]) -> None:
+    """Refuse, before a run is created or resumed, a plan the backends cannot apply to a trace or
+    one naming layers or experts their model does not have (a plan made for another model)."""
+    refusing = [backend.name for backend in backends if not backend.steers_traces]
+    if refusing:
+        raise ParameterError(
+            f"the {refusing[0]} backend cannot steer a trace: drop {{plan}}, or trace on a local model folder "
+            "(the hf backend)"
+        )
+    info = backends[0].info()
+    try:
+        plan.check_against(
+            n_layers=info.n_layers, moe_layers=info.moe_layers, n_experts=info.n_experts, top_k=info.top_k
+        )
+    except PlanError as error:
+        raise ParameterError(f"{{plan}} does not fit {info.model_id}: {error}") from error

@@ -165,7 +165,11 @@ class VLLMBackend(Backend):
             theirs = routed_expert_ids(routed, self._info, routing.n_tokens)
             self.routed_experts_agreement.append(id_agreement(routing.expert_ids, theirs))
 
-    def trace(self, texts: Sequence[str], *, save_logits: bool = False) -> RoutingBatch:
+    def trace(
+        self, texts: Sequence[str], *, save_logits: bool = False, plan: SteeringPlan | None = None
+    ) -> RoutingBatch:
+        # Not yet checked against the hf backend's steered traces (tests/test_vllm_engine.py): refused.
+        self.refuse_plan(plan)
         self._steer(None)
         encoded = self._encode(texts)
         # One generated token, never fed back: the routing covers exactly the prompt's tokens.
