@@ -6,6 +6,7 @@ the formulas; `moe_core.analysis` computes them). `ANALYSES` (registry.py) is th
 that the CLI, its `--help` and the app read: a new analysis is a function here and an entry there.
 """
 
+from polyroute.analyses.expert import analyze_expert
 from polyroute.analyses.experts import analyze_experts, analyze_isolation, analyze_rise, analyze_shared
 from polyroute.analyses.registry import ANALYSES
 from polyroute.analyses.routing import (
@@ -22,6 +23,7 @@ __all__ = [
     "analyze_correlation",
     "analyze_divergence",
     "analyze_entropy",
+    "analyze_expert",
     "analyze_experts",
     "analyze_isolation",
     "analyze_rise",
