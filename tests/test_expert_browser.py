@@ -205,3 +205,10 @@ def test_bad_layer_or_expert_is_one_line_naming_the_flag(planted_store, capsys, 
     assert code == 2 and not out
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("polyroute: error:") and named in lines[0], err
+
+
+def test_a_store_draws_no_progress_bar_into_the_output(planted_store):
+    """DuckDB prints a progress bar on stdout for a query over 2 s (the sample of a big store):
+    it would break `--format json` and `csv`."""
+    with open_store(planted_store, read_only=True) as store:
+        assert store.con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)
