@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import shutil
 from collections import Counter
 
 import duckdb
@@ -159,6 +160,18 @@ def test_labels_are_those_of_the_analyses_at_their_defaults(planted_store):
     assert {code for label, code in found if label == "language-specific"} == specialised
     in_rise = any((r["layer"], r["expert"]) == (layer, expert) for r in rise.table("selected").records())
     assert (("RISE subnetwork", lang) in found) == in_rise
+
+
+def test_an_id_only_run_lists_its_tokens_without_weights(planted_store, tmp_path):
+    db = tmp_path / "id_only.duckdb"
+    shutil.copyfile(planted_store, db)
+    con = duckdb.connect(str(db))
+    con.execute("UPDATE route_lists SET weight_codes = NULL")
+    con.close()
+    with open_store(db, read_only=True) as store:
+        result = analyze_expert(RunData(store, 1, Selection()), layer=0, expert=5)
+    tokens = result.table("top_tokens").records()
+    assert tokens and all(r["mean_weight"] is None and r["routed"] >= 1 for r in tokens)
 
 
 def test_the_labels_use_the_registrys_defaults():
