@@ -51,6 +51,7 @@ ANALYSES: dict[str, list[str]] = {
     "similarity": ["similarity"],
     "isolation": ["isolation"],
     "correlation": ["correlation", "--scores", "{scores}"],
+    "expert": ["expert", "--layer", "24", "--expert", "5"],  # reads a bounded sample of one layer's rows
 }
 # The child: the real CLI in a fresh interpreter, timed after its imports; its figures go to a file.
 CHILD = """

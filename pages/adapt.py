@@ -15,6 +15,7 @@ from moe_core.demo import DEMO_MODEL_DIR
 from polyroute.background import current_job, start_job
 from polyroute.background.adapt import AdaptationJob, AdaptationState
 from polyroute.ui import adapt as a
+from polyroute.ui.expert_links import with_browser_links
 from polyroute.ui.forms import job_gate
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
 from polyroute.ui.progress import follow, started
@@ -127,7 +128,8 @@ with new_tab:
         key="adapt_map",
     )
     with st.expander(f"The {budget} selected experts, in selection order"):
-        st.dataframe(a.expert_frame(subnetwork.experts), hide_index=True, key="adapt_selected")
+        st.dataframe(**with_browser_links(a.expert_frame(subnetwork.experts), run.run_id), hide_index=True,
+                     key="adapt_selected")  # fmt: skip
 
     st.subheader("Train them")
     folder = st.text_input(

@@ -17,6 +17,7 @@ from polyroute.ui.charts import (
 )
 from polyroute.ui.colours import group_values
 from polyroute.ui.data import analysis, middle_band, table
+from polyroute.ui.expert_links import with_browser_links
 from polyroute.ui.frame import (
     among,
     band_caption,
@@ -254,6 +255,6 @@ shared_tab, exclusive_tab, specific_tab = st.tabs(
         f"Language-specific vs {lang_name(choice.ref)} ({specific.summary['specialised']})",
     ]
 )
-shared_tab.dataframe(table(shared, "shared"), hide_index=True, width="stretch")
-exclusive_tab.dataframe(with_language_facts(table(shared, "exclusive")), hide_index=True, width="stretch")
-specific_tab.dataframe(with_language_facts(table(specific, "specialised")), hide_index=True, width="stretch")
+shared_tab.dataframe(**with_browser_links(table(shared, "shared"), run_id), hide_index=True, width="stretch")
+for tab, found_experts in ((exclusive_tab, table(shared, "exclusive")), (specific_tab, table(specific, "specialised"))):
+    tab.dataframe(**with_browser_links(with_language_facts(found_experts), run_id), hide_index=True, width="stretch")

@@ -12,6 +12,7 @@ from moe_core.steering import METHODS, SOFT, SteeringPlan
 from moe_core.steering.presets import preset_for
 from polyroute.plans import NoExpertsError
 from polyroute.ui import steering as s
+from polyroute.ui.expert_links import expert_picker
 from polyroute.ui.forms import NO_SERVER
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
 from polyroute.ui.model_place import choose_place, connected, describe
@@ -220,6 +221,8 @@ st.session_state["steering_plan"] = plan  # the Evaluate page can score with it
 if plan.source:
     st.caption(plan.source)
 st.dataframe(s.plan_frame(plan), hide_index=True, width="content")
+if source == PRESET:  # the plan's experts are those of a stored run: each opens in the Expert browser
+    expert_picker(choice.run.run_id, [(e.layer, x, "") for e in plan.experts for x in e.experts], "steering_browse")
 st.download_button("Download the plan (JSON)", plan.to_json(), file_name="steering_plan.json", mime="application/json")
 with explained():
     s.check(plan, info)

@@ -11,6 +11,7 @@ import streamlit as st
 
 from moe_core.analysis.flow import expert_flow
 from polyroute.ui.data import item_paths, traced_items
+from polyroute.ui.expert_links import expert_picker, most_visited
 from polyroute.ui.frame import (
     among,
     choose_run,
@@ -125,6 +126,8 @@ for path in paths:
 places = st.columns(len(paths)) if side_by_side(paths) else [st.container() for _ in paths]
 for place, path in zip(places, paths, strict=True):
     place.altair_chart(path_grid(path, n_experts, int(per_row)), width="stretch")
+visited = most_visited(np.concatenate([path.experts for path in paths]), paths[0].layers)
+expert_picker(choice.run.run_id, visited, "token_paths_browse")
 
 st.subheader("How the tokens move between experts")
 st.caption(

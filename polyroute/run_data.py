@@ -193,10 +193,14 @@ class RunData:
         return result
 
     @cached_property
+    def hits(self) -> np.ndarray:
+        """[L, Y', E] tokens of each selected language whose top-k holds the expert."""
+        return self._selected(self.sums.hits)
+
+    @cached_property
     def frequencies(self) -> np.ndarray:
         """[L, Y', E] activation frequencies f_L (sum k over experts) of the selection."""
-        counts = self._selected(self.sums.hits)
-        return routing.activation_frequencies(counts, self.layout.tokens_per_lang[self.lang_index])
+        return routing.activation_frequencies(self.hits, self.layout.tokens_per_lang[self.lang_index])
 
     @cached_property
     def sequence_mean_frequencies(self) -> np.ndarray:

@@ -136,6 +136,8 @@ def open_store(path: str | Path, *, read_only: bool = False, config: dict[str, A
     settings = dict(config or {}) if read_only else {**WRITE_SETTINGS, **(config or {})}
     try:
         con = duckdb.connect(str(file), read_only=read_only, config=settings)
+        # DuckDB draws a progress bar on stdout for a query over 2 s: it would break CSV and JSON output.
+        con.execute("SET enable_progress_bar = false")
     except duckdb.Error as error:
         raise translate(error, file) from error
     try:

@@ -32,12 +32,13 @@ TIERS = {
         "test_store test_analysis_store test_upgrade test_resume test_cli test_corpus_cli test_analyze_cli "
         "test_adapt_cli test_adapt_task test_steer_cli test_plans test_eval_store test_sandbox test_collect "
         "test_jobs test_remote test_bad_input test_fuzz test_demo test_evaluation_tasks test_benchmarks test_runs "
-        "test_exchange test_reference_cli test_steered_trace test_compare_runs"
+        "test_exchange test_reference_cli test_steered_trace test_compare_runs "
+        "test_expert_browser"
     ),
     "app": (
         "test_app test_pages test_adapt_page test_evaluate_page test_sql_page test_steering_page "
         "test_remote_app test_token_paths test_first_user test_run_download_page test_source_choice "
-        "test_compare_runs_page"
+        "test_compare_runs_page test_expert_browser_page"
     ),
     "browser": "test_browser",
     "vllm": "test_vllm_engine",

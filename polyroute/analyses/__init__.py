@@ -7,6 +7,7 @@ that the CLI, its `--help` and the app read: a new analysis is a function here a
 An analysis that also compares several runs (`compare_divergence`) names that function in its entry.
 """
 
+from polyroute.analyses.expert import analyze_expert
 from polyroute.analyses.experts import analyze_experts, analyze_isolation, analyze_rise, analyze_shared
 from polyroute.analyses.registry import ANALYSES
 from polyroute.analyses.routing import (
@@ -24,6 +25,7 @@ __all__ = [
     "analyze_correlation",
     "analyze_divergence",
     "analyze_entropy",
+    "analyze_expert",
     "analyze_experts",
     "analyze_isolation",
     "analyze_rise",

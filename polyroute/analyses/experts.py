@@ -143,11 +143,14 @@ def analyze_shared(data: RunData, *, k: int = 15, thr: float = 0.4, group: list[
     )
 
 
+RISE_BUDGET = 32  # experts selected when no budget is given (`polyroute analyze rise`, the expert browser)
+
+
 def analyze_rise(
     data: RunData,
     *,
     target: str,
-    budget: int,
+    budget: int = RISE_BUDGET,
     ratios: tuple[float, float, float] = rise.DEFAULT_RATIOS,
     alpha: float = 10.0,
     zones: rise.ZoneRule = "fraction",

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from moe_core.analysis.rise import DEFAULT_RATIOS, ZONE_RULES
-from polyroute.analyses.experts import analyze_experts, analyze_isolation, analyze_rise, analyze_shared
+from polyroute.analyses.expert import analyze_expert
+from polyroute.analyses.experts import (
+    RISE_BUDGET,
+    analyze_experts,
+    analyze_isolation,
+    analyze_rise,
+    analyze_shared,
+)
 from polyroute.analyses.routing import (
     analyze_consistency,
     analyze_correlation,
@@ -125,7 +132,9 @@ ANALYSES: dict[str, Analysis] = {
             help="RISE scores and the budgeted subnetwork of --target",
             params=(
                 Param(name="target", kind="lang", required=True, help="the language to adapt, e.g. ben_Beng"),
-                Param(name="budget", kind="int", default=32, help="experts to select, K (default 32)"),
+                Param(
+                    name="budget", kind="int", default=RISE_BUDGET, help=f"experts to select, K (default {RISE_BUDGET})"
+                ),
                 Param(
                     name="ratios",
                     kind="ratios",
@@ -140,6 +149,30 @@ ANALYSES: dict[str, Analysis] = {
                     help="the selection rules: reference (default; the authors' code: zone bounds round(0.375 n) "
                     "and round(0.625 n), overflow to the zone with most room) or fraction (zones by depth "
                     "fraction, overflow by ratio)",
+                ),
+            ),
+        ),
+        Analysis(
+            name="expert",
+            function=analyze_expert,
+            help="one expert of --layer: its use per language and in the layers around (the band given with "
+            "--layers), the tokens sent to it most, the experts chosen with it, and what the shared, experts "
+            "and rise analyses call it",
+            params=(
+                Param(name="layer", kind="int", required=True, help="the decoder layer, an MoE layer of the run"),
+                Param(name="expert", kind="int", required=True, help="the expert's index in that layer"),
+                Param(
+                    name="sequences",
+                    kind="int",
+                    default=20,
+                    help="sequences read per language: those that send the expert the most tokens (default 20)",
+                ),
+                Param(name="top_tokens", kind="int", default=10, help="tokens listed per language (default 10)"),
+                Param(
+                    name="ref_run",
+                    kind="run",
+                    help="a run over generic text: also say whether it is a task expert of --run",
+                    input=True,
                 ),
             ),
         ),

@@ -158,7 +158,7 @@ def _analyse(store: Store, args: argparse.Namespace, data: RunData) -> AnalysisR
 
 def _inputs(store: Store, args: argparse.Namespace, data: RunData) -> dict[str, Any]:
     """The arguments an analysis's `input` parameters name: another run, or per-language scores."""
-    if args.analysis == "experts":
+    if args.analysis in ("experts", "expert"):
         return {"reference": RunData(store, args.ref_run, data.selection) if args.ref_run is not None else None}
     if args.analysis != "correlation":
         return {}

@@ -71,6 +71,12 @@ NAVIGATION = (
                 "which languages share experts, how they cluster, and the shared and exclusive experts",
             ),
             PageLink(
+                "pages/expert_browser.py",
+                "Expert browser",
+                ":material/manage_search:",
+                "one expert: the languages and tokens sent to it, the experts chosen with it, what analyses call it",
+            ),
+            PageLink(
                 "pages/compare_runs.py",
                 "Compare runs",
                 ":material/compare_arrows:",
