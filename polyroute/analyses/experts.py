@@ -153,13 +153,12 @@ def analyze_rise(
     budget: int = RISE_BUDGET,
     ratios: tuple[float, float, float] = rise.DEFAULT_RATIOS,
     alpha: float = 10.0,
-    zones: rise.ZoneRule = "fraction",
+    zones: rise.ZoneRule = "reference",
 ) -> AnalysisResult:
     """The RISE subnetwork of a target language: scores, zones and the K experts it would train,
     selected by the rule set `zones` ("reference": the authors' code; "fraction": by depth fraction).
 
-    `polyroute analyze rise` and `polyroute adapt` pass their default, "reference"; the default
-    here stays "fraction", Polyroute's earlier selection, for the Python callers written against it."""
+    The default, "reference", is that of `polyroute analyze rise` and `polyroute adapt` too."""
     if target not in data.langs:
         raise ParameterError(f"{{target}} {target} is not among the analysed languages: {', '.join(data.langs)}")
     if budget < 1:
