@@ -10,7 +10,7 @@ shape the store records for the run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -145,6 +145,15 @@ def exclusive_experts(
     )
     source = f"exclusive experts: run {run_id}, lang {lang}, k {k}, thr {thr}, window {_text(band)}"
     return _plan(data, ABLATE, band, entries, 0.0, source)
+
+
+# The kinds of plan by the names `polyroute plan KIND` and `polyroute.plan(run, KIND)` take.
+BUILDERS: dict[str, Callable[..., SteeringPlan]] = {
+    "task-experts": task_experts,
+    "language-experts": language_experts,
+    "shared": shared_experts,
+    "exclusive": exclusive_experts,
+}
 
 
 def summary(plan: SteeringPlan) -> str:

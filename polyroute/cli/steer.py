@@ -16,7 +16,7 @@ from moe_core.steering import SteeringPlan
 from polyroute.cli.arguments import device, positive_int
 from polyroute.cli.options import add_client_args, model_or_server
 from polyroute.cli.output import print_table
-from polyroute.workflows.steer import mass_at, shown
+from polyroute.workflows.steer import mass_at, shown, steer_prompt
 
 
 def add_parser(commands: Any) -> None:
@@ -35,7 +35,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from moe_core.backends.base import Backend, GenerationParams
+    from moe_core.backends.base import Backend
     from moe_core.backends.options import HFOptions
     from polyroute.workflows.common import hf_backend, quiet_libraries
 
@@ -48,9 +48,8 @@ def run(args: argparse.Namespace) -> int:
     quiet_libraries()
     options = HFOptions(device=args.device, dtype=args.dtype)
     backend = model if isinstance(model, Backend) else hf_backend(model, options)
-    params = GenerationParams(max_new_tokens=args.max_new_tokens)
-    plain = backend.generate([args.prompt], params)
-    steered = backend.generate([args.prompt], params, plan)
+    done = steer_prompt(backend, args.prompt, plan, args.max_new_tokens)
+    plain, steered = done.plain, done.steered
     print(f"plan: {plan.method}, strength {plan.strength:g}, layers {plan.band[0]}-{plan.band[1]}")
     print(f"unsteered: {shown(plain.texts[0])}")
     print(f"steered:   {shown(steered.texts[0])}")

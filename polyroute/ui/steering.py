@@ -1,7 +1,7 @@
 """The Steering page's work: the model loaded once per folder, plans from presets or controls,
 generation without and with a plan, the words that changed, and the per-layer mass chart.
 
-Routing mass is measured as `polyroute steer` measures it (`polyroute.workflows.steer.mass_at`), so the page and
+Routing mass is measured as `polyroute steer` measures it (`polyroute.workflows.steer.mass_rows`), so the page and
 the CLI report the same numbers for the same plan and prompt.
 """
 
@@ -19,11 +19,11 @@ import streamlit as st
 
 from moe_core.analysis.zones import zone_band
 from moe_core.backends.base import Backend
-from moe_core.records import ModelInfo, RoutingBatch
+from moe_core.records import ModelInfo
 from moe_core.steering import LayerExperts, SteeringPlan
 from polyroute import plans
 from polyroute.ui.data import Version, shared_store
-from polyroute.workflows.steer import mass_at, shown
+from polyroute.workflows.steer import mass_rows, shown, steer_prompt
 
 if TYPE_CHECKING:  # torch loads only when a model does
     from moe_core.backends.hf import HFBackend
@@ -112,38 +112,10 @@ class Comparison:
 
 
 def compare(backend: Backend, prompt: str, max_new_tokens: int, plan: SteeringPlan) -> Comparison:
-    from moe_core.backends.base import GenerationParams
-
-    params = GenerationParams(max_new_tokens=max_new_tokens)
-    plain = backend.generate([prompt], params)
-    steered = backend.generate([prompt], params, plan)
-    masses = mass_frame(plan, plain.routing, steered.routing, backend.info().n_experts)
-    return Comparison(plain=plain.texts[0], steered=steered.texts[0], masses=masses)
-
-
-def mass_frame(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n_experts: int) -> pd.DataFrame:
-    """Mean routing mass on the plan's experts in every MoE layer, without and with the plan.
-
-    A layer the plan lists is measured on its own experts; any other on every expert the plan
-    names, so layers before the band show that nothing moved there and layers after it show
-    what the steered layers passed on.
-    """
-    listed = {entry.layer: entry.experts for entry in plan.experts}
-    every = sorted({expert for entry in plan.experts for expert in entry.experts})
-    rows = []
-    for layer in (int(found) for found in plain.layers):
-        experts = listed.get(layer, tuple(every))
-        for generation, batch in ((UNSTEERED, plain), (STEERED, steered)):
-            rows.append(
-                {
-                    "layer": layer,
-                    "generation": generation,
-                    "mass": mass_at(batch, layer, experts, n_experts),
-                    "experts": ", ".join(map(str, experts)),
-                    "in_band": "yes" if plan.band[0] <= layer <= plan.band[1] else "no",
-                }
-            )
-    return pd.DataFrame(rows)
+    done = steer_prompt(backend, prompt, plan, max_new_tokens)
+    n_experts = backend.info().n_experts
+    masses = pd.DataFrame(mass_rows(plan, done.plain.routing, done.steered.routing, n_experts, (UNSTEERED, STEERED)))
+    return Comparison(plain=done.plain.texts[0], steered=done.steered.texts[0], masses=masses)
 
 
 def mass_chart(masses: pd.DataFrame, band: tuple[int, int]) -> alt.Chart:

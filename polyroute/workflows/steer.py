@@ -1,15 +1,62 @@
-"""Steering one prompt, as `polyroute steer` and the Steering page both show it: the text of a
-generation (an empty one said in words), and the routing mass a plan moves onto its experts.
+"""Steering one prompt, as `polyroute steer`, the Steering page and `polyroute.steer` show it: the
+prompt generated without and with a plan, the text of a generation (an empty one said in words),
+and the routing mass a plan moves onto its experts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from moe_core.analysis.flow import mass_on_experts
+from moe_core.backends.base import Backend, GenerationParams, Generations
 from moe_core.records import RoutingBatch
+from moe_core.steering import SteeringPlan
+
+
+@dataclass(frozen=True, kw_only=True)
+class SteeredPrompt:
+    """One prompt generated greedily without the plan (`plain`) and with it (`steered`)."""
+
+    plain: Generations
+    steered: Generations
+
+
+def steer_prompt(backend: Backend, prompt: str, plan: SteeringPlan, max_new_tokens: int) -> SteeredPrompt:
+    """Generate `prompt` without and with `plan` on `backend`, keeping each generation's routing."""
+    params = GenerationParams(max_new_tokens=max_new_tokens)
+    return SteeredPrompt(plain=backend.generate([prompt], params), steered=backend.generate([prompt], params, plan))
+
+
+def mass_rows(
+    plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n_experts: int, labels: tuple[str, str]
+) -> list[dict[str, Any]]:
+    """Mean routing mass on the plan's experts in every MoE layer, without and with the plan (named
+    `labels`): one row per layer and generation with layer, generation, mass, experts, in_band.
+
+    A layer the plan lists is measured on its own experts; any other on every expert the plan
+    names, so layers before the band show that nothing moved there and layers after it show
+    what the steered layers passed on.
+    """
+    listed = {entry.layer: entry.experts for entry in plan.experts}
+    every = sorted({expert for entry in plan.experts for expert in entry.experts})
+    rows = []
+    for layer in (int(found) for found in plain.layers):
+        experts = listed.get(layer, tuple(every))
+        for generation, batch in zip(labels, (plain, steered), strict=True):
+            rows.append(
+                {
+                    "layer": layer,
+                    "generation": generation,
+                    "mass": mass_at(batch, layer, experts, n_experts),
+                    "experts": ", ".join(map(str, experts)),
+                    "in_band": "yes" if plan.band[0] <= layer <= plan.band[1] else "no",
+                }
+            )
+    return rows
 
 
 def shown(text: str) -> str:
