@@ -199,6 +199,13 @@ def test_trace_returns_the_run_with_a_progress_bar(tiny_model, corpus_file, tmp_
     assert again.id == 2 and "run 2: 1/1 seq" in capsys.readouterr().err
 
 
+def test_every_analysis_of_the_registry_is_a_method_of_a_run():
+    from polyroute.analyses.registry import ANALYSES
+
+    assert pr.ANALYSES is ANALYSES
+    assert [name for name in ANALYSES if not callable(getattr(pr.Run, name, None))] == []
+
+
 def test_importing_polyroute_stays_light():
     code = "import sys, polyroute; assert not {'polyroute.api', 'pandas', 'duckdb', 'torch'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
