@@ -21,6 +21,7 @@ from polyroute.cli import main
 from polyroute.cli import plan as plan_cli
 from store import SqlRefused, open_store
 from store import queries as q
+from tests.helpers import mgsm_copy
 
 # (the CLI's flags, the API's keywords) for the same analysis of the planted run.
 SAME = {
@@ -197,6 +198,26 @@ def test_trace_returns_the_run_with_a_progress_bar(tiny_model, corpus_file, tmp_
     monkeypatch.setitem(sys.modules, "tqdm", None)  # without tqdm: plain progress lines
     again = pr.trace(model=tiny_model("qwen3_moe"), corpus=corpus_file, langs=["deu_Latn"], db=db, limit=1)
     assert again.id == 2 and "run 2: 1/1 seq" in capsys.readouterr().err
+
+
+def test_evaluate_equals_the_cli(tiny_model, tmp_path, capsys):
+    model, corpus = tiny_model("qwen3_moe"), f"mgsm:{mgsm_copy(tmp_path / 'mgsm')}"
+    plan = SteeringPlan(
+        method="soft", band=(1, 1), experts=(LayerExperts(layer=1, experts=(3,)),), strength=3.0, source="test"
+    )
+    result = pr.evaluate(
+        task="mgsm", model=model, corpus=corpus, langs="eng_Latn,deu_Latn", db=tmp_path / "api.duckdb", plan=plan,
+        max_new_tokens=6,
+    )  # fmt: skip
+    assert "run 1" in capsys.readouterr().err and result.params["run"] == 1
+    cli_db, path = tmp_path / "cli.duckdb", plan.save(tmp_path / "plan.json")
+    argv = ["eval", "--task", "mgsm", "--model", str(model), "--corpus", corpus, "--langs", "eng_Latn,deu_Latn"]
+    assert main([*argv, "--plan", str(path), "--max-new-tokens", "6", "--db", str(cli_db)]) == 0
+    with open_store(cli_db, read_only=True) as store:
+        expected = sorted((r.lang, r.variant, r.metric, r.value, r.n) for r in q.eval_results(store, 1))
+    columns = ["lang", "variant", "metric", "value", "n"]
+    assert sorted(map(tuple, result.frame[columns].itertuples(index=False))) == expected
+    assert {"unsteered", "plan"} <= set(result.frame["variant"])
 
 
 def test_every_analysis_of_the_registry_is_a_method_of_a_run():
