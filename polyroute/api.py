@@ -31,7 +31,7 @@ from moe_core.errors import ParameterError
 from moe_core.languages import normalise_lang, parse_langs
 from polyroute import default_db, plans
 from polyroute.analyses.registry import ANALYSES, Param, run_analysis
-from polyroute.run_data import SOURCES, AnalysisResult, RunData, Selection
+from polyroute.run_data import AnalysisResult, RunData, Selection
 from store import Store, open_store
 from store import queries as q
 
@@ -169,8 +169,6 @@ class Run:
         missing = [param.name for param in entry.params if param.required and params.get(param.name) is None]
         if missing:
             raise ParameterError(f"{name} needs {{{missing[0]}}}")
-        if source not in SOURCES:
-            raise ParameterError(f"unknown {{source}} {source!r}: use one of {', '.join(SOURCES)}")
         selection = Selection(langs=_langs(langs), layers=_layers(layers), ref=normalise_lang(ref), source=source)
         values = {param.name: _value(param, params.get(param.name, param.default)) for param in entry.params}
         with self.store._reading() as store:

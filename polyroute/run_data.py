@@ -16,7 +16,7 @@ import numpy as np
 from moe_core.analysis import routing
 from moe_core.analysis import summaries as summaries_math
 from moe_core.analysis.zones import zone_mask
-from moe_core.errors import PolyrouteError
+from moe_core.errors import ParameterError, PolyrouteError
 from moe_core.languages import find_lang, language
 from store import Store, summaries
 from store import queries as q
@@ -75,7 +75,7 @@ class RunData:
                 f"the store holds no traced sequences for run {run_id}: list runs with `polyroute runs`"
             )
         if selection.source not in SOURCES:
-            raise PolyrouteError(f"unknown source {selection.source!r}: use one of {', '.join(SOURCES)}")
+            raise ParameterError(f"unknown {{source}} {selection.source!r}: use one of {', '.join(SOURCES)}")
         self.store = store
         self.layout = layout
         self.selection = selection
@@ -96,8 +96,8 @@ class RunData:
         """The reference language's position among the selected languages."""
         ref = self.selection.ref
         if ref not in self.langs:
-            raise PolyrouteError(
-                f"run {self.layout.run_id} has no {ref} among the languages analysed; choose --ref from "
+            raise ParameterError(
+                f"run {self.layout.run_id} has no {ref} among the languages analysed; choose {{ref}} from "
                 f"{', '.join(self.langs)}"
             )
         return self.langs.index(ref)
@@ -146,8 +146,8 @@ class RunData:
             return "soft" if "soft" in available else "hard"
         if wanted not in available:
             missing = {"soft": "router probabilities", "weight": "routing weights"}[wanted]
-            raise PolyrouteError(
-                f"run {self.layout.run_id} stored no {missing} (an id-only trace): choose source "
+            raise ParameterError(
+                f"run {self.layout.run_id} stored no {missing} (an id-only trace): choose {{source}} "
                 f"{' or '.join(available)}"
             )
         return wanted

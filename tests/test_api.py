@@ -122,6 +122,7 @@ def test_sql_reads_and_refuses_writes(planted_store):
         (lambda run: run.divergence(layers=(5, 2)), "layers takes one layer or"),
         (lambda run: run.divergence(source="logits"), "unknown source"),
         (lambda run: run.analysis("flow"), "unknown analysis name"),
+        (lambda run: run.divergence(ref="ja", langs="de,fr"), "choose ref from deu_Latn, fra_Latn"),
     ],
 )
 def test_a_bad_parameter_is_named(planted_store, call, named):
