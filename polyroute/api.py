@@ -21,7 +21,8 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,9 +73,9 @@ class Result:
 
     def _repr_html_(self) -> str:
         """How a notebook shows a result: its parameters, then its main table."""
-        params = ", ".join(f"{key}={value}" for key, value in self.params.items())
-        notes = "".join(f"<p><i>note: {note}</i></p>" for note in self.notes)
-        return f"<p><b>{self.name}</b>: {params}</p>{notes}" + self.frame.to_html(max_rows=20)
+        params = escape(", ".join(f"{key}={value}" for key, value in self.params.items()))
+        notes = "".join(f"<p><i>note: {escape(note)}</i></p>" for note in self.notes)
+        return f"<p><b>{escape(self.name)}</b>: {params}</p>{notes}" + self.frame.to_html(max_rows=20)
 
 
 class StoreHandle:
@@ -98,8 +99,7 @@ class StoreHandle:
         sequences planned and stored, tokens, its settings (`params`) and when it was created."""
         with self._reading() as store:
             rows = [asdict(run) for run in q.list_runs(store)]
-        columns = list(q.RunRow.__dataclass_fields__)
-        return pd.DataFrame(rows, columns=columns)
+        return pd.DataFrame(rows, columns=[column.name for column in fields(q.RunRow)])
 
     def run(self, run_id: int) -> Run:
         """The trace run `run_id` of the store, whose routing the analyses read."""
@@ -389,7 +389,7 @@ def evaluate(
         langs=_langs(langs) or [],
         split=split,
         limit=limit,
-        plan=plan if plan is None or not isinstance(plan, str) else Path(plan),
+        plan=Path(plan) if isinstance(plan, str) else plan,
         sweep=parse_sweep(sweep) if sweep else None,
         max_new_tokens=max_new_tokens,
         batch_size=batch_size,

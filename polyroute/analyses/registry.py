@@ -27,7 +27,6 @@ from polyroute.analyses.routing import (
 )
 from polyroute.analyses.scores import read_scores, stored_scores
 from polyroute.run_data import AnalysisResult, RunData
-from store import Store
 
 # What a parameter's text means: int, float, str, flag (on when given), seed (0 .. 2**63-1), lang (one
 # FLORES-200 code), langs (comma-separated codes), ratios (three comma-separated shares), path, run (id).
@@ -191,12 +190,13 @@ def run_analysis(name: str, data: RunData, values: Mapping[str, Any]) -> Analysi
     entry = ANALYSES[name]
     keywords = {p.name: values.get(p.name, p.default) for p in entry.params if not p.input}
     inputs = {p.name: values.get(p.name) for p in entry.params if p.input}
-    return entry.function(data, **keywords, **_resolved_inputs(data.store, name, data, inputs))
+    return entry.function(data, **keywords, **_resolved_inputs(name, data, inputs))
 
 
-def _resolved_inputs(store: Store, name: str, data: RunData, inputs: Mapping[str, Any]) -> dict[str, Any]:
+def _resolved_inputs(name: str, data: RunData, inputs: Mapping[str, Any]) -> dict[str, Any]:
     """The arguments an analysis's `input` parameters name: another run, or per-language scores
     (an evaluation run's, a file's, or a {lang: score} mapping the caller holds)."""
+    store = data.store
     if name == "experts":
         ref_run = inputs["ref_run"]
         return {"reference": RunData(store, ref_run, data.selection) if ref_run is not None else None}
