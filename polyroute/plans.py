@@ -11,7 +11,7 @@ shape the store records for the run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -209,6 +209,15 @@ def exclusive_experts(
         f"exclusive experts: run {run_id}, lang {lang}, k {k}, thr {thr}, {layers_text(band)}{_from_preset(preset)}"
     )
     return _plan(data, ABLATE, band, entries, 0.0, source)
+
+
+# The kinds of plan by the names `polyroute plan KIND` and `polyroute.plan(run, KIND)` take.
+BUILDERS: dict[str, Callable[..., SteeringPlan]] = {
+    "task-experts": task_experts,
+    "language-experts": language_experts,
+    "shared": shared_experts,
+    "exclusive": exclusive_experts,
+}
 
 
 def shared_nearest(

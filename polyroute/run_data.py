@@ -97,8 +97,8 @@ class RunData:
         """The reference language's position among the selected languages."""
         ref = self.selection.ref
         if ref not in self.langs:
-            raise PolyrouteError(
-                f"run {self.layout.run_id} has no {ref} among the languages analysed; choose --ref from "
+            raise ParameterError(
+                f"run {self.layout.run_id} has no {ref} among the languages analysed; choose {{ref}} from "
                 f"{', '.join(self.langs)}"
             )
         return self.langs.index(ref)

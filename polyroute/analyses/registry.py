@@ -2,17 +2,21 @@
 builds a subcommand and its flags from each entry (and `--help` shows the help), and the app's
 cached reads (`polyroute.ui.data.analysis`) call the function by name.
 
-A parameter is a keyword of the function, except the `input`s: what the caller resolves into the
-function's arguments (another run as `reference`, per-language scores from a run or a file).
+A parameter is a keyword of the function, except the `input`s: what `run_analysis` resolves into the
+function's arguments (another run as `reference`, per-language scores from a run or a file). The CLI
+and the Python API (`polyroute.api`) both call `run_analysis`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from moe_core.analysis.rise import DEFAULT_RATIOS, ZONE_RULES
+from moe_core.errors import ParameterError
+from moe_core.languages import normalise_lang
 from polyroute.analyses.expert import analyze_expert
 from polyroute.analyses.experts import (
     RISE_BUDGET,
@@ -29,7 +33,8 @@ from polyroute.analyses.routing import (
     analyze_similarity,
     compare_divergence,
 )
-from polyroute.run_data import AnalysisResult, Selection
+from polyroute.analyses.scores import read_scores, stored_scores
+from polyroute.run_data import AnalysisResult, RunData, Selection
 from store import Store
 
 # What a parameter's text means: int, float, str, flag (on when given), seed (0 .. 2**63-1), lang (one
@@ -231,3 +236,34 @@ ANALYSES: dict[str, Analysis] = {
         ),
     )
 }
+
+
+def run_analysis(name: str, data: RunData, values: Mapping[str, Any]) -> AnalysisResult:
+    """The analysis `name` of `data` with its parameters' `values` (by parameter name, each already
+    of its kind; a missing one takes its default), its `input`s resolved in the run's store."""
+    entry = ANALYSES[name]
+    keywords = {p.name: values.get(p.name, p.default) for p in entry.params if not p.input}
+    inputs = {p.name: values.get(p.name) for p in entry.params if p.input}
+    return entry.function(data, **keywords, **_resolved_inputs(name, data, inputs))
+
+
+def _resolved_inputs(name: str, data: RunData, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """The arguments an analysis's `input` parameters name: another run, or per-language scores
+    (an evaluation run's, a file's, or a {lang: score} mapping the caller holds)."""
+    store = data.store
+    if name in ("experts", "expert"):
+        ref_run = inputs["ref_run"]
+        return {"reference": RunData(store, ref_run, data.selection) if ref_run is not None else None}
+    if name != "correlation":
+        return {}
+    eval_run, scores = inputs["eval_run"], inputs["scores"]
+    if (eval_run is None) == (scores is None):
+        raise ParameterError("correlation needs {eval_run} RUN_ID (scores in the store) or {scores} FILE, one of them")
+    if eval_run is not None:
+        found, column = stored_scores(store, eval_run, inputs["metric"], inputs["variant"])
+    elif isinstance(scores, Mapping):
+        found = {normalise_lang(str(lang)): float(value) for lang, value in scores.items()}
+        column = inputs["score_column"] or "score"
+    else:
+        found, column = read_scores(Path(scores), inputs["score_column"])
+    return {"scores": found, "score_name": column}

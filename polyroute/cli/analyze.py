@@ -16,13 +16,12 @@ from typing import Any
 
 from moe_core.errors import PolyrouteError
 from moe_core.languages import normalise_lang, parse_langs
-from polyroute.analyses.registry import ANALYSES, Param
-from polyroute.analyses.scores import read_scores, stored_scores
+from polyroute.analyses.registry import ANALYSES, Param, run_analysis
 from polyroute.cli.arguments import parse_layers, parse_ratios, run_ids, seed
 from polyroute.cli.options import add_db
 from polyroute.cli.output import print_table
 from polyroute.run_data import SOURCES, AnalysisResult, RunData, Selection
-from store import Store, open_store
+from store import open_store
 
 
 def add_parser(commands: Any) -> None:
@@ -145,30 +144,14 @@ def run(args: argparse.Namespace) -> int:
         if runs is not None and compare is not None:
             result = compare(store, runs, selection)
         else:
-            result = _analyse(store, args, RunData(store, args.run, selection))
+            result = _analyse(args, RunData(store, args.run, selection))
     emit(result, args.format, args.table)
     return 0
 
 
-def _analyse(store: Store, args: argparse.Namespace, data: RunData) -> AnalysisResult:
-    entry = ANALYSES[args.analysis]
-    keywords = {p.name: _value(p, getattr(args, p.name)) for p in entry.params if not p.input}
-    return entry.function(data, **keywords, **_inputs(store, args, data))
-
-
-def _inputs(store: Store, args: argparse.Namespace, data: RunData) -> dict[str, Any]:
-    """The arguments an analysis's `input` parameters name: another run, or per-language scores."""
-    if args.analysis in ("experts", "expert"):
-        return {"reference": RunData(store, args.ref_run, data.selection) if args.ref_run is not None else None}
-    if args.analysis != "correlation":
-        return {}
-    if (args.eval_run is None) == (args.scores is None):
-        raise PolyrouteError("correlation needs --eval-run RUN_ID (scores in the store) or --scores FILE, one of them")
-    if args.eval_run is not None:
-        scores, column = stored_scores(store, args.eval_run, args.metric, args.variant)
-    else:
-        scores, column = read_scores(args.scores, args.score_column)
-    return {"scores": scores, "score_name": column}
+def _analyse(args: argparse.Namespace, data: RunData) -> AnalysisResult:
+    values = {p.name: _value(p, getattr(args, p.name)) for p in ANALYSES[args.analysis].params}
+    return run_analysis(args.analysis, data, values)
 
 
 def emit(result: AnalysisResult, fmt: str, table_name: str | None = None) -> None:

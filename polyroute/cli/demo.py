@@ -71,7 +71,7 @@ def steer_demo(db: Path, run_id: int) -> None:
     from moe_core.demo import DEMO_MODEL_DIR
     from polyroute.cli.steer import print_comparison
     from polyroute.workflows.common import hf_backend
-    from polyroute.workflows.steer import DEMO_STEERING, demo_plan, generate_both
+    from polyroute.workflows.steer import DEMO_STEERING, demo_plan, steer_prompt
     from store import open_store
 
     with open_store(db, read_only=True) as store:
@@ -79,5 +79,5 @@ def steer_demo(db: Path, run_id: int) -> None:
     backend = hf_backend(DEMO_MODEL_DIR, HFOptions())
     print()
     print(f"steering demo: prompt {DEMO_STEERING.prompt!r}; {plan.source}")
-    plain, steered = generate_both(backend, DEMO_STEERING.prompt, DEMO_STEERING.max_new_tokens, plan)
-    print_comparison(plan, plain, steered, backend.info().n_experts)
+    done = steer_prompt(backend, DEMO_STEERING.prompt, plan, DEMO_STEERING.max_new_tokens)
+    print_comparison(plan, done, backend.info().n_experts)

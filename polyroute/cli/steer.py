@@ -16,10 +16,10 @@ from moe_core.steering import SteeringPlan, layers_text
 from polyroute.cli.arguments import device, positive_int
 from polyroute.cli.options import add_client_args, model_or_server
 from polyroute.cli.output import print_table
-from polyroute.workflows.steer import generate_both, mass_at, shown
+from polyroute.workflows.steer import mass_at, shown, steer_prompt
 
 if TYPE_CHECKING:
-    from moe_core.backends.base import Generations
+    from polyroute.workflows.steer import SteeredPrompt
 
 
 def add_parser(commands: Any) -> None:
@@ -51,13 +51,13 @@ def run(args: argparse.Namespace) -> int:
     quiet_libraries()
     options = HFOptions(device=args.device, dtype=args.dtype)
     backend = model if isinstance(model, Backend) else hf_backend(model, options)
-    plain, steered = generate_both(backend, args.prompt, args.max_new_tokens, plan)
-    print_comparison(plan, plain, steered, backend.info().n_experts)
+    print_comparison(plan, steer_prompt(backend, args.prompt, plan, args.max_new_tokens), backend.info().n_experts)
     return 0
 
 
-def print_comparison(plan: SteeringPlan, plain: Generations, steered: Generations, n_experts: int) -> None:
+def print_comparison(plan: SteeringPlan, done: SteeredPrompt, n_experts: int) -> None:
     """Both texts, then the mass on the plan's experts per steered layer (`steer`, `demo --steer`)."""
+    plain, steered = done.plain, done.steered
     print(f"plan: {plan.method}, strength {plan.strength:g}, {layers_text(plan.band)}")
     print(f"unsteered: {shown(plain.texts[0])}")
     print(f"steered:   {shown(steered.texts[0])}")

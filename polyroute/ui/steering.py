@@ -1,7 +1,7 @@
 """The Steering page's work: the model loaded once per folder, plans from presets or controls,
 generation without and with a plan, the words that changed, and the per-layer mass chart.
 
-Routing mass is measured as `polyroute steer` measures it (`polyroute.workflows.steer.mass_at`), so the page and
+Routing mass is measured as `polyroute steer` measures it (`polyroute.workflows.steer.mass_rows`), so the page and
 the CLI report the same numbers for the same plan and prompt.
 """
 
@@ -29,7 +29,7 @@ from polyroute.ui.colours import PALETTE, UNKNOWN
 from polyroute.ui.data import Version, shared_store
 from polyroute.ui.token_charts import shown_piece
 from polyroute.ui.words import page_words
-from polyroute.workflows.steer import generate_both, mass_at, shown
+from polyroute.workflows.steer import mass_rows, shown, steer_prompt
 
 if TYPE_CHECKING:  # torch loads only when a model does
     from moe_core.backends.hf import HFBackend
@@ -253,46 +253,19 @@ class Comparison:
 
     plain: str
     steered: str
-    masses: pd.DataFrame  # layer, generation, mass, experts, in_band
+    masses: pd.DataFrame  # layer, generation, mass, change, experts, in_band
     tokens: pd.DataFrame  # position, token, generated, status, ...
 
 
 def compare(backend: Backend, prompt: str, max_new_tokens: int, plan: SteeringPlan) -> Comparison:
-    plain, steered = generate_both(backend, prompt, max_new_tokens, plan)
-    n_experts = backend.info().n_experts
+    done = steer_prompt(backend, prompt, plan, max_new_tokens)
+    plain, steered = done.plain.routing, done.steered.routing
     return Comparison(
-        plain=plain.texts[0],
-        steered=steered.texts[0],
-        masses=mass_frame(plan, plain.routing, steered.routing, n_experts),
-        tokens=token_frame(plan, plain.routing, steered.routing),
+        plain=done.plain.texts[0],
+        steered=done.steered.texts[0],
+        masses=pd.DataFrame(mass_rows(plan, plain, steered, backend.info().n_experts, (UNSTEERED, STEERED))),
+        tokens=token_frame(plan, plain, steered),
     )
-
-
-def mass_frame(plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n_experts: int) -> pd.DataFrame:
-    """Mean routing mass on the plan's experts in every MoE layer, without and with the plan.
-
-    A layer the plan lists is measured on its own experts; any other on every expert the plan
-    names, so layers before the band show that nothing moved there and layers after it show
-    what the steered layers passed on.
-    """
-    listed = {entry.layer: entry.experts for entry in plan.experts}
-    every = sorted({expert for entry in plan.experts for expert in entry.experts})
-    rows = []
-    for layer in (int(found) for found in plain.layers):
-        experts = listed.get(layer, tuple(every))
-        before, after = (mass_at(batch, layer, experts, n_experts) for batch in (plain, steered))
-        for generation, mass in ((UNSTEERED, before), (STEERED, after)):
-            rows.append(
-                {
-                    "layer": layer,
-                    "generation": generation,
-                    "mass": mass,
-                    "change": after - before,
-                    "experts": ", ".join(map(str, experts)),
-                    "in_band": "yes" if plan.band[0] <= layer <= plan.band[1] else "no",
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def _tooltips() -> list[alt.Tooltip]:

@@ -1,6 +1,7 @@
-"""Steering one prompt, as `polyroute steer`, `polyroute demo --steer` and the Steering page all
-show it: both generations (an empty one said in words), the routing mass a plan moves onto its
-experts, and the demo's prompt and plan.
+"""Steering one prompt, as `polyroute steer`, `polyroute demo --steer`, the Steering page and
+`polyroute.steer` all show it: the prompt generated without and with a plan, the text of a
+generation (an empty one said in words), the routing mass a plan moves onto its experts, and the
+demo's prompt and plan.
 
 The demo (`DEMO_STEERING`) is the winner of `scripts/find_steering_demo.py`: on the demo model,
 a short prompt whose continuation the push of one language's experts turns into that language's
@@ -11,16 +12,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from moe_core.analysis.flow import mass_on_experts
+from moe_core.backends.base import Backend, GenerationParams, Generations
 from moe_core.records import RoutingBatch
 from moe_core.steering import SteeringPlan
 
-if TYPE_CHECKING:  # the app's pages import this module; a model loads only when one runs
-    from moe_core.backends.base import Backend, Generations
+if TYPE_CHECKING:  # for the type of demo_plan's store only
     from store import Store
 
 
@@ -59,14 +60,49 @@ def demo_plan(store: Store, run_id: int, demo: DemoSteering = DEMO_STEERING) -> 
     )
 
 
-def generate_both(
-    backend: Backend, prompt: str, max_new_tokens: int, plan: SteeringPlan
-) -> tuple[Generations, Generations]:
-    """`prompt` continued greedily without and with `plan`."""
-    from moe_core.backends.base import GenerationParams
+@dataclass(frozen=True, kw_only=True)
+class SteeredPrompt:
+    """One prompt generated greedily without the plan (`plain`) and with it (`steered`)."""
 
+    plain: Generations
+    steered: Generations
+
+
+def steer_prompt(backend: Backend, prompt: str, plan: SteeringPlan, max_new_tokens: int) -> SteeredPrompt:
+    """Generate `prompt` without and with `plan` on `backend`, keeping each generation's routing."""
     params = GenerationParams(max_new_tokens=max_new_tokens)
-    return backend.generate([prompt], params), backend.generate([prompt], params, plan)
+    return SteeredPrompt(plain=backend.generate([prompt], params), steered=backend.generate([prompt], params, plan))
+
+
+def mass_rows(
+    plan: SteeringPlan, plain: RoutingBatch, steered: RoutingBatch, n_experts: int, labels: tuple[str, str]
+) -> list[dict[str, Any]]:
+    """Mean routing mass on the plan's experts in every MoE layer, without and with the plan (named
+    `labels`): one row per layer and generation with layer, generation, mass, change (with the plan
+    minus without, on both rows of the layer), experts, in_band.
+
+    A layer the plan lists is measured on its own experts; any other on every expert the plan
+    names, so layers before the band show that nothing moved there and layers after it show
+    what the steered layers passed on.
+    """
+    listed = {entry.layer: entry.experts for entry in plan.experts}
+    every = sorted({expert for entry in plan.experts for expert in entry.experts})
+    rows = []
+    for layer in (int(found) for found in plain.layers):
+        experts = listed.get(layer, tuple(every))
+        before, after = (mass_at(batch, layer, experts, n_experts) for batch in (plain, steered))
+        for generation, mass in zip(labels, (before, after), strict=True):
+            rows.append(
+                {
+                    "layer": layer,
+                    "generation": generation,
+                    "mass": mass,
+                    "change": after - before,
+                    "experts": ", ".join(map(str, experts)),
+                    "in_band": "yes" if plan.band[0] <= layer <= plan.band[1] else "no",
+                }
+            )
+    return rows
 
 
 def shown(text: str) -> str:
