@@ -122,9 +122,7 @@ class StoreHandle:
             comparable = ", ".join(name for name, found in ANALYSES.items() if found.compare is not None)
             raise ParameterError(f"{{analysis}} {analysis!r} compares no runs: use {comparable}")
         with self._reading() as store:
-            return Result.of(
-                entry.compare(store, [int(run_id) for run_id in runs], Selection(ref=normalise_lang(ref)))
-            )
+            return Result.of(entry.compare(store, [int(run_id) for run_id in runs], Selection(ref=normalise_lang(ref))))
 
     def sql(self, query: str, *, max_rows: int = 1000, timeout_s: float = 10.0) -> pd.DataFrame:
         """One read-only SQL query on the store, as `polyroute sql` and the app's SQL page run it
