@@ -136,8 +136,7 @@ def open_store(path: str | Path, *, read_only: bool = False, config: dict[str, A
     settings = dict(config or {}) if read_only else {**WRITE_SETTINGS, **(config or {})}
     try:
         con = duckdb.connect(str(file), read_only=read_only, config=settings)
-        # DuckDB draws a progress bar on stdout for a query over 2 s: it would break CSV and JSON output.
-        con.execute("SET enable_progress_bar = false")
+        _no_progress_bar(con)
     except duckdb.Error as error:
         raise translate(error, file) from error
     try:
@@ -213,3 +212,10 @@ def _check_schema(con: duckdb.DuckDBPyConnection, file: Path, *, read_only: bool
             )
         return
     migrations.migrate(con)
+
+
+def _no_progress_bar(con: duckdb.DuckDBPyConnection) -> None:
+    """DuckDB draws a progress bar on stdout for a query over 2 s: it would break CSV and JSON output."""
+    # In a Jupyter kernel without ipywidgets DuckDB refuses to touch the setting, and draws no bar there.
+    with suppress(duckdb.InvalidInputException):
+        con.execute("SET enable_progress_bar = false")

@@ -342,3 +342,41 @@ def test_evaluate_runs_its_built_in_task_from_the_default_form(store_copy, page_
         (run,) = [run for run in q.list_runs(store) if run.kind == "evaluation"]
         assert run.status == "complete" and run.params["task"] == "heldout"
         assert len(q.run_answers(store, run.run_id)) == 2 * 3
+
+
+def test_compare_runs_draws_a_steered_run_against_its_unsteered_run(compare_store, page_factory, tmp_path):
+    """Two runs of one model, one traced with a steering plan: the depth curves, the steered-minus-
+    unsteered chart and the band bars are drawn, and the page's choice is in its URL."""
+    db = tmp_path / "compare.duckdb"
+    shutil.copyfile(compare_store, db)
+    with streamlit_server({"POLYROUTE_DB": str(db)}, tmp_path / "streamlit.log") as url:
+        page, errors = page_factory()
+        page.goto(f"{url}/compare_runs?runs=1,2")
+        main = page.get_by_test_id("stMain")
+        settle(page, main.get_by_text("What steering changed", exact=False).first)
+        charts = main.get_by_test_id("stVegaLiteChart")
+        expect(charts).to_have_count(3)
+        for chart in charts.all():
+            chart.locator("svg.marks, canvas").first.wait_for()
+        assert main.get_by_text("None of the chosen runs is a steered run").count() == 0
+        assert "runs=1%2C2" in page.url or "runs=1,2" in page.url
+        shot(page, "compare_runs_steered")
+        assert errors == []
+
+
+def test_the_expert_browser_opens_on_the_expert_of_its_link(store_copy, page_factory, tmp_path):
+    """A link to one expert opens the Expert browser on it: its use per language, the layers around,
+    the tokens sent to it and the experts chosen with it, each drawn."""
+    with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
+        page, errors = page_factory()
+        page.goto(f"{url}/expert_browser?run=1&layer=2&expert=3")
+        main = page.get_by_test_id("stMain")
+        settle(page, main.get_by_role("heading", name="The experts chosen with it"))
+        expect(main.get_by_role("heading", name="What the analyses call expert 3 of layer 2")).to_be_visible()
+        charts = main.get_by_test_id("stVegaLiteChart")
+        assert charts.count() >= 3
+        for chart in charts.all():
+            chart.locator("svg.marks, canvas").first.wait_for()
+        assert "layer=2" in page.url and "expert=3" in page.url
+        shot(page, "expert_browser")
+        assert errors == []
