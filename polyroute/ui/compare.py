@@ -27,9 +27,7 @@ def common_langs(runs: list[q.RunRow]) -> list[str]:
 
 def _run_colour(frame: pd.DataFrame) -> alt.Color:
     labels = dict(zip(frame["label"], frame["run"], strict=True))
-    return alt.Color(
-        "label:N", title="Run", scale=run_scale(labels), legend=alt.Legend(labelLimit=260, orient="bottom")
-    )
+    return alt.Color("label:N", title="Run", scale=run_scale(labels), legend=alt.Legend(labelLimit=260))
 
 
 def depth_curves(frame: pd.DataFrame, *, title: str, subtitle: str) -> alt.Chart:
