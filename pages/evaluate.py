@@ -64,7 +64,7 @@ metric = pick_metric.selectbox("Score", metrics, key=kept("evaluate_metric", met
 shown = scores[scores["metric"] == metric]
 
 st.altair_chart(
-    e.score_bars(shown, value_title=metric, title=f"{metric} per language, unsteered and steered"),
+    e.score_bars(shown, value_title=metric, title=f"{metric} per language, {e.variant_words(shown)}"),
     width="stretch",
 )
 swept = shown[shown["variant"].str.contains("=")]

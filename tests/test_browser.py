@@ -334,7 +334,7 @@ def test_evaluate_runs_its_built_in_task_from_the_default_form(store_copy, page_
             assert not main.get_by_text("The evaluation stopped").count(), main.inner_text()
             time.sleep(2)
         settle(page, main.get_by_text("The answers, item by item"))
-        assert main.get_by_text("per language, unsteered and steered").count()
+        assert main.get_by_text("language_consistency per language, unsteered", exact=True).count()
         assert main.get_by_text("The correlation needs at least 3 languages").count()
         shot(page, "evaluate_builtin_done")
         assert errors == []

@@ -180,7 +180,7 @@ def test_the_default_form_runs_the_built_in_task_on_the_demo_store(demo_app_db):
     at.number_input(key="widget_evaluate_limit").set_value(3).run()  # the default (10) works too, slower
     at.button(key="evaluate_start").click().run()
     message = str(wait_for_job(at, timeout=240).success[0].value)
-    assert "is complete: 2 languages, 3 items, 1 variants" in message
+    assert "is complete: 2 languages, 3 items, 1 variant (unsteered)" in message
     with shared_store(str(demo_app_db)).reading() as store:
         run = max((r for r in q.list_runs(store) if r.kind == "evaluation"), key=lambda r: r.run_id)
         scores = {(r.lang, r.metric): r.value for r in q.eval_results(store, run.run_id)}

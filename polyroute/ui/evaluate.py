@@ -116,7 +116,8 @@ def show_progress(store: SharedStore) -> None:
         variants = list(dict.fromkeys(score.variant for score in outcome.scores))
         st.success(
             f"Run {outcome.run_id} is complete: {langs} languages, {outcome.n_items:,} items, {len(variants)} "
-            f"variants ({', '.join(variants)}) scored in {state.seconds:.0f} s. Its scores are shown below.",
+            f"variant{'s' if len(variants) != 1 else ''} ({', '.join(variants)}) scored in {state.seconds:.0f} s. "
+            "Its scores are shown below.",
             icon=":material/check_circle:",
         )
 
@@ -308,6 +309,13 @@ DISTRIBUTIONS = {
     "weight": "weight: the applied top-k weights",
     "hard": "hard: which experts were chosen",
 }
+
+
+def variant_words(frame: pd.DataFrame) -> str:
+    """How a score chart's title names the variants it draws: unsteered, steered, or both."""
+    variants = set(frame["variant"])
+    plain, steered = "unsteered" in variants, bool(variants - {"unsteered"})
+    return "unsteered and steered" if plain and steered else ("unsteered" if plain else "steered")
 
 
 def score_bars(frame: pd.DataFrame, *, value_title: str, title: str) -> alt.LayerChart:
