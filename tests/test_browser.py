@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect, sync_playwright
+from playwright.sync_api import Locator, Page, expect, sync_playwright
 
 from moe_core.records import TaskScore
 from polyroute.ui.frame import NAVIGATION
@@ -272,15 +272,9 @@ def test_a_collection_is_cancelled_from_its_page_and_keeps_whole_sentences(page_
             field.fill(value)
             field.press("Enter")
             settle(page, main.get_by_label(label))
-        main.get_by_role("button", name="Start collecting").click()
-        settle(page, main.get_by_test_id("stProgress"))
-        cancel = main.get_by_role("button", name="Cancel")
-        settle(page, cancel)
-        cancel.click()
-        expect(main.get_by_text("A collection was cancelled")).to_be_visible(timeout=300_000)
-        settle(page, main.get_by_text("A collection was cancelled"))
+        _cancel_running_job(page, main, "Start collecting", "A collection was cancelled")
         shot(page, "collect_cancelled")
-        assert main.get_by_text("polyroute trace --resume 1").count() and main.get_by_test_id("stProgress").count() == 0
+        assert main.get_by_text("polyroute trace --resume 1").count()
         assert errors == []
     with open_store(db, read_only=True) as store:
         run = q.get_run(store, 1)
@@ -291,6 +285,51 @@ def test_a_collection_is_cancelled_from_its_page_and_keeps_whole_sentences(page_
         sums = summaries.language_sums(store.con, 1, layout.langs, layout.layers, layout.n_experts)
         # The summaries hold exactly the stored sentences: every token's routes in every layer.
         assert sums.hits.sum() == layout.seq_tokens.sum() * len(layout.layers) * layout.top_k
+
+
+def _cancel_running_job(page: Page, main: Locator, start: str, cancelled: str) -> str:
+    """Press `start`, then the Cancel beside the job's progress bar, and wait for the message that
+    says `cancelled`: its text."""
+    main.get_by_role("button", name=start, exact=True).click()
+    cancel = main.get_by_role("button", name="Cancel")
+    settle(page, cancel)
+    cancel.click()
+    said = main.get_by_test_id("stAlertContentInfo").filter(has_text=cancelled)
+    expect(said).to_be_visible(timeout=300_000)
+    settle(page, said)
+    assert main.get_by_test_id("stProgress").count() == 0
+    return said.inner_text()
+
+
+@pytest.mark.parametrize(
+    ("slug_", "start", "kind", "rows"),
+    [
+        ("evaluate", "Start the evaluation", "evaluation", "eval_results"),
+        ("adapt", "Train", "adaptation", "adaptation_experts"),
+    ],
+)
+def test_an_evaluation_and_an_adaptation_are_cancelled_from_their_pages(
+    store_copy, page_factory, tmp_path, slug_, start, kind, rows
+):
+    """Cancel stops the job at its next safe point: its run is marked cancelled and holds no half result."""
+    with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
+        page, errors = page_factory()
+        page.goto(f"{url}/{slug_}")
+        main = page.get_by_test_id("stMain")
+        button = main.get_by_role("button", name=start, exact=True)
+        settle(page, button)
+        assert button.is_enabled(), main.inner_text()
+        said = _cancel_running_job(page, main, start, f"An {kind} was cancelled")
+        shot(page, f"{slug_}_cancelled")
+        assert errors == []
+    with open_store(store_copy, read_only=True) as store:
+        runs = [run for run in q.list_runs(store) if run.kind == kind]
+        if not runs:  # cancelled while the model loaded or the losses before training were measured
+            assert "before it stored anything" in said, said
+            return
+        (run,) = runs
+        assert run.status == "cancelled" and f"run {run.run_id} keeps what it stored" in said, said
+        assert store.con.execute(f"SELECT count(*) FROM {rows} WHERE run_id = ?", [run.run_id]).fetchone() == (0,)
 
 
 def test_the_steering_demo_changes_the_text(store_copy, page_factory, tmp_path):

@@ -67,7 +67,7 @@ def cancelled_message(job: Job[Any], state: State) -> str:
     """What a cancelled job left: its run, marked cancelled, with what it stored before it stopped."""
     what = job.what[0].upper() + job.what[1:]
     if state.run_id is None:
-        return f"{what} was cancelled."
+        return f"{what} was cancelled before it stored anything."
     message = f"{what} was cancelled: run {state.run_id} keeps what it stored and is marked cancelled."
     if job.resumable:
         message += f" Finish it later with `polyroute trace --resume {state.run_id}`, or delete it on the Overview."
