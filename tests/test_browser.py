@@ -230,6 +230,45 @@ def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, 
         assert sums.soft_sum is not None  # router probabilities were stored
 
 
+# Per chart, its legend's labels and their symbols' fills (in the same order: one symbol per label).
+LEGEND_COLOURS = """() => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].map(chart => {
+    const labels = [...chart.querySelectorAll('g.role-legend-label text')].map(text => text.textContent);
+    const fills = [...chart.querySelectorAll('g.role-legend-symbol path')].map(path => path.getAttribute('fill'));
+    return labels.length === fills.length ? Object.fromEntries(labels.map((label, i) => [label, fills[i]])) : {};
+})"""
+
+
+def test_a_family_keeps_its_colour_in_every_chart_whatever_the_reference(store_copy, page_factory, tmp_path):
+    """The Divergence page's charts (curves, band bars, entropy) colour each language family as the
+    app's fixed table says, before and after the reference language changes."""
+    from polyroute.ui.colours import colour_of
+
+    with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
+        page, errors = page_factory()
+        page.goto(f"{url}/divergence")
+        main, sidebar = page.get_by_test_id("stMain"), page.get_by_test_id("stSidebar")
+        settle(page, main.get_by_text("Routing divergence from eng_Latn", exact=False).first)
+        for chart in main.get_by_test_id("stVegaLiteChart").all():
+            chart.locator("svg.marks").first.wait_for()
+        before = page.evaluate(LEGEND_COLOURS)
+        sidebar.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Reference language", exact=True)).click()
+        page.keyboard.type("Japanese")
+        page.get_by_role("option", name="jpn_Jpan · Japanese").click()
+        settle(page, main.get_by_text("Routing divergence from jpn_Jpan", exact=False).first)
+        for chart in main.get_by_test_id("stVegaLiteChart").all():
+            chart.locator("svg.marks").first.wait_for()
+        after = page.evaluate(LEGEND_COLOURS)
+        shot(page, "colours_japanese_reference")
+        assert errors == []
+    with_legends = [legend for legend in before + after if "Indo-European" in legend]
+    assert len(with_legends) >= 4, (before, after)  # two charts or more, before and after
+    for legend in with_legends:
+        assert legend == {family: colour_of("family", family) for family in legend}, legend
+    # English is Indo-European, Japanese Japonic: each is drawn as a reference only, so the legends
+    # differ in what they list, never in the colours of what both list.
+    assert "Japonic" in " ".join(" ".join(legend) for legend in before)
+
+
 def test_a_copied_link_reopens_the_same_view(store_copy, page_factory, tmp_path):
     with streamlit_server({"POLYROUTE_DB": str(store_copy)}, tmp_path / "streamlit.log") as url:
         page, errors = page_factory()
