@@ -1,8 +1,9 @@
 """Errors the engine raises for bad input: each message names the problem and the fix.
 
-Front ends (the CLI, the app) print `str(error)` as one line and, for the CLI, exit with code 2.
-A `ParameterError` names the parameters it is about by their names in the code (`tau`); the CLI
-says them as its flags (`--tau`) with `named`.
+Front ends (the CLI, the app) print the message as one line and, for the CLI, exit with code 2.
+A message names the parameters it is about by their names in the code (`tau`), written `{tau}` in
+its template; `str(error)` says the bare name, the CLI its flag (`named(flag)`: `--tau`), the app the
+words of its control (polyroute/ui/words.py).
 """
 
 import re
@@ -11,21 +12,30 @@ from collections.abc import Callable
 _PARAMETER = re.compile(r"\{(\w+)\}")
 
 
-class PolyrouteError(Exception):
-    """Bad input or an unsupported situation that the user can fix; never a bug in Polyroute."""
+def flag(name: str) -> str:
+    """The command-line flag of a parameter the engine or an analysis names (`max_pairs` -> `--max-pairs`)."""
+    return "--" + name.replace("_", "-")
 
 
-class ParameterError(PolyrouteError):
-    """A bad value of a named parameter. The message template writes each parameter as `{name}`
-    (in an f-string, `{{name}}`); `str(error)` says the bare name, `named(word)` another word for it."""
+class FixableError(Exception):
+    """An error the user can fix, whose message template writes each parameter as `{name}` (in an
+    f-string, `{{name}}`); `str(error)` says the bare name, `named(word)` another word for it."""
 
-    def __init__(self, template: str) -> None:
+    def __init__(self, template: str = "") -> None:
         self.template = template
         super().__init__(self.named(lambda name: name))
 
     def named(self, word: Callable[[str], str]) -> str:
         """The message with each parameter said as `word(name)`."""
         return _PARAMETER.sub(lambda found: word(found.group(1)), self.template)
+
+
+class PolyrouteError(FixableError):
+    """Bad input or an unsupported situation that the user can fix; never a bug in Polyroute."""
+
+
+class ParameterError(PolyrouteError):
+    """A bad value of a named parameter (`{name}` in the message, as every PolyrouteError may)."""
 
 
 class ModelError(PolyrouteError):

@@ -149,7 +149,7 @@ def parse_langs(spec: str) -> list[str]:
     """Parse a comma-separated list of codes into FLORES-200 codes, keeping order, dropping repeats."""
     codes = [normalise_lang(part) for part in spec.split(",") if part.strip()]
     if not codes:
-        raise LanguageError("no language given: pass codes such as --langs eng_Latn,deu_Latn")
+        raise LanguageError("no language given: pass codes such as {langs} eng_Latn,deu_Latn")
     return list(dict.fromkeys(codes))
 
 

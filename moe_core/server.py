@@ -199,7 +199,7 @@ def check_binding(host: str, token: str | None) -> None:
     spends GPU time."""
     if not is_loopback(host) and not token:
         raise PolyrouteError(
-            f"binding to {host} exposes the model beyond this machine: pass --token T (or set POLYROUTE_TOKEN), "
+            f"binding to {host} exposes the model beyond this machine: pass {{token}} T (or set POLYROUTE_TOKEN), "
             "or bind to 127.0.0.1"
         )
 
@@ -212,7 +212,7 @@ def check_port(host: str, port: int) -> None:
     except OSError as error:
         raise PolyrouteError(
             f"cannot listen on {host}:{port} ({os.strerror(error.errno) if error.errno else error}): choose another "
-            "--port or --host"
+            "{port} or {host}"
         ) from None
 
 

@@ -10,7 +10,7 @@ import streamlit as st
 from polyroute.ui.frame import choose_store, explained, page
 from polyroute.ui.run_download import run_download
 from polyroute.ui.sql_console import Answer, to_csv, to_parquet, to_table
-from polyroute.ui.words import page_words
+from polyroute.ui.words import error_words, page_words
 from store import SqlRefused, StoreError
 from store import queries as q
 from store.sandbox import EXAMPLES, TABLES, run_sql
@@ -57,9 +57,9 @@ if st.button("Run query", type="primary", icon=":material/play_arrow:"):
         result = run_sql(store, sql, max_rows=MAX_ROWS, timeout_s=TIMEOUT_S)
         st.session_state["sql_answer"] = Answer(str(store.path), sql, result)
     except SqlRefused as refused:
-        st.warning(f"The query did not run: {page_words(str(refused))}", icon=":material/block:")
+        st.warning(f"The query did not run: {error_words(refused)}", icon=":material/block:")
     except StoreError as error:
-        st.error(page_words(str(error)), icon=":material/error:")
+        st.error(error_words(error), icon=":material/error:")
 
 answer = st.session_state.get("sql_answer")
 if isinstance(answer, Answer) and (answer.store, answer.sql) == (str(store.path), sql):

@@ -36,21 +36,21 @@ def translate(error: duckdb.Error, path: Path) -> StoreError:
         holder = f"process {match.group(1)}{_command(match.group(1))}" if match else "another process"
         return StoreLocked(
             f"store {path} is in use by {holder}: close the Polyroute app or command that has it open, "
-            "or pass --db another file"
+            "or pass {db} another file"
         )
     if any(hint in text.lower() for hint in _FULL_HINTS):
         return StoreFull(
-            f"the disk of store {path} is full ({text.splitlines()[0]}): free some space, or pass --db a file "
+            f"the disk of store {path} is full ({text.splitlines()[0]}): free some space, or pass {{db}} a file "
             "on another disk; every batch committed before is kept"
         )
     if any(hint in text.lower() for hint in _READ_ONLY_HINTS):
         return StoreError(
-            f"store {path} cannot be written ({text.splitlines()[0]}): pass --db a file in a folder you may write"
+            f"store {path} cannot be written ({text.splitlines()[0]}): pass {{db}} a file in a folder you may write"
         )
     if any(hint in text.lower() for hint in _CORRUPT_HINTS):
         return StoreCorrupt(
             f"store {path} is damaged or not a DuckDB database ({text.splitlines()[0]}); it was left untouched: "
-            "move it aside or pass --db another file"
+            "move it aside or pass {db} another file"
         )
     return StoreError(f"store {path}: {text.splitlines()[0]}")
 
@@ -59,16 +59,17 @@ def translate_os_error(error: OSError, path: Path) -> StoreError:
     """The domain error for a file-system error while making the store at `path`."""
     what = f"{error.strerror or error}" + (f": {error.filename}" if error.filename else "")
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StoreFull(f"no room for a new store at {path} ({what}): free some space, or pass --db another disk")
+        return StoreFull(f"no room for a new store at {path} ({what}): free some space, or pass {{db}} another disk")
     if error.errno in (errno.EEXIST, errno.ENOTDIR):
         return StoreError(
-            f"cannot make store {path}: a file stands where its folder should be ({what}); pass --db another path"
+            f"cannot make store {path}: a file stands where its folder should be ({what}); pass {{db}} another path"
         )
     if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return StoreError(
-            f"cannot make store {path} ({what}): pass --db a file in a folder you may write, or change its permissions"
+            f"cannot make store {path} ({what}): pass {{db}} a file in a folder you may write, "
+            "or change its permissions"
         )
-    return StoreError(f"cannot make store {path} ({what}): pass --db another file")
+    return StoreError(f"cannot make store {path} ({what}): pass {{db}} another file")
 
 
 def _command(pid: str) -> str:
@@ -128,9 +129,9 @@ def open_store(path: str | Path, *, read_only: bool = False, config: dict[str, A
     """Open (for writing: create and migrate) the store at `path`, with DuckDB settings `config`."""
     file = Path(path).expanduser()
     if file.is_dir():
-        raise StoreError(f"{file} is a folder, not a store file: pass --db a file, e.g. {file / 'polyroute.duckdb'}")
+        raise StoreError(f"{file} is a folder, not a store file: pass {{db}} a file, e.g. {file / 'polyroute.duckdb'}")
     if read_only and not file.is_file():
-        raise StoreMissing(f"no store at {file}: build one with `polyroute trace ... --db {file}` or pass --db")
+        raise StoreMissing(f"no store at {file}: build one with `polyroute trace ... --db {file}` or pass {{db}}")
     if not read_only and not file.exists():
         _create(file)
     settings = dict(config or {}) if read_only else {**WRITE_SETTINGS, **(config or {})}
@@ -200,7 +201,7 @@ def _check_schema(con: duckdb.DuckDBPyConnection, file: Path, *, read_only: bool
     if not done and migrations.user_tables(con):
         raise StoreCorrupt(
             f"{file} is a DuckDB database but not a Polyroute store (it has other tables); "
-            "it was left untouched: pass --db another file"
+            "it was left untouched: pass {db} another file"
         )
     if done and max(done) > latest:
         raise StoreError(f"store {file} was written by a newer Polyroute (schema {max(done)}); upgrade Polyroute")

@@ -1,8 +1,10 @@
 """Store errors: every `duckdb.Error` leaves this package as one of these, with the fix in its message."""
 
+from moe_core.errors import FixableError
 
-class StoreError(Exception):
-    """The store cannot do what was asked; the message says why and what to do."""
+
+class StoreError(FixableError):
+    """The store cannot do what was asked; the message says why and what to do (a parameter as `{name}`)."""
 
 
 class StoreMissing(StoreError):

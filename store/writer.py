@@ -49,7 +49,7 @@ def ensure_model(store: Store, info: ModelInfo) -> str:
             return candidate
         if row[0] == info.config_hash:
             return candidate
-    raise StoreError(f"the store holds other models named {info.model_id}: pass --model-id to name this one")
+    raise StoreError(f"the store holds other models named {info.model_id}: pass {{model_id}} to name this one")
 
 
 LANGUAGE_COLUMNS = ("lang", "name", "iso639_3", "iso639_1", "script", "family", "branch", "resource_class")

@@ -94,6 +94,65 @@ def test_the_server_limits_refuse_nonsense_at_start_up():
             Limits(**bad)  # type: ignore[arg-type]
 
 
+def _raised(call) -> str:
+    """`str` of the domain error `call()` raises (the message a Python-API or app user gets)."""
+    from moe_core.errors import PolyrouteError
+    from store import StoreError
+
+    with pytest.raises((PolyrouteError, StoreError)) as raised:
+        call()
+    return str(raised.value)
+
+
+def test_domain_errors_name_parameters_and_the_cli_says_its_flags(tmp_path, corpus_file, capsys):
+    from moe_core.backends.hf import load_config
+    from moe_core.evaluation.sweeps import parse_sweep
+    from moe_core.languages import parse_langs
+    from store import open_store
+
+    db, missing = tmp_path / "s.duckdb", tmp_path / "missing"
+    cases = [  # (the domain call, what it says, the same bad input on the command line, what that says)
+        (lambda: open_store(tmp_path), "pass db a file", ["runs", "--db", str(tmp_path)], "pass --db a file"),
+        (
+            lambda: load_config(missing),
+            f"model folder {missing} does not exist: pass model a folder",
+            trace_argv(db, missing, corpus_file),
+            f"model folder {missing} does not exist: pass --model a folder",
+        ),
+        (
+            lambda: parse_langs(","),
+            "pass codes such as langs eng_Latn",
+            trace_argv(db, missing, corpus_file, ","),
+            "pass codes such as --langs eng_Latn",
+        ),
+        (
+            lambda: parse_sweep("nonsense"),
+            "cannot read sweep 'nonsense'",
+            [
+                "eval",
+                "--sweep",
+                "nonsense",
+                "--task",
+                "mgsm",
+                "--corpus",
+                "builtin",
+                "--langs",
+                "eng_Latn",
+                "--model",
+                str(missing),
+                "--db",
+                str(db),
+            ],
+            "cannot read --sweep 'nonsense'",
+        ),
+    ]
+    for call, said, argv, flagged in cases:
+        message = _raised(call)
+        assert said in message and "--" not in message, message
+        assert flagged in _fails(capsys, argv)
+    assert not db.exists()
+
+
 # --- corpus files --------------------------------------------------------------------------------
 
 

@@ -12,7 +12,7 @@ import torch
 from moe_core.analysis.rise import depth_zones
 from moe_core.corpora import load_corpus
 from moe_core.corpora.base import TextRow
-from moe_core.errors import CorpusError, PolyrouteError
+from moe_core.errors import CorpusError, PolyrouteError, flag
 from moe_core.evaluation.metrics import chrf_corpus
 from moe_core.evaluation.sweeps import build_variants, parse_sweep, window_plan
 from moe_core.evaluation.tasks import BUILTIN_TASK, TASKS, check_fields, get_task, opening, read_items, task_corpus
@@ -117,8 +117,9 @@ def test_lambda_sweep_changes_only_the_strength():
     assert all(v is not None and v.band == plan.band and v.experts == plan.experts for _, v in variants[1:])
     assert build_variants(plan, None, n_layers=3, moe_layers=(0, 1, 2)) == [("unsteered", None), ("plan", plan)]
     assert build_variants(None, None, n_layers=3, moe_layers=(0, 1, 2)) == [("unsteered", None)]
-    with pytest.raises(PolyrouteError, match="pass --plan"):
+    with pytest.raises(PolyrouteError, match=r"sweeps a plan: pass plan plan\.json too") as raised:
         build_variants(None, parse_sweep("lambda=1"), n_layers=3, moe_layers=(0, 1, 2))
+    assert raised.value.named(flag) == "--sweep lambda=1 sweeps a plan: pass --plan plan.json too"
 
 
 def test_window_sweep_moves_the_band_to_each_depth_zone():
@@ -153,8 +154,9 @@ def test_window_sweep_can_use_a_presets_windows():
 
 @pytest.mark.parametrize("text", ["lambda", "lambda=", "lambda=a", "window=deep", "depth=1", "lambda=1,1"])
 def test_bad_sweeps_are_refused(text):
-    with pytest.raises(PolyrouteError, match="--sweep"):
+    with pytest.raises(PolyrouteError) as raised:
         parse_sweep(text)
+    assert "{sweep}" in raised.value.template and "--" not in str(raised.value)  # the CLI says --sweep
 
 
 def test_eval_mgsm_with_a_lambda_sweep_end_to_end(tiny_model, tmp_path, capsys):

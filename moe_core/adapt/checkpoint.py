@@ -88,17 +88,17 @@ def merge_adapter(adapter_dir: Path, out: Path, base: Path | None = None) -> Pat
     from moe_core.backends.hf import config_hash, load_config
 
     adapter = load_adapter(adapter_dir)
-    check_new_folder(out, "--out")
+    check_new_folder(out, "{out}")
     base = base or Path(adapter.manifest["base_model"])
     load_config(base)  # a missing or unreadable base says so first
     if config_hash(base) != adapter.manifest["config_hash"]:
         raise PolyrouteError(
-            f"{base} is not the model this adapter was trained on (its config differs): pass --base that checkpoint"
+            f"{base} is not the model this adapter was trained on (its config differs): pass {{base}} that checkpoint"
         )
     model = AutoModelForCausalLM.from_pretrained(base, dtype="auto")  # the stored dtype: the rest stays bit-exact
     if slices_digest(slice_values(model, adapter.slices)) != adapter.manifest["base_digest"]:
         raise PolyrouteError(
-            f"the expert weights in {base} differ from those the adapter started from: pass --base that checkpoint"
+            f"the expert weights in {base} differ from those the adapter started from: pass {{base}} that checkpoint"
         )
     apply_slices(model, adapter.slices, adapter.values)
     with _staged(out) as staging:

@@ -24,10 +24,11 @@ class TrainSettings:
 
     def check(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or (self.max_steps is not None and self.max_steps < 1):
-            raise PolyrouteError("--epochs, --batch-size and --max-steps must be at least 1")
+            raise PolyrouteError("{epochs}, {batch_size} and {max_steps} must be at least 1")
         if not (0 < self.lr < 1) or self.weight_decay < 0 or self.max_grad_norm <= 0:
             raise PolyrouteError(
-                f"--lr must lie in (0, 1) and weight decay be >= 0; got lr={self.lr}, weight_decay={self.weight_decay}"
+                "{lr} must lie in (0, 1) and weight decay be >= 0; "
+                f"got lr={self.lr}, weight_decay={self.weight_decay}"
             )
 
 

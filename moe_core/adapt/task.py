@@ -54,16 +54,16 @@ def task_items(task: str | None, corpus: str | None, limit: int | None, langs: S
     if task is None and corpus is None:
         return None
     if task is None or corpus is None:
-        raise PolyrouteError("--task and --task-corpus go together: name the task and its local copy (NAME:DIR)")
+        raise PolyrouteError("{task} and {task_corpus} go together: name the task and its local copy (NAME:DIR)")
     spec = get_task(task)
     if limit is not None and limit < 1:
-        raise PolyrouteError("--task-limit must be at least 1")
+        raise PolyrouteError("{task_limit} must be at least 1")
     try:
         chosen = read_items(spec, corpus, langs, limit)
     except CorpusError as error:
         raise CorpusError(
-            f"--task-corpus {corpus}: {error} (task {spec.name} is scored in the target and every other "
-            "evaluated language; --langs chooses the others)"
+            f"{{task_corpus}} {corpus}: {error.template} (task {spec.name} is scored in the target and every other "
+            "evaluated language; {langs} chooses the others)"
         ) from None
     return TaskItems(
         spec=spec,

@@ -74,7 +74,7 @@ def train_subnetwork(
     """Train only `slices` of `model` (in place) on `texts` with AdamW and the causal-LM loss."""
     settings.check()
     if not texts:
-        raise PolyrouteError("there is no training text for the target language: choose another --train-corpus")
+        raise PolyrouteError("there is no training text for the target language: choose another {train_corpus}")
     started = time.monotonic()
     mask = SubnetworkMask(model, slices)
     optimizer = torch.optim.AdamW(mask.trainable(), lr=settings.lr, weight_decay=0.0)  # decay: mask.decay

@@ -65,7 +65,7 @@ def resolve_adapter(config: Any) -> MoEAdapter:
     if found is None:
         raise ModelError(
             f"{arch} is a dense model: it has no Mixture-of-Experts layer to route through; "
-            "point --model at an MoE checkpoint (" + _supported_hint() + ")"
+            "point {model} at an MoE checkpoint (" + _supported_hint() + ")"
         )
     if found[1] != 0 or getattr(config, "is_encoder_decoder", False):
         raise ModelError(f"{arch} routes in a way Polyroute cannot capture yet; " + _supported_hint())

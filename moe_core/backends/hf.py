@@ -35,12 +35,14 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def load_config(model_dir: Path) -> Any:
     if model_dir.is_file():
         raise ModelError(
-            f"{model_dir} is a file, not a model folder: pass --model the folder with config.json and weights"
+            f"{model_dir} is a file, not a model folder: pass {{model}} the folder with config.json and weights"
         )
     if not model_dir.is_dir():
-        raise ModelError(f"model folder {model_dir} does not exist: pass --model a folder with config.json and weights")
+        raise ModelError(
+            f"model folder {model_dir} does not exist: pass {{model}} a folder with config.json and weights"
+        )
     if not (model_dir / "config.json").is_file():
-        raise ModelError(f"{model_dir} has no config.json: pass --model the folder of a transformers checkpoint")
+        raise ModelError(f"{model_dir} has no config.json: pass {{model}} the folder of a transformers checkpoint")
     try:
         return AutoConfig.from_pretrained(model_dir)
     except (ValueError, KeyError, OSError) as error:
@@ -202,7 +204,7 @@ def load_tokenizer(path: Path, template: str) -> Any:
     if not tokenizer.is_fast:
         raise ModelError(f"the tokenizer in {path} is not a fast tokenizer; save it with tokenizer.json")
     if template == "chat" and not tokenizer.chat_template:
-        raise PolyrouteError(f"the tokenizer in {path} has no chat template: use --template plain")
+        raise PolyrouteError(f"the tokenizer in {path} has no chat template: use {{template}} plain")
     return tokenizer
 
 
@@ -214,7 +216,7 @@ def _load_model(path: Path, options: HFOptions) -> PreTrainedModel:
     except RuntimeError:
         raise PolyrouteError(f"unknown device {options.device!r}: use cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise PolyrouteError(f"device {options.device} asked for, but no CUDA device is visible: use --device cpu")
+        raise PolyrouteError(f"device {options.device} asked for, but no CUDA device is visible: use {{device}} cpu")
     on_cpu = options.device == "cpu"
     dtype: Any = DTYPES.get(options.dtype, torch.float32 if on_cpu else "auto")
     try:

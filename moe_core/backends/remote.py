@@ -76,7 +76,7 @@ class RemoteBackend(Backend):
             message = response.text[:200] or response.reason_phrase
         if response.status_code == 401:
             return RemoteError(
-                f"the server at {self.url} refused the token ({message}); pass --token (or set POLYROUTE_TOKEN) "
+                f"the server at {self.url} refused the token ({message}); pass {{token}} (or set POLYROUTE_TOKEN) "
                 "to the token the server was started with"
             )
         return RemoteError(f"the server at {self.url} refused the request ({response.status_code}): {message}")

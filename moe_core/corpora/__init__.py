@@ -32,5 +32,5 @@ def load_corpus(spec: str | Path, langs: Sequence[str] | None = None, split: str
     if name in BENCHMARKS:
         return BENCHMARKS[name].read(Path(path) if sep else None, langs, split)
     if split is not None:
-        raise CorpusError(f"--split applies to the built-in corpus and benchmarks, not to the file {spec}")
+        raise CorpusError(f"{{split}} applies to the built-in corpus and benchmarks, not to the file {spec}")
     return read_corpus(spec)

@@ -80,14 +80,14 @@ class ParallelCorpus:
         absent = [lang for lang in langs if lang not in have]
         if absent:
             raise CorpusError(
-                f"corpus {self.source} has no text in {', '.join(absent)}; choose --langs among {', '.join(have)}"
+                f"corpus {self.source} has no text in {', '.join(absent)}; choose {{langs}} among {', '.join(have)}"
             )
         by_key = {(row.item_id, row.lang): row for row in self.rows}
         has = all if aligned else any
         wanted = [item for item in self.items if has((item, lang) in by_key for lang in langs)]
         if not wanted:
             raise CorpusError(
-                f"corpus {self.source} has no item in all of {', '.join(langs)}; drop --require-aligned "
+                f"corpus {self.source} has no item in all of {', '.join(langs)}; drop {{require_aligned}} "
                 "or choose fewer languages"
             )
         return [by_key[item, lang] for item in wanted[:limit] for lang in langs if (item, lang) in by_key]

@@ -96,7 +96,7 @@ class Benchmark:
 
     def _from_hub(self, langs: Sequence[str] | None, split: str) -> list[tuple[str, list[Record]]]:
         if not langs:
-            raise CorpusError(f"reading {self.title} from the Hub needs --langs (it has a config per language)")
+            raise CorpusError(f"reading {self.title} from the Hub needs {{langs}} (it has a config per language)")
         unknown = [lang for lang in langs if self.hub_langs is not None and lang not in self.hub_langs]
         if unknown:
             raise CorpusError(f"{self.title} has no {', '.join(unknown)}; it has {', '.join(self.hub_langs or [])}")

@@ -22,7 +22,7 @@ def read_corpus(path: str | Path) -> ParallelCorpus:
         )
     if not file.is_file():
         raise CorpusError(
-            f"corpus {file} does not exist: pass --corpus builtin, a benchmark such as flores_plus:DIR "
+            f"corpus {file} does not exist: pass {{corpus}} builtin, a benchmark such as flores_plus:DIR "
             "(`polyroute corpus list`), or a .jsonl, .csv, .tsv or .parquet file with item_id, lang and text"
         )
     parser = PARSERS.get(file.suffix.lower())

@@ -112,7 +112,7 @@ def from_hub(hub_id: str, config: str, split: str, local_name: str) -> list[Reco
         raise CorpusError(
             f"cannot load {hub_id} ({config}, {split}) from the Hugging Face Hub: {reason}. Without a network, "
             f"copy it where one exists (`datasets.load_dataset({hub_id!r}, {config!r}, split={split!r})"
-            f".save_to_disk(DIR)`, or download its files) and pass --corpus {local_name}:DIR"
+            f".save_to_disk(DIR)`, or download its files) and pass {{corpus}} {local_name}:DIR"
         ) from None
     return [dict(record) for record in table]
 

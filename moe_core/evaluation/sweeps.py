@@ -37,20 +37,20 @@ def parse_sweep(text: str) -> Sweep:
     kind, sep, listed = text.partition("=")
     values = tuple(value.strip() for value in listed.split(",") if value.strip())
     if not sep or kind.strip() not in ("lambda", "window") or not values:
-        raise PolyrouteError(f"cannot read --sweep {text!r}: write lambda=0,0.25,0.5,1 or window=early,middle,late")
+        raise PolyrouteError(f"cannot read {{sweep}} {text!r}: write lambda=0,0.25,0.5,1 or window=early,middle,late")
     kind = kind.strip()
     if kind == "lambda":
         for value in values:
             try:
                 float(value)
             except ValueError:
-                raise PolyrouteError(f"--sweep lambda: {value!r} is not a number") from None
+                raise PolyrouteError(f"{{sweep}} lambda: {value!r} is not a number") from None
     else:
         unknown = [value for value in values if value not in ZONES]
         if unknown:
-            raise PolyrouteError(f"--sweep window: {unknown[0]!r} is not a zone; use {', '.join(ZONES)}")
+            raise PolyrouteError(f"{{sweep}} window: {unknown[0]!r} is not a zone; use {', '.join(ZONES)}")
     if len(set(values)) != len(values):
-        raise PolyrouteError(f"--sweep {text!r} lists a value twice")
+        raise PolyrouteError(f"{{sweep}} {text!r} lists a value twice")
     return Sweep(kind, values)
 
 
@@ -97,7 +97,7 @@ def build_variants(
     """The baseline, then the plan (without a sweep) or one variant per sweep point. `windows` say
     where a window sweep moves the band (`window_plan`)."""
     if sweep is not None and plan is None:
-        raise PolyrouteError(f"--sweep {sweep} sweeps a plan: pass --plan plan.json too")
+        raise PolyrouteError(f"{{sweep}} {sweep} sweeps a plan: pass {{plan}} plan.json too")
     variants: list[Variant] = [(UNSTEERED, None)]
     if plan is None:
         return variants

@@ -145,7 +145,7 @@ class Preset:
             raise PlanError(
                 f"preset {self.name} published lambda only for source languages "
                 f"{', '.join(f'{lang} ({value:g})' for lang, value in self.strengths)}, not {source}: "
-                "give --strength yourself"
+                "give {strength} yourself"
             )
         return published[source]
 

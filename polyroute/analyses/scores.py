@@ -20,7 +20,7 @@ def stored_scores(store: Store, run_id: int, metric: str | None, variant: str | 
     metrics = sorted({row.metric for row in results})
     variants = sorted({row.variant for row in results})
     if metric is None and len(metrics) > 1:
-        raise PolyrouteError(f"run {run_id} scores {', '.join(metrics)}: choose one with --metric")
+        raise PolyrouteError(f"run {run_id} scores {', '.join(metrics)}: choose one with {{metric}}")
     metric = metric or metrics[0]
     variant = variant or ("unsteered" if "unsteered" in variants else variants[0])
     if metric not in metrics or variant not in variants:
@@ -45,7 +45,7 @@ def read_scores(path: Path, column: str | None) -> tuple[dict[str, float], str]:
     numeric = [str(name) for name in frame.select_dtypes("number").columns]
     if column is None:
         if len(numeric) != 1:
-            raise PolyrouteError(f"{path} has numeric columns {numeric}: choose one with --score-column")
+            raise PolyrouteError(f"{path} has numeric columns {numeric}: choose one with {{score_column}}")
         column = numeric[0]
     if column not in numeric:
         raise PolyrouteError(f"{path} has no numeric column {column!r}; numeric columns: {', '.join(numeric)}")

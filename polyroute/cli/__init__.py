@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from moe_core.errors import ParameterError, PolyrouteError
+from moe_core.errors import PolyrouteError, flag
 from polyroute import default_db
 from polyroute.cli import (
     adapt,
@@ -79,10 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "db" in args:
             args.db = args.db or default_db()
         return _run_leaving_no_empty_store(args)
-    except ParameterError as error:  # the domain names its parameters; the CLI says them as its flags
+    except (PolyrouteError, StoreError) as error:  # the domain names its parameters; the CLI says them as its flags
         return _fail(error.named(flag))
-    except (PolyrouteError, StoreError) as error:
-        return _fail(str(error))
     except BrokenPipeError:  # the reader (`head`, a closed pager) stopped early: not an error of ours
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -101,11 +99,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\npolyroute: interrupted", file=sys.stderr)
         return 130
-
-
-def flag(name: str) -> str:
-    """The command-line flag of a parameter the engine or an analysis names (`max_pairs` -> `--max-pairs`)."""
-    return "--" + name.replace("_", "-")
 
 
 def _fail(message: str) -> int:

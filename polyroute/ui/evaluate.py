@@ -30,7 +30,7 @@ from polyroute.ui.forms import NO_SERVER, folder_problem, job_gate
 from polyroute.ui.frame import keep, lang_name, remembered
 from polyroute.ui.model_place import ModelPlace, connected, describe
 from polyroute.ui.progress import follow, started
-from polyroute.ui.words import page_words
+from polyroute.ui.words import error_words
 from polyroute.workflows.evaluate import EvalOutcome, EvalRequest
 from store import SharedStore, StoreError
 from store import queries as q
@@ -90,7 +90,7 @@ def items_problem(task: str, corpus: str, langs: tuple[str, ...], limit: int, sp
     try:
         read_items(get_task(task), corpus, langs, limit, split)
     except PolyrouteError as error:
-        return page_words(str(error))
+        return error_words(error)
     return ""
 
 
@@ -199,7 +199,7 @@ def launcher(store: SharedStore, place: ModelPlace) -> None:
         try:
             available = corpus_languages(corpus, split or (spec.default_split if corpus == BUILTIN else None))
         except PolyrouteError as error:
-            problems.append(page_words(str(error)))
+            problems.append(error_words(error))
         else:
             defaults = [lang for lang in ("eng_Latn", "deu_Latn") if lang in available] or available[:2]
             langs = st.multiselect(

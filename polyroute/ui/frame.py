@@ -28,7 +28,7 @@ from moe_core.steering import layers_text
 from polyroute import default_db
 from polyroute.run_status import shown_status
 from polyroute.ui.data import Version, run_layout, shared_store, version
-from polyroute.ui.words import page_words
+from polyroute.ui.words import error_words
 from store import SharedStore, StoreError, StoreMissing
 from store import queries as q
 
@@ -304,7 +304,7 @@ def explained() -> Iterator[None]:
     try:
         yield
     except (PolyrouteError, StoreError) as error:
-        st.warning(page_words(str(error)), icon=":material/info:")
+        st.warning(error_words(error), icon=":material/info:")
         st.stop()
 
 
@@ -403,7 +403,7 @@ def choose_store() -> SharedStore:
         )
         st.stop()
     except StoreError as error:
-        st.error(page_words(str(error)), icon=":material/error:")
+        st.error(error_words(error), icon=":material/error:")
         st.stop()
 
 

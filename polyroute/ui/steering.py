@@ -28,7 +28,7 @@ from polyroute import plans
 from polyroute.ui.colours import PALETTE, UNKNOWN
 from polyroute.ui.data import Version, shared_store
 from polyroute.ui.token_charts import shown_piece
-from polyroute.ui.words import page_words
+from polyroute.ui.words import error_words
 from polyroute.workflows.steer import mass_rows, shown, steer_prompt
 
 if TYPE_CHECKING:  # torch loads only when a model does
@@ -188,7 +188,7 @@ def slider_level(nearest: plans.Nearest) -> float | None:
 def no_experts(error: plans.NoExpertsError, nearest: Suggestion, *, level_key: str, k_key: str | None) -> None:
     """Why the preset found no expert, in page words, and buttons that move the threshold or k to
     the nearest value that finds some (each keeps the other setting and the band as they are)."""
-    st.warning(page_words(error.named(lambda name: f"--{name}")), icon=":material/info:")
+    st.warning(error_words(error), icon=":material/info:")
     if nearest.level is None and nearest.k is None:
         st.info("No threshold finds an expert in these layers: widen the band.", icon=":material/info:")
         return

@@ -3,13 +3,16 @@ change (`lower --thr or widen --window`), and a page says the same with the name
 
 `page_words` is the last step before a domain message reaches a page (`frame.explained`, notes of
 analyses): a flag it knows becomes the words of the control that sets it, any other flag its bare
-name in quotes, and a command line (`polyroute ...`) stays only inside code.
+name in quotes, and a command line (`polyroute ...`) stays only inside code. `error_words` says an
+error's parameters (`{budget}` in its template) as their flags first, so they take the same words.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Final
+
+from moe_core.errors import FixableError, flag
 
 # A flag, with the value it is shown with when that matters, and what a page calls it.
 FLAG_WORDS: Final = {
@@ -56,3 +59,8 @@ def page_words(message: str) -> str:
         if not parts[i].strip("`").lstrip().startswith("polyroute"):
             parts[i] = page_words(parts[i].strip("`"))
     return "".join(parts)
+
+
+def error_words(error: FixableError) -> str:
+    """An error's message in page words: each parameter it names said as the control that sets it."""
+    return page_words(error.named(flag))

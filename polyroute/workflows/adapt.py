@@ -87,7 +87,7 @@ def select(
     available = len(data.layers) * data.layout.n_experts
     if budget > available:
         raise PolyrouteError(
-            f"--budget {budget} is more than the {available} routed experts of {data.layout.model_id} "
+            f"{{budget}} {budget} is more than the {available} routed experts of {data.layout.model_id} "
             f"({len(data.layers)} MoE layers x {data.layout.n_experts}): choose 1-{available}"
         )
     result = analyze_rise(data, target=target, budget=budget, ratios=ratios, alpha=alpha, zones=zones)
@@ -346,12 +346,12 @@ def _prepare(store: Store, request: AdaptRequest, progress: ProgressCallback | N
         chosen = request.eval_langs or default_eval_langs(target, subnetwork.langs)
     eval_langs = [target, *(lang for lang in chosen if lang != target)]
     eval_corpus = load_corpus(request.eval_corpus, eval_langs, request.eval_split)
-    train_texts = _texts(train_corpus, [target], "--train-corpus")[target]
-    eval_texts = _texts(eval_corpus, eval_langs, "--eval-corpus")
+    train_texts = _texts(train_corpus, [target], "{train_corpus}")[target]
+    eval_texts = _texts(eval_corpus, eval_langs, "{eval_corpus}")
     task = task_items(request.task, request.task_corpus, request.task_limit, eval_langs)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = request.out or store.path.parent / "adapters" / f"{subnetwork.model_id}-{target}-k{request.budget}-{stamp}"
-    check_new_folder(out, "--out")
+    check_new_folder(out, "{out}")
     if progress:
         progress(AdaptProgress(stage="loading", done=0, total=1))
     loading = time.monotonic()
@@ -360,7 +360,7 @@ def _prepare(store: Store, request: AdaptRequest, progress: ProgressCallback | N
     if info.config_hash != q.model_config_hash(store, subnetwork.model_id):
         raise PolyrouteError(
             f"trace run {request.run_id} traced {subnetwork.model_id}, not the model at {request.model} (their "
-            "configs differ): pass --model the checkpoint that run traced, or trace this model first"
+            "configs differ): pass {model} the checkpoint that run traced, or trace this model first"
         )
     slices = expert_slices(backend.model, subnetwork.pairs)
     return _Job(

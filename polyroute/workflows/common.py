@@ -35,10 +35,10 @@ def connect(
     """The backends a job runs on: `polyroute serve` processes (all running the same model), else
     the local model folder (or a backend the caller already holds)."""
     if servers and model is not None:
-        raise PolyrouteError("give --model or --backend URL, not both: a server runs the model it was started with")
+        raise PolyrouteError("give {model} or {backend} URL, not both: a server runs the model it was started with")
     if not servers:
         if model is None:
-            raise PolyrouteError("no model: pass --model DIR, or --backend URL of a `polyroute serve`")
+            raise PolyrouteError("no model: pass {model} DIR, or {backend} URL of a `polyroute serve`")
         return [model if isinstance(model, Backend) else hf_backend(model, options)]
     from moe_core.backends.remote import RemoteBackend
 
@@ -47,7 +47,7 @@ def connect(
     if len(models) > 1:
         raise PolyrouteError(
             f"the servers run different models ({', '.join(models.values())}): shard a run only over servers "
-            "started with the same --model"
+            "started with the same {model}"
         )
     return backends
 

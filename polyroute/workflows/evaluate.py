@@ -57,12 +57,12 @@ def run_evaluation(
     when the caller holds it open (the app) or else in the store file `request.db`."""
     task = get_task(request.task)
     if request.limit is not None and request.limit < 1:
-        raise PolyrouteError("--limit must be at least 1")
+        raise PolyrouteError("{limit} must be at least 1")
     if request.max_new_tokens is not None and request.max_new_tokens < 1:
-        raise PolyrouteError("--max-new-tokens must be at least 1")
+        raise PolyrouteError("{max_new_tokens} must be at least 1")
     plan = SteeringPlan.load(request.plan) if isinstance(request.plan, Path) else request.plan
     if request.sweep is not None and plan is None:
-        raise PolyrouteError(f"--sweep {request.sweep} sweeps a plan: pass --plan plan.json too")
+        raise PolyrouteError(f"{{sweep}} {request.sweep} sweeps a plan: pass {{plan}} plan.json too")
     corpus_spec = task_corpus(task, request.corpus)
     with nullcontext(store) if store else open_store(request.db) as store:
         items = read_items(task, corpus_spec, request.langs, request.limit, request.split)

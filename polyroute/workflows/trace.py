@@ -64,9 +64,9 @@ def start_trace(
     """Create a trace run and fill it, in `store` when the caller holds it open (the app) or else
     in the store file `request.db`."""
     if request.batch_size < 1:
-        raise PolyrouteError("--batch-size must be at least 1")
+        raise PolyrouteError("{batch_size} must be at least 1")
     if request.limit is not None and request.limit < 1:
-        raise PolyrouteError("--limit must be at least 1")
+        raise PolyrouteError("{limit} must be at least 1")
     # Servers answer at once, so an unreachable one fails before the store is touched; a local model
     # loads only once the store has opened (a locked store then fails before minutes of loading).
     servers = connect(request.model, request.options, request.servers, request.token) if request.servers else None

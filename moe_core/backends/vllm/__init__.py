@@ -50,6 +50,6 @@ def _backend_module() -> Any:
             raise
         raise PolyrouteError(
             "the vLLM backend needs vLLM, which is not installed here: pip install -r requirements-gpu.txt on a GPU "
-            "machine, or `make vllm-venv` for vLLM's CPU backend in .venv-vllm (or use --backend hf)"
+            "machine, or `make vllm-venv` for vLLM's CPU backend in .venv-vllm (or use {backend} hf)"
         ) from error
     return backend

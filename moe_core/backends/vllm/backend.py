@@ -66,7 +66,7 @@ class VLLMBackend(Backend):
         if tuple(gates) != self._info.moe_layers:
             raise ModelError(
                 f"vLLM's {self._info.arch} has router gates in layers {gates}, transformers' in "
-                f"{list(self._info.moe_layers)}: the two implementations disagree; use --backend hf"
+                f"{list(self._info.moe_layers)}: the two implementations disagree; use {{backend}} hf"
             )
         captured = self._every_rank("polyroute_capture_start", self._info.soft_rule)
         if tuple(captured) != self._info.moe_layers:
@@ -221,7 +221,7 @@ def check_start(path: Path, options: VLLMOptions) -> None:
     """What is checked before vLLM starts: the weights are there, the engines fit the GPUs this
     node can see (where that is known), and this platform's vLLM can run them."""
     if not any(next(path.glob(pattern), None) for pattern in WEIGHT_FILES):
-        raise ModelError(f"{path} has no weights ({', '.join(WEIGHT_FILES)}): pass --model a folder with its weights")
+        raise ModelError(f"{path} has no weights ({', '.join(WEIGHT_FILES)}): pass {{model}} a folder with its weights")
     options.check_devices(visible_gpus())
     check_platform(options)
 
@@ -239,7 +239,8 @@ def _start_engine(path: Path, options: VLLMOptions) -> OneEngine | DataParallelE
     except Exception as error:
         cause = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise ModelError(
-            f"vLLM could not start an engine on {path} ({cause}); vLLM's log above names the cause, or use --backend hf"
+            f"vLLM could not start an engine on {path} ({cause}); vLLM's log above names the cause, "
+            "or use {backend} hf"
         ) from error
 
 
@@ -249,7 +250,7 @@ def serve_headless(model_dir: str | Path, options: VLLMOptions) -> None:
     from moe_core.backends.vllm import engine
 
     if not options.headless:
-        raise PolyrouteError("serve_headless runs a --headless node: set headless (and its data-parallel options)")
+        raise PolyrouteError("serve_headless runs a {headless} node: set headless (and its data-parallel options)")
     path = Path(model_dir).expanduser().resolve()
     _, info = describe(path, model_id=options.model_id)
     steerable(info.arch)

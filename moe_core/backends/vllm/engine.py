@@ -135,8 +135,8 @@ def check_platform(options: VLLMOptions) -> None:
     if options.data_parallel_size > 1 and current_platform.is_cpu():
         raise PolyrouteError(
             "vLLM's CPU backend cannot run MoE layers data-parallel (its CPU communicator has no all_gatherv): "
-            "--data-parallel-size needs GPUs; on CPUs, start several servers and give the client their URLs "
-            "(--backend http://a:8765,http://b:8765)"
+            "{data_parallel_size} needs GPUs; on CPUs, start several servers and give the client their URLs "
+            "({backend} http://a:8765,http://b:8765)"
         )
 
 

@@ -97,10 +97,10 @@ class VLLMOptions:
             "data_parallel_start_rank": start,
             "headless": self.headless or None,
         }
-        given = [_flag(name) for name, value in spanning.items() if value is not None]
+        given = ["{" + name + "}" for name, value in spanning.items() if value is not None]
         if size == 1 and given:
             raise PolyrouteError(
-                f"{', '.join(given)}: these spread vLLM's data parallelism; add --data-parallel-size N (N > 1) "
+                f"{', '.join(given)}: these spread vLLM's data parallelism; add {{data_parallel_size}} N (N > 1) "
                 "or drop them"
             )
         if local is not None and not 1 <= local <= size:
@@ -113,22 +113,22 @@ class VLLMOptions:
         if several_nodes and not self.data_parallel_address:
             raise PolyrouteError(
                 f"{local} of {size} data-parallel engines on this node: the others run on other nodes, which need "
-                "the head node's --data-parallel-address (and --data-parallel-rpc-port)"
+                "the head node's {data_parallel_address} (and {data_parallel_rpc_port})"
             )
         if self.headless:
             if local is None or start is None or not self.data_parallel_address:
                 raise PolyrouteError(
-                    "--headless runs this node's share of the engines: give --data-parallel-size-local, "
-                    "--data-parallel-start-rank and the head node's --data-parallel-address"
+                    "{headless} runs this node's share of the engines: give {data_parallel_size_local}, "
+                    "{data_parallel_start_rank} and the head node's {data_parallel_address}"
                 )
             if start < 1 or start + local > size:
                 raise PolyrouteError(
                     f"ranks {start}-{start + local - 1} of a headless node lie outside the {size} data-parallel ranks "
-                    "(rank 0 is the head node's): lower --data-parallel-start-rank or --data-parallel-size-local"
+                    "(rank 0 is the head node's): lower {data_parallel_start_rank} or {data_parallel_size_local}"
                 )
         elif start is not None:
             raise PolyrouteError(
-                "--data-parallel-start-rank is for --headless nodes: the head node (the one with the server) "
+                "{data_parallel_start_rank} is for {headless} nodes: the head node (the one with the server) "
                 "starts at rank 0"
             )
 
@@ -144,7 +144,7 @@ class VLLMOptions:
             raise PolyrouteError(
                 f"tensor_parallel_size {self.tensor_parallel_size} x {engines} "
                 f"data-parallel engines on this node need {self.local_devices} GPUs; {visible} are visible: lower "
-                "--tensor-parallel-size or --data-parallel-size(-local), or spread the engines over nodes"
+                "{tensor_parallel_size} or {data_parallel_size}(-local), or spread the engines over nodes"
             )
 
     def engine_args(self, *, capture: bool = True) -> dict[str, object]:

@@ -97,7 +97,7 @@ def steerable(arch: str) -> SteerableModel:
     if model is None:
         raise ModelError(
             f"the vLLM backend cannot steer {arch}: steerable architectures are {', '.join(STEERABLE)}; "
-            "use --backend hf for other MoE models"
+            "use {backend} hf for other MoE models"
         )
     return model
 
