@@ -19,7 +19,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from moe_core.errors import FixableError, PolyrouteError
 from polyroute.cli import main
+from store import StoreError
 from tests.helpers import TABLES, file_digest, snapshot, trace_argv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,23 +96,22 @@ def test_the_server_limits_refuse_nonsense_at_start_up():
             Limits(**bad)  # type: ignore[arg-type]
 
 
-def _raised(call) -> str:
-    """`str` of the domain error `call()` raises (the message a Python-API or app user gets)."""
-    from moe_core.errors import PolyrouteError
-    from store import StoreError
-
+def _raised(call) -> FixableError:
+    """The domain error `call()` raises (its `str` is what a Python-API user reads)."""
     with pytest.raises((PolyrouteError, StoreError)) as raised:
         call()
-    return str(raised.value)
+    return raised.value
 
 
 def test_domain_errors_name_parameters_and_the_cli_says_its_flags(tmp_path, corpus_file, capsys):
     from moe_core.backends.hf import load_config
     from moe_core.evaluation.sweeps import parse_sweep
     from moe_core.languages import parse_langs
+    from polyroute.ui.words import error_words
     from store import open_store
 
     db, missing = tmp_path / "s.duckdb", tmp_path / "missing"
+    bad_sweep = ["eval", "--sweep", "nonsense", "--task", "mgsm", "--corpus", "builtin", "--langs", "eng_Latn"]
     cases = [  # (the domain call, what it says, the same bad input on the command line, what that says)
         (lambda: open_store(tmp_path), "pass db a file", ["runs", "--db", str(tmp_path)], "pass --db a file"),
         (
@@ -128,28 +129,18 @@ def test_domain_errors_name_parameters_and_the_cli_says_its_flags(tmp_path, corp
         (
             lambda: parse_sweep("nonsense"),
             "cannot read sweep 'nonsense'",
-            [
-                "eval",
-                "--sweep",
-                "nonsense",
-                "--task",
-                "mgsm",
-                "--corpus",
-                "builtin",
-                "--langs",
-                "eng_Latn",
-                "--model",
-                str(missing),
-                "--db",
-                str(db),
-            ],
+            [*bad_sweep, "--model", str(missing), "--db", str(db)],
             "cannot read --sweep 'nonsense'",
         ),
     ]
     for call, said, argv, flagged in cases:
-        message = _raised(call)
+        message = str(_raised(call))
         assert said in message and "--" not in message, message
         assert flagged in _fails(capsys, argv)
+    # A page says the parameter as the control that sets it.
+    assert error_words(_raised(lambda: load_config(missing))).endswith(
+        "pass the model a folder with config.json and weights"
+    )
     assert not db.exists()
 
 
