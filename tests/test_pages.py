@@ -102,6 +102,8 @@ def test_collect_reports_a_failed_collection_as_a_message(app_db: Path, tmp_path
     at.button[0].click().run()
     wait_for_job(at, until="warning", timeout=60)
     assert at.warning[0].value.startswith("The collection stopped:") and "Traceback" not in at.warning[0].value
+    assert "point the model at an MoE checkpoint" in at.warning[0].value  # the control, never a flag
+    assert "--" not in at.warning[0].value
     assert not at.exception and not at.button[0].disabled  # the user can fix the folder and start again
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from moe_core.errors import Cancelled, PolyrouteError
+from moe_core.errors import Cancelled, FixableError, PolyrouteError
 from store import SharedStore, Store, StoreError
 from store.queries import get_run
 from store.runs import delete_run
@@ -46,11 +46,13 @@ OutcomeT = TypeVar("OutcomeT", bound=Outcome)
 @dataclass(frozen=True, kw_only=True)
 class JobState(Generic[OutcomeT]):
     """Where a job stands: `stage` is the job's own (loading first), then done, failed or cancelled;
-    `cancelling` once the user asked it to stop and it has not reached a safe point yet."""
+    `cancelling` once the user asked it to stop and it has not reached a safe point yet; `failure` the
+    error that failed it (its `error`), for a page to say its parameters as its controls."""
 
     stage: str = "loading"
     run_id: int | None = None
     error: str = ""
+    failure: FixableError | None = None
     outcome: OutcomeT | None = None
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
@@ -127,7 +129,7 @@ class Job(ABC, Generic[S]):
         except Cancelled as error:
             self._update(stage=CANCELLED, error=str(error), finished=time.monotonic())
         except (PolyrouteError, StoreError) as error:
-            self._update(stage=FAILED, error=str(error), finished=time.monotonic())
+            self._update(stage=FAILED, error=str(error), failure=error, finished=time.monotonic())
         except Exception as error:  # a bug: keep the app serving, say what broke, log the details
             log.exception("%s into %s failed", self.kind, self._store.path)
             self._update(stage=FAILED, error=f"{type(error).__name__}: {error}", finished=time.monotonic())

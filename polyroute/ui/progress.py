@@ -15,6 +15,7 @@ from typing import Any
 import streamlit as st
 
 from polyroute.background import CANCELLED, DONE, Job
+from polyroute.ui.words import error_words
 
 State = Any  # a job's own JobState subclass, with a `fraction` in [0, 1]
 
@@ -50,7 +51,8 @@ def follow(
         elif state.stage == CANCELLED:
             st.info(cancelled_message(job, state), icon=":material/stop_circle:")
         else:
-            st.warning(f"The {job.kind} stopped: {state.error}", icon=":material/error:")
+            said = error_words(state.failure) if state.failure else state.error
+            st.warning(f"The {job.kind} stopped: {said}", icon=":material/error:")
         if st.session_state.get(watching) and not state.running:
             st.session_state[watching] = False
             if ended is not None:
