@@ -181,6 +181,17 @@ def test_navigation_and_a_control_on_every_page(store_copy, page_factory, tmp_pa
         assert errors == []
 
 
+def _collect_form(page: Page, main: Locator, *, sentences: int) -> None:
+    """The Collect page's form, once drawn: `sentences` per language, one sentence a batch (the
+    slowest collection, so that other sessions and Cancel act while it runs)."""
+    settle(page, main.get_by_role("button", name="Start collecting"))
+    for label, value in (("Sentences per language (at most)", str(sentences)), ("Batch size", "1")):
+        field = main.get_by_label(label)
+        field.fill(value)
+        field.press("Enter")
+        settle(page, main.get_by_label(label))
+
+
 # Its point is that nothing is lost or broken, not how fast: a busy machine gets the time it needs.
 @pytest.mark.timeout(1200)
 def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, tmp_path):
@@ -188,12 +199,7 @@ def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, 
         collector, collector_errors = page_factory()
         collector.goto(f"{url}/collect")
         main = collector.get_by_test_id("stMain")
-        settle(collector, main.get_by_role("button", name="Start collecting"))
-        for label, value in (("Sentences per language (at most)", "40"), ("Batch size", "1")):
-            field = main.get_by_label(label)
-            field.fill(value)
-            field.press("Enter")
-            settle(collector, main.get_by_label(label))
+        _collect_form(collector, main, sentences=40)
         main.get_by_role("button", name="Start collecting").click()
         settle(collector, main.get_by_test_id("stProgress"))
 
@@ -305,12 +311,7 @@ def test_a_collection_is_cancelled_from_its_page_and_keeps_whole_sentences(page_
         page, errors = page_factory()
         page.goto(f"{url}/collect")
         main = page.get_by_test_id("stMain")
-        settle(page, main.get_by_role("button", name="Start collecting"))
-        for label, value in (("Sentences per language (at most)", "100"), ("Batch size", "1")):
-            field = main.get_by_label(label)
-            field.fill(value)
-            field.press("Enter")
-            settle(page, main.get_by_label(label))
+        _collect_form(page, main, sentences=100)
         _cancel_running_job(page, main, "Start collecting", "A collection was cancelled")
         shot(page, "collect_cancelled")
         assert main.get_by_text("polyroute trace --resume 1").count()

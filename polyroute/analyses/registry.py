@@ -248,17 +248,18 @@ def run_analysis(name: str, data: RunData, values: Mapping[str, Any]) -> Analysi
 
 
 def _resolved_inputs(name: str, data: RunData, inputs: Mapping[str, Any]) -> dict[str, Any]:
-    """The arguments an analysis's `input` parameters name: another run, or per-language scores
-    (an evaluation run's, a file's, or a {lang: score} mapping the caller holds)."""
+    """The arguments an analysis's `input` parameters name: another run (`ref_run` -> `reference`),
+    or per-language scores (`eval_run` or `scores`: an evaluation run's, a file's, or a {lang: score}
+    mapping the caller holds)."""
     store = data.store
-    if name in ("experts", "expert"):
+    if "ref_run" in inputs:
         ref_run = inputs["ref_run"]
         return {"reference": RunData(store, ref_run, data.selection) if ref_run is not None else None}
-    if name != "correlation":
+    if "eval_run" not in inputs:
         return {}
     eval_run, scores = inputs["eval_run"], inputs["scores"]
     if (eval_run is None) == (scores is None):
-        raise ParameterError("correlation needs {eval_run} RUN_ID (scores in the store) or {scores} FILE, one of them")
+        raise ParameterError(f"{name} needs {{eval_run}} RUN_ID (scores in the store) or {{scores}} FILE, one of them")
     if eval_run is not None:
         found, column = stored_scores(store, eval_run, inputs["metric"], inputs["variant"])
     elif isinstance(scores, Mapping):
