@@ -108,7 +108,7 @@ def change_a_control(page: Page, label: str) -> None:
         settle(page, main.locator("text=Script").nth(1))
     elif label == "Expert sharing":
         main.get_by_text("expert use (cosine)", exact=True).click()
-        settle(page, main.get_by_text("cosine similarity"))
+        settle(page, main.get_by_text("Cosine similarity compares how often each expert is chosen"))
     elif label == "Steering":
         main.get_by_role("button", name="Generate").click()
         settle(page, main.get_by_role("heading", name="Where the routing moved"))

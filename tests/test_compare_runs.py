@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -52,6 +53,14 @@ def test_compare_runs_equals_a_brute_force_computation_per_run():
     assert np.isnan(found.band_means[1, 2])
     with pytest.raises(ValueError, match="different layers"):
         compare_runs(curves, layers, n_layers, bands, [1, -1, -1])
+
+
+def test_a_model_with_no_layer_in_the_middle_zone_has_no_band_mean_and_no_warning(compare_store):
+    with open_store(compare_store, read_only=True) as store, warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "Mean of empty slice" would be one
+        result = analyze_divergence(RunData(store, 1, Selection(ref="eng_Latn")))
+    assert result.params["band"] == "none"
+    assert [row["divergence"] for row in result.table("band_mean").records()] == [None, None, None]
 
 
 def test_the_comparison_holds_each_runs_own_divergence_and_steered_minus_unsteered(compare_store):

@@ -36,13 +36,14 @@ def analyze_divergence(data: RunData) -> AnalysisResult:
     """Per-layer divergence of each language from the reference over aligned pairs (and raw JS)."""
     normalised, raw, pairs = _divergence_curves(data)
     band = data.middle_band()
+    has_band = bool(band.any())  # a model too shallow for a middle-zone layer has no band mean
     rows = [
         (lang, layer, rounded(normalised[i, y]), rounded(raw[i, y]), int(pairs[i]))
         for i, lang in enumerate(data.langs)
         for y, layer in enumerate(data.layers)
     ]
     by_lang = [
-        (lang, *lang_facts(lang).values(), rounded(np.nanmean(normalised[i, band])) if pairs[i] else None)
+        (lang, *lang_facts(lang).values(), rounded(np.nanmean(normalised[i, band])) if pairs[i] and has_band else None)
         for i, lang in enumerate(data.langs)
     ]
     return AnalysisResult(
