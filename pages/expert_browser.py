@@ -75,7 +75,8 @@ if labels.empty:
     st.markdown("None of the shared, exclusive, language-specific or RISE analyses singles it out (default settings).")
 for row in labels.itertuples():
     who = f" for {lang_name(row.lang)}" if row.lang else ""
-    st.markdown(f"- **{row.label}**{who}: {row.measure} {row.value} · *{row.analysis}* analysis, {row.params}")
+    value = f"{row.value:.3g}" if isinstance(row.value, float) else row.value
+    st.markdown(f"- **{row.label}**{who}: {row.measure} {value} · *{row.analysis}* analysis, {row.params}")
 for note in found.notes:
     st.caption(page_words(note))
 

@@ -4,6 +4,7 @@ pages that name experts."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl
 
 from streamlit.testing.v1 import AppTest
@@ -38,6 +39,10 @@ def _link(at: AppTest) -> dict[str, str]:
 def test_a_link_opens_the_expert_and_the_page_keeps_its_choices_in_the_url(demo_app_db):
     at = _opened({"run": "1", "layer": "2", "expert": "3"})
     assert at.title[0].value == "Expert browser"
+    labels = [line.value for line in at.markdown if line.value.startswith("- **")]
+    assert labels and labels[0].startswith("- **shared**: max_share ")
+    for number in (number for line in labels for number in re.findall(r"\d+\.\d+", line)):
+        assert len(number.replace(".", "").lstrip("0")) <= 3, f"{number}: labels say three significant digits"
     assert at.selectbox(key="browser_layer_1").value == 2 and at.number_input(key="browser_expert_1").value == 3
     bars = chart(at, "How often each language sends a token to expert 3 of layer 2")
     assert len(bars.rows()) == 34 and bars.spec["encoding"]["x"]["title"]

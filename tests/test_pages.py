@@ -26,6 +26,8 @@ def test_divergence_curves_follow_the_languages_band_and_reference(app_db):
     curves = chart(at, "Routing divergence from").rows()
     assert sorted(curves["lang"].unique()) == [lang for lang in LANGS if lang != "eng_Latn"]
     assert sorted(curves["layer"].unique()) == list(range(8))
+    x_scale = chart(at, "Routing divergence from").spec["layer"][-1]["encoding"]["x"]["scale"]
+    assert x_scale == {"domain": [-0.5, 7.5], "nice": False}, "the axis ends at the model's last layer"
     # The planted families: a Dravidian language routes further from English than German does.
     means = curves.groupby("lang")["divergence"].mean()
     assert means["tam_Taml"] > 2 * means["deu_Latn"]

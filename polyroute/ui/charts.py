@@ -71,8 +71,16 @@ def layer_curves(
     frame: one row per (lang, layer) with `value`, plus the columns of `with_language_facts`.
     """
     hover = alt.selection_point(fields=["lang"], on="pointerover", nearest=True, empty=False)
+    # The model's own layers, half a layer either side for the band's shade: Vega's "nice" rounding
+    # would run a 48-layer model's axis to 50.
+    span = [float(frame["layer"].min()) - 0.5, float(frame["layer"].max()) + 0.5] if len(frame) else None
     base = alt.Chart(frame).encode(
-        x=alt.X("layer:Q", title="Decoder layer", axis=alt.Axis(tickMinStep=1, format="d")),
+        x=alt.X(
+            "layer:Q",
+            title="Decoder layer",
+            axis=alt.Axis(tickMinStep=1, format="d"),
+            scale=alt.Scale(domain=span, nice=False) if span else alt.Undefined,
+        ),
         y=alt.Y(f"{value}:Q", title=value_title),
         color=group_colour(frame, colour, legend),
         detail="lang:N",

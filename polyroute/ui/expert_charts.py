@@ -20,7 +20,7 @@ def neighbourhood_heatmap(frame: pd.DataFrame, *, title: str, order: list[str]) 
         .mark_rect()
         .encode(
             x=alt.X("layer:O", title="Decoder layer", axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("name:N", title="Language", sort=order, axis=alt.Axis(labelLimit=220)),
+            y=alt.Y("name:N", title="Language", sort=order, axis=alt.Axis(labelLimit=220, labelOverlap=False)),
             color=alt.Color("frequency:Q", title="Share of tokens", scale=alt.Scale(scheme="viridis", domainMin=0)),
             tooltip=[
                 alt.Tooltip("name:N", title="language"),
