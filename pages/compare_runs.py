@@ -7,7 +7,14 @@ from __future__ import annotations
 import streamlit as st
 
 from polyroute.analyses.routing import run_label
-from polyroute.ui.compare import band_bars, common_langs, depth_curves, difference_curves, traced_runs
+from polyroute.ui.compare import (
+    band_bars,
+    common_langs,
+    depth_curves,
+    difference_curves,
+    runs_without_band,
+    traced_runs,
+)
 from polyroute.ui.data import comparison, table, version
 from polyroute.ui.frame import among, choose_store, explained, lang_name, page, parse_list, subset_of, url_widget
 from polyroute.ui.words import page_words
@@ -94,10 +101,24 @@ else:
         width="stretch",
     )
 
-st.altair_chart(
-    band_bars(table(result, "band_mean"), title=f"Mean divergence from {lang_name(ref)} in each run's middle band"),
-    width="stretch",
-)
+band_means = table(result, "band_mean")
+bandless = runs_without_band(band_means)
+if len(bandless) == len(chosen):
+    st.info(
+        "None of these runs' models has a MoE layer in the middle zone of its depth (37.5-62.5%), so there is no "
+        "middle-band mean to compare.",
+        icon=":material/info:",
+    )
+else:
+    st.altair_chart(
+        band_bars(band_means, title=f"Mean divergence from {lang_name(ref)} in each run's middle band"),
+        width="stretch",
+    )
+    if bandless:
+        st.caption(
+            f"Not drawn: {', '.join(f'run {run_id}' for run_id in bandless)}, whose model has no MoE layer in the "
+            "middle zone of its depth (37.5-62.5%)."
+        )
 with st.expander("The runs and the numbers behind the charts"):
     st.dataframe(table(result, "runs"), hide_index=True, width="stretch")
     st.dataframe(table(result, "band_mean"), hide_index=True, width="stretch")

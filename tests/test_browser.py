@@ -88,6 +88,22 @@ def test_every_page_opens_by_its_url_as_a_fresh_servers_first_request(store_copy
             page.context.close()
 
 
+def charts_drawn(scope: Page | Locator, at_least: int = 0) -> None:
+    """Wait until `scope` holds `at_least` charts and every chart in it is drawn, and check that each
+    one's title lies inside it (a title pushed above its chart, by an axis title longer than the
+    plot, is cut off by what is above)."""
+    found = scope.get_by_test_id("stVegaLiteChart")
+    if at_least:
+        found.nth(at_least - 1).wait_for()
+    for chart in found.all():
+        chart.locator("svg.marks, canvas").first.wait_for()
+        above, title = chart.evaluate(
+            "e => { const t = e.querySelector('.role-title-text');"
+            " return t ? [e.getBoundingClientRect().top - t.getBoundingClientRect().top, t.textContent] : [0, ''];}"
+        )
+        assert above <= 5, f"the title of {title!r} starts {above:.0f} px above its chart, where it is cut off"
+
+
 def change_a_control(page: Page, label: str) -> None:
     """One control per page, and what it changes on the screen."""
     main = page.get_by_test_id("stMain")
@@ -112,7 +128,7 @@ def change_a_control(page: Page, label: str) -> None:
     elif label == "Steering":
         main.get_by_role("button", name="Generate").click()
         settle(page, main.get_by_role("heading", name="Where the routing moved"))
-        main.get_by_test_id("stVegaLiteChart").locator("svg.marks, canvas").first.wait_for()
+        charts_drawn(main, at_least=1)
         assert main.get_by_text("With the plan", exact=True).count() == 1
         # A plan file, uploaded as a user would (AppTest cannot drive an upload).
         main.get_by_text("a plan file", exact=True).click()
@@ -127,7 +143,7 @@ def change_a_control(page: Page, label: str) -> None:
         budget.fill("4")
         budget.press("Enter")
         settle(page, main.get_by_text("The 4 selected experts, in selection order"))
-        main.get_by_test_id("stVegaLiteChart").locator("svg.marks, canvas").first.wait_for()
+        charts_drawn(main, at_least=1)
     elif label == "Evaluate":
         main.get_by_test_id("stSelectbox").filter(has=page.get_by_text("Score", exact=True)).click()
         page.get_by_role("option", name="language_consistency").click()
@@ -173,8 +189,7 @@ def test_navigation_and_a_control_on_every_page(store_copy, page_factory, tmp_pa
         for link in PAGES:
             page.get_by_test_id("stSidebar").get_by_text(link.label, exact=True).click()
             settle(page, page.locator("h1", has_text=heading(link.label)))
-            for chart in page.get_by_test_id("stVegaLiteChart").all():
-                chart.locator("svg.marks, canvas").first.wait_for()
+            charts_drawn(page)
             shot(page, f"nav_{slug(link.path) or 'overview'}")
             change_a_control(page, link.label)
             shot(page, f"changed_{slug(link.path) or 'overview'}")
@@ -386,7 +401,7 @@ def test_the_steering_demo_changes_the_text(store_copy, page_factory, tmp_path):
         plain, steered = plain.replace("Without steering", "").strip(), steered.replace("With the plan", "").strip()
         assert plain and steered and plain != steered
         assert main.get_by_text("The plan did not change the text").count() == 0
-        main.get_by_test_id("stVegaLiteChart").locator("svg.marks, canvas").first.wait_for()
+        charts_drawn(main, at_least=1)
         shot(page, "steering_demo")
         assert errors == []
 
@@ -422,8 +437,8 @@ def test_evaluate_runs_its_built_in_task_from_the_default_form(store_copy, page_
 
 
 def test_compare_runs_draws_a_steered_run_against_its_unsteered_run(compare_store, page_factory, tmp_path):
-    """Two runs of one model, one traced with a steering plan: the depth curves, the steered-minus-
-    unsteered chart and the band bars are drawn, and the page's choice is in its URL."""
+    """Two runs of one model, one traced with a steering plan: the depth curves and the steered-minus-
+    unsteered chart are drawn with their titles in view, and the page's choice is in its URL."""
     db = tmp_path / "compare.duckdb"
     shutil.copyfile(compare_store, db)
     with streamlit_server({"POLYROUTE_DB": str(db)}, tmp_path / "streamlit.log") as url:
@@ -431,10 +446,10 @@ def test_compare_runs_draws_a_steered_run_against_its_unsteered_run(compare_stor
         page.goto(f"{url}/compare_runs?runs=1,2")
         main = page.get_by_test_id("stMain")
         settle(page, main.get_by_text("What steering changed", exact=False).first)
-        charts = main.get_by_test_id("stVegaLiteChart")
-        expect(charts).to_have_count(3)
-        for chart in charts.all():
-            chart.locator("svg.marks, canvas").first.wait_for()
+        # The depth curves and the difference; no band bars: neither 3-layer model has a middle-zone layer.
+        expect(main.get_by_test_id("stVegaLiteChart")).to_have_count(2)
+        expect(main.get_by_text("no middle-band mean to compare", exact=False)).to_be_visible()
+        charts_drawn(main)
         assert main.get_by_text("None of the chosen runs is a steered run").count() == 0
         assert "runs=1%2C2" in page.url or "runs=1,2" in page.url
         shot(page, "compare_runs_steered")
@@ -450,10 +465,7 @@ def test_the_expert_browser_opens_on_the_expert_of_its_link(store_copy, page_fac
         main = page.get_by_test_id("stMain")
         settle(page, main.get_by_role("heading", name="The experts chosen with it"))
         expect(main.get_by_role("heading", name="What the analyses call expert 3 of layer 2")).to_be_visible()
-        charts = main.get_by_test_id("stVegaLiteChart")
-        assert charts.count() >= 3
-        for chart in charts.all():
-            chart.locator("svg.marks, canvas").first.wait_for()
+        charts_drawn(main, at_least=3)
         assert "layer=2" in page.url and "expert=3" in page.url
         shot(page, "expert_browser")
         assert errors == []

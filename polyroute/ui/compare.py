@@ -64,7 +64,8 @@ def difference_curves(frame: pd.DataFrame, *, title: str, subtitle: str) -> alt.
         .mark_line(point=True)
         .encode(
             x=alt.X("layer:Q", title="Decoder layer", axis=alt.Axis(tickMinStep=1, format="d")),
-            y=alt.Y("difference:Q", title="Divergence, steered minus unsteered"),
+            # Two lines: on one, the axis title outgrows a short plot and pushes the chart's title out of view.
+            y=alt.Y("difference:Q", title=["Divergence,", "steered minus unsteered"]),
             color=_run_colour(frame),
             tooltip=[
                 alt.Tooltip("label:N", title="run"),
@@ -74,6 +75,11 @@ def difference_curves(frame: pd.DataFrame, *, title: str, subtitle: str) -> alt.
         )
     )
     return alt.layer(zero, lines, title=alt.Title(title, subtitle=subtitle)).properties(height=320)
+
+
+def runs_without_band(frame: pd.DataFrame) -> list[int]:
+    """The runs of a `band_mean` table with no middle-band mean (a model with no MoE layer in the middle zone)."""
+    return sorted(set(frame["run"]) - set(frame.dropna(subset=["divergence"])["run"]))
 
 
 def band_bars(frame: pd.DataFrame, *, title: str) -> alt.Chart:

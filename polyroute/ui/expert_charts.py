@@ -43,7 +43,8 @@ def partner_bars(frame: pd.DataFrame, *, title: str) -> alt.Chart:
         .mark_bar()
         .encode(
             x=alt.X("label:N", title="Expert chosen with it", sort=experts, axis=alt.Axis(labelAngle=-45)),
-            y=alt.Y("share:Q", title="Share of its tokens that also chose it", scale=alt.Scale(domain=[0, 1])),
+            # Two lines: on one, the axis title outgrows the plot and pushes the chart's title out of view.
+            y=alt.Y("share:Q", title=["Share of its tokens", "that also chose it"], scale=alt.Scale(domain=[0, 1])),
             color=alt.Color(
                 "label:N",
                 title="Expert",
