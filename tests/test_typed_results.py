@@ -259,3 +259,39 @@ def test_the_apis_result_reaches_the_typed_arrays(planted_store: Path):
     shown = result.frame["divergence"].to_numpy(dtype=float).reshape(3, 4)
     np.testing.assert_allclose(shown, typed.normalised, atol=5e-7)
     assert not typed.normalised[0].any() and typed.normalised[1:].all()  # the reference's own is 0
+
+
+def test_the_comparisons_arrays_have_their_shapes_and_the_tables_show_them(compare_store: Path):
+    with open_store(compare_store, read_only=True) as store:
+        result = a.compare_divergence(store, [1, 2, 3], Selection())
+    assert ANALYSES["divergence"].compare is a.compare_divergence  # the one comparison registered
+    assert isinstance(result, a.ComparisonResult) and result.runs == [1, 2, 3]
+    assert result.compared_with == [None, 1, None] and result.steered == [False, True, False]
+    compared, n_langs = result.comparison, len(result.langs)
+    assert np.shape(compared.band_means) == (3, n_langs)
+    for r, layers in enumerate(result.layers):
+        assert len(layers) == result.n_layers[r] == (3, 3, 8)[r]
+        for arrays in (result.curves, compared.differences):
+            assert np.shape(arrays[r]) == (n_langs, len(layers))
+        assert np.shape(compared.depth[r]) == np.shape(compared.mean_curves[r]) == (len(layers),)
+    np.testing.assert_allclose(compared.differences[1], result.curves[1] - result.curves[0])
+    rows = result.table("by_layer").records()
+    assert len(rows) == n_langs * sum(map(len, result.layers))
+    for row in rows:
+        r = result.runs.index(row["run"])
+        i, y = result.langs.index(row["lang"]), result.layers[r].index(row["layer"])
+        assert same(row["depth"], compared.depth[r][y]) and same(row["divergence"], result.curves[r][i, y])
+        assert same(row["difference"], compared.differences[r][i, y])
+    for row in result.table("mean_by_layer").records():
+        r = result.runs.index(row["run"])
+        y = result.layers[r].index(row["layer"])
+        assert same(row["divergence"], compared.mean_curves[r][y])
+        assert same(row["difference"], compared.mean_differences[r][y])
+    for row in result.table("band_mean").records():
+        assert same(
+            row["divergence"], compared.band_means[result.runs.index(row["run"]), result.langs.index(row["lang"])]
+        )
+    described = result.table("runs").records()
+    assert [(d["compared_with"], d["n_layers"], d["band"]) for d in described] == list(
+        zip(result.compared_with, result.n_layers, result.bands, strict=True)
+    )
