@@ -5,7 +5,8 @@ SQL console (`store.sandbox`, as `polyroute sql` and the SQL page run it). A `Ru
 analysis of the registry (`polyroute.analyses.registry.ANALYSES`) through `run_analysis`, the
 function `polyroute analyze` calls, so a notebook gets the numbers the CLI and the app show. Each
 returns a `Result`: the analysis's tables as DataFrames (`.frame` is the main one), the parameters
-that produced them (`.params`), a summary and notes.
+that produced them (`.params`), a summary and notes, and the typed result whose arrays the tables
+are made from (`.typed`).
 
 `pr.trace`, `pr.demo`, `pr.plan`, `pr.steer` and `pr.evaluate` call the jobs the CLI and the app
 call (`polyroute.workflows`, `polyroute.plans`), with a progress bar (tqdm when installed).
@@ -47,13 +48,16 @@ Layers = int | tuple[int, int] | None  # one decoder layer, or an inclusive rang
 class Result:
     """What an analysis (or a steered prompt, or an evaluation) found: `tables` by name as
     DataFrames, the first being the main one (`frame`); `params`, everything that decided the
-    numbers (run, model, languages, layers, the analysis's parameters); a `summary` and `notes`."""
+    numbers (run, model, languages, layers, the analysis's parameters); a `summary` and `notes`;
+    for an analysis, `typed`: its typed result, the numpy arrays the tables are made from (e.g.
+    divergence's `normalised` [languages, layers]; its class's docstring gives each shape)."""
 
     name: str
     params: dict[str, Any]
     tables: dict[str, pd.DataFrame]
     summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    typed: AnalysisResult | None = None
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -69,6 +73,7 @@ class Result:
             tables={table.name: pd.DataFrame(table.rows, columns=list(table.columns)) for table in result.tables},
             summary=dict(result.summary),
             notes=list(result.notes),
+            typed=result,
         )
 
     def _repr_html_(self) -> str:

@@ -66,7 +66,7 @@ def task_experts(
     data = _in_band(RunData(store, run_id, selection), layers, zone="middle")
     reference = _in_band(RunData(store, ref_run_id, selection), _band_of(data), zone="middle")
     found = analyses.analyze_experts(data, tau=tau, reference=reference)
-    chosen = [(row["layer"], row["expert"]) for row in found.table("specialised").records()]
+    chosen = [(found.layers[y], int(e)) for y, e in np.argwhere(found.specialised)]
     band = _band_of(data)
     _require(chosen, f"no expert passes tau {tau} in {layers_text(band)}: {WIDEN}")
     source = f"task experts: run {run_id} vs generic run {ref_run_id}, lang {lang}, tau {tau}, {layers_text(band)}"
@@ -86,7 +86,7 @@ def language_experts(
     """Soft-steer the experts whose Delta (`lang` minus `ref`, same run) > tau."""
     data = _language_pair(store, run_id, lang, ref, layers)
     found = analyses.analyze_experts(data, tau=tau)
-    chosen = [(row["layer"], row["expert"]) for row in found.table("specialised").records() if row["lang"] == lang]
+    chosen = [(found.layers[y], int(e)) for y, e in np.argwhere(found.specialised[found.langs.index(lang)])]
     band = _band_of(data)
     _require(chosen, f"no expert passes tau {tau} in {layers_text(band)}: {WIDEN}")
     source = f"language experts: run {run_id}, lang {lang} vs {ref}, tau {tau}, {layers_text(band)}"

@@ -1,5 +1,5 @@
 """A stored run as the analyses see it: what is selected (languages, layers, reference), the
-inputs read once each through `store.queries`, and the result type every analysis returns.
+inputs read once each through `store.queries`, and the base of the results every analysis returns.
 
 `polyroute.analyses` turns these inputs into results; the CLI and the app only call that.
 """
@@ -37,16 +37,28 @@ class Table:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class AnalysisResult:
-    """What an analysis found: its tables (the first is the main one), a summary, and notes that
-    qualify it (for example that an id-only trace was analysed from activation frequencies)."""
+    """What an analysis found. Each analysis returns a subclass next to its function whose fields
+    are its typed results (numpy arrays, shapes in its docstring); this base carries the settings
+    that produced them (`params`), a summary, and notes that qualify them (for example that an
+    id-only trace was analysed from activation frequencies).
+
+    The display tables (`tables`, the first the main one; `table(name)`) that the CLI prints, the
+    pages chart and the API turns into DataFrames are built from the arrays in one place, the
+    subclass's `build_tables`, on first read."""
 
     analysis: str
     params: dict[str, Any]
-    tables: list[Table]
     summary: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def build_tables(self) -> list[Table]:
+        raise NotImplementedError(f"{type(self).__name__} builds no tables")
+
+    @cached_property
+    def tables(self) -> list[Table]:
+        return self.build_tables()
 
     def table(self, name: str) -> Table:
         for table in self.tables:

@@ -33,7 +33,7 @@ TIERS = {
         "test_adapt_cli test_adapt_task test_steer_cli test_plans test_eval_store test_sandbox test_collect "
         "test_jobs test_remote test_bad_input test_fuzz test_demo test_evaluation_tasks test_benchmarks test_runs "
         "test_exchange test_reference_cli test_steered_trace test_compare_runs "
-        "test_expert_browser test_api test_notebook"
+        "test_expert_browser test_api test_notebook test_typed_results"
     ),
     "app": (
         "test_app test_pages test_adapt_page test_evaluate_page test_sql_page test_steering_page "

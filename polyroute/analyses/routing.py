@@ -1,11 +1,13 @@
 """Analyses of how languages route: divergence from a reference, entropy, consistency, language
-similarity and its structure, and the correlation of divergence with task scores (docs/methods.md)."""
+similarity and its structure, and the correlation of divergence with task scores (docs/methods.md).
+
+Each returns a typed result (the dataclass above its function; L languages, Y MoE layers) whose
+`build_tables` is the one place its display tables are made."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -32,36 +34,128 @@ def _divergence_curves(data: RunData) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return divergence.divergence_curves(sums.n, sums.js, sums.normalised, ref, int(data.n_sequences[ref]))
 
 
-def analyze_divergence(data: RunData) -> AnalysisResult:
+@dataclass(frozen=True, kw_only=True, eq=False)
+class DivergenceResult(AnalysisResult):
+    """Divergence of each language from the reference over aligned pairs.
+
+    langs: [L]; layers: [Y] decoder indices; normalised: [L, Y] normalised D; js: [L, Y] raw JS
+    (both NaN for a language sharing no item with the reference, 0 for the reference); pairs: [L]
+    aligned items; band: [Y] bool, the layers of the band; band_mean: [L] the mean of normalised
+    over the band (NaN without pairs or without a band layer)."""
+
+    langs: list[str]
+    layers: list[int]
+    normalised: np.ndarray
+    js: np.ndarray
+    pairs: np.ndarray
+    band: np.ndarray
+    band_mean: np.ndarray
+
+    def build_tables(self) -> list[Table]:
+        rows = [
+            (lang, layer, rounded(self.normalised[i, y]), rounded(self.js[i, y]), int(self.pairs[i]))
+            for i, lang in enumerate(self.langs)
+            for y, layer in enumerate(self.layers)
+        ]
+        by_lang = [(lang, *lang_facts(lang).values(), rounded(self.band_mean[i])) for i, lang in enumerate(self.langs)]
+        return [
+            Table(name="by_layer", columns=("lang", "layer", "divergence", "js", "pairs"), rows=rows),
+            Table(name="band_mean", columns=("lang", "family", "script", "resource_class", "divergence"), rows=by_lang),
+        ]
+
+
+def analyze_divergence(data: RunData) -> DivergenceResult:
     """Per-layer divergence of each language from the reference over aligned pairs (and raw JS)."""
     normalised, raw, pairs = _divergence_curves(data)
     band = data.middle_band()
     has_band = bool(band.any())  # a model too shallow for a middle-zone layer has no band mean
-    rows = [
-        (lang, layer, rounded(normalised[i, y]), rounded(raw[i, y]), int(pairs[i]))
-        for i, lang in enumerate(data.langs)
-        for y, layer in enumerate(data.layers)
-    ]
-    by_lang = [
-        (lang, *lang_facts(lang).values(), rounded(np.nanmean(normalised[i, band])) if pairs[i] and has_band else None)
-        for i, lang in enumerate(data.langs)
-    ]
-    return AnalysisResult(
+    band_mean = np.array(
+        [np.nanmean(normalised[i, band]) if pairs[i] and has_band else np.nan for i in range(len(data.langs))]
+    )
+    return DivergenceResult(
         analysis="divergence",
         params={**data.params(), "ref": data.selection.ref, "source": data.source, "band": _band(data)},
-        tables=[
-            Table(name="by_layer", columns=("lang", "layer", "divergence", "js", "pairs"), rows=rows),
-            Table(
-                name="band_mean",
-                columns=("lang", "family", "script", "resource_class", "divergence"),
-                rows=by_lang,
-            ),
-        ],
         notes=_source_notes(data),
+        langs=data.langs,
+        layers=data.layers,
+        normalised=normalised,
+        js=raw,
+        pairs=pairs,
+        band=band,
+        band_mean=band_mean,
     )
 
 
-def compare_divergence(store: Store, run_ids: Sequence[int], selection: Selection) -> AnalysisResult:
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ComparisonResult(AnalysisResult):
+    """Several runs' divergence side by side: R runs, L languages compared, Y_r MoE layers of run r.
+
+    runs: [R] run ids; labels: [R] how tables and legends name them; models, steered, n_layers,
+    bands (the middle band's layers, "A-B" or "none"), sources: [R] each run's; compared_with: [R]
+    the id of the unsteered run each steered run is compared with (None: none); langs: [L];
+    layers: R x [Y_r] decoder indices; curves: R x [L, Y_r] normalised D (NaN: the run lacks the
+    language); comparison: depth, mean curves, band means [R, L] and the differences from
+    `compared_with` (NaN without one), as `moe_core.analysis.divergence.compare_runs` gives them."""
+
+    runs: list[int]
+    labels: list[str]
+    models: list[str]
+    steered: list[bool]
+    n_layers: list[int]
+    bands: list[str]
+    sources: list[str]
+    compared_with: list[int | None]
+    langs: list[str]
+    layers: list[list[int]]
+    curves: list[np.ndarray]
+    comparison: divergence.RunComparison
+
+    def build_tables(self) -> list[Table]:
+        compared, runs = self.comparison, range(len(self.runs))
+        by_layer = [
+            (self.runs[r], self.labels[r], lang, layer, rounded(compared.depth[r][y]), rounded(self.curves[r][i, y]),
+             rounded(compared.differences[r][i, y]))
+            for r in runs
+            for i, lang in enumerate(self.langs)
+            for y, layer in enumerate(self.layers[r])
+        ]  # fmt: skip
+        mean_by_layer = [
+            (self.runs[r], self.labels[r], layer, rounded(compared.depth[r][y]), rounded(compared.mean_curves[r][y]),
+             rounded(compared.mean_differences[r][y]))
+            for r in runs
+            for y, layer in enumerate(self.layers[r])
+        ]  # fmt: skip
+        band_mean = [
+            (self.runs[r], self.labels[r], lang, rounded(compared.band_means[r, i]))
+            for r in runs
+            for i, lang in enumerate(self.langs)
+        ]
+        described = [
+            (self.runs[r], self.labels[r], self.models[r], self.steered[r], self.compared_with[r], self.n_layers[r],
+             self.bands[r], self.sources[r])
+            for r in runs
+        ]  # fmt: skip
+        return [
+            Table(
+                name="by_layer",
+                columns=("run", "label", "lang", "layer", "depth", "divergence", "difference"),
+                rows=by_layer,
+            ),
+            Table(
+                name="mean_by_layer",
+                columns=("run", "label", "layer", "depth", "divergence", "difference"),
+                rows=mean_by_layer,
+            ),
+            Table(name="band_mean", columns=("run", "label", "lang", "divergence"), rows=band_mean),
+            Table(
+                name="runs",
+                columns=("run", "label", "model", "steered", "compared_with", "n_layers", "band", "source"),
+                rows=described,
+            ),
+        ]
+
+
+def compare_divergence(store: Store, run_ids: Sequence[int], selection: Selection) -> ComparisonResult:
     """Several runs' per-layer divergence from one reference language on normalised depth, each
     steered run's difference from an unsteered run of the same model among them, and every
     language's middle-band mean per run; read from each run's summaries only."""
@@ -100,56 +194,22 @@ def compare_divergence(store: Store, run_ids: Sequence[int], selection: Selectio
         [data.middle_band() for data in runs],
         baselines,
     )
-    labels = [run_label(row) for row in rows]
-
-    def difference(run: int, value: float) -> Any:
-        return rounded(value) if baselines[run] >= 0 else None
-
-    by_layer = [
-        (ids[r], labels[r], lang, layer, rounded(compared.depth[r][y]), rounded(curves[r][i, y]),
-         difference(r, compared.differences[r][i, y]))
-        for r, data in enumerate(runs)
-        for i, lang in enumerate(langs)
-        for y, layer in enumerate(data.layers)
-    ]  # fmt: skip
-    mean_by_layer = [
-        (ids[r], labels[r], layer, rounded(compared.depth[r][y]), rounded(compared.mean_curves[r][y]),
-         difference(r, compared.mean_differences[r][y]))
-        for r, data in enumerate(runs)
-        for y, layer in enumerate(data.layers)
-    ]  # fmt: skip
-    band_mean = [
-        (ids[r], labels[r], lang, rounded(compared.band_means[r, i]))
-        for r in range(len(runs))
-        for i, lang in enumerate(langs)
-    ]
-    described = [
-        (ids[r], labels[r], data.layout.model_id, rows[r].steered, ids[baselines[r]] if baselines[r] >= 0 else None,
-         data.layout.n_layers, _band(data), data.source)
-        for r, data in enumerate(runs)
-    ]  # fmt: skip
-    return AnalysisResult(
+    return ComparisonResult(
         analysis="divergence",
         params={"runs": ",".join(map(str, ids)), "ref": ref, "langs": ",".join(langs), "source": selection.source},
-        tables=[
-            Table(
-                name="by_layer",
-                columns=("run", "label", "lang", "layer", "depth", "divergence", "difference"),
-                rows=by_layer,
-            ),
-            Table(
-                name="mean_by_layer",
-                columns=("run", "label", "layer", "depth", "divergence", "difference"),
-                rows=mean_by_layer,
-            ),
-            Table(name="band_mean", columns=("run", "label", "lang", "divergence"), rows=band_mean),
-            Table(
-                name="runs",
-                columns=("run", "label", "model", "steered", "compared_with", "n_layers", "band", "source"),
-                rows=described,
-            ),
-        ],
         notes=list(dict.fromkeys(note for data in runs for note in _source_notes(data))),
+        runs=ids,
+        labels=[run_label(row) for row in rows],
+        models=[data.layout.model_id for data in runs],
+        steered=[row.steered for row in rows],
+        n_layers=[data.layout.n_layers for data in runs],
+        bands=[_band(data) for data in runs],
+        sources=[data.source for data in runs],
+        compared_with=[ids[base] if base >= 0 else None for base in baselines],
+        langs=langs,
+        layers=[data.layers for data in runs],
+        curves=curves,
+        comparison=compared,
     )
 
 
@@ -186,25 +246,43 @@ def _band(data: RunData) -> str:
     return f"{layers[0]}-{layers[-1]}" if layers else "none"
 
 
-def analyze_entropy(data: RunData, *, token_level: bool = False) -> AnalysisResult:
+@dataclass(frozen=True, kw_only=True, eq=False)
+class EntropyResult(AnalysisResult):
+    """Routing entropy per language and layer.
+
+    langs: [L]; layers: [Y]; entropy: [L, Y] the mean over each language's sequences of H of the
+    sequence's mean distribution, in nats; normalised: [L, Y] entropy / log E; token_entropy:
+    [L, Y] the mean per-token entropy from router logits, or None (not asked, or no logits stored)."""
+
+    langs: list[str]
+    layers: list[int]
+    entropy: np.ndarray
+    normalised: np.ndarray
+    token_entropy: np.ndarray | None
+
+    def build_tables(self) -> list[Table]:
+        columns = ["lang", "layer", "entropy", "normalised"]
+        if self.token_entropy is not None:
+            columns.append("token_entropy")
+        rows = []
+        for i, lang in enumerate(self.langs):
+            for y, layer in enumerate(self.layers):
+                row = [lang, layer, rounded(self.entropy[i, y]), rounded(self.normalised[i, y])]
+                if self.token_entropy is not None:
+                    row.append(rounded(self.token_entropy[i, y]))
+                rows.append(tuple(row))
+        return [Table(name="by_layer", columns=tuple(columns), rows=rows)]
+
+
+def analyze_entropy(data: RunData, *, token_level: bool = False) -> EntropyResult:
     """Routing entropy per layer: of each sequence's mean distribution, and per token from logits."""
     sequence_level = data.mean_entropy
-    columns = ["lang", "layer", "entropy", "normalised"]
     token_level_entropy = _token_entropy(data) if token_level else None
-    if token_level_entropy is not None:
-        columns.append("token_entropy")
     max_entropy = np.log(data.layout.n_experts)
-    rows = []
-    for i, lang in enumerate(data.langs):
-        for y, layer in enumerate(data.layers):
-            row = [lang, layer, rounded(sequence_level[i, y]), rounded(sequence_level[i, y] / max_entropy)]
-            if token_level_entropy is not None:
-                row.append(rounded(token_level_entropy[i, y]))
-            rows.append(tuple(row))
     notes = _source_notes(data)
     if token_level and token_level_entropy is None:
         notes.append("token-level entropy needs router logits: trace with --save-logits")
-    return AnalysisResult(
+    return EntropyResult(
         analysis="entropy",
         params={
             **data.params(),
@@ -212,8 +290,12 @@ def analyze_entropy(data: RunData, *, token_level: bool = False) -> AnalysisResu
             "max_entropy": rounded(max_entropy),
             "token_level": token_level,
         },
-        tables=[Table(name="by_layer", columns=tuple(columns), rows=rows)],
         notes=notes,
+        langs=data.langs,
+        layers=data.layers,
+        entropy=sequence_level,
+        normalised=sequence_level / max_entropy,
+        token_entropy=token_level_entropy,
     )
 
 
@@ -235,7 +317,28 @@ def _token_entropy(data: RunData) -> np.ndarray | None:
         return (totals / counts)[:, data.layer_index]
 
 
-def analyze_consistency(data: RunData, *, max_pairs: int = 128, seed: int = 0) -> AnalysisResult:
+@dataclass(frozen=True, kw_only=True, eq=False)
+class ConsistencyResult(AnalysisResult):
+    """Within-sequence consistency per language and layer.
+
+    langs: [L]; layers: [Y]; consistency: [L, Y] the mean over each language's sequences of the mean
+    Jaccard of token pairs' top-k sets (NaN: no sequence of two tokens); sequences: [L] sequences."""
+
+    langs: list[str]
+    layers: list[int]
+    consistency: np.ndarray
+    sequences: np.ndarray
+
+    def build_tables(self) -> list[Table]:
+        rows = [
+            (lang, layer, rounded(self.consistency[i, y]), int(self.sequences[i]))
+            for i, lang in enumerate(self.langs)
+            for y, layer in enumerate(self.layers)
+        ]
+        return [Table(name="by_layer", columns=("lang", "layer", "consistency", "sequences"), rows=rows)]
+
+
+def analyze_consistency(data: RunData, *, max_pairs: int = 128, seed: int = 0) -> ConsistencyResult:
     """Within-sequence consistency: mean Jaccard of token pairs' top-k sets, per language and layer."""
     if max_pairs < 1:
         raise ParameterError("{max_pairs} must be at least 1")
@@ -250,22 +353,60 @@ def analyze_consistency(data: RunData, *, max_pairs: int = 128, seed: int = 0) -
             (len(data.layers),),
         )
         means = mean_by_group(per_sequence, data.sequence_positions(), len(data.langs))
-    n_seqs = data.n_sequences
-    rows = [
-        (lang, layer, rounded(means[i, y]), int(n_seqs[i]))
-        for i, lang in enumerate(data.langs)
-        for y, layer in enumerate(data.layers)
-    ]
-    return AnalysisResult(
+    return ConsistencyResult(
         analysis="consistency",
         params={**data.params(), "max_pairs": max_pairs, "seed": seed, "top_k": layout.top_k},
-        tables=[Table(name="by_layer", columns=("lang", "layer", "consistency", "sequences"), rows=rows)],
+        langs=data.langs,
+        layers=data.layers,
+        consistency=means,
+        sequences=data.n_sequences,
     )
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SimilarityResult(AnalysisResult):
+    """Language similarity in the band, its clusters and the expert-sharing graph; G its edges.
+
+    langs: [L]; families: [L] each language's family (its code when unknown); similarity: [L, L];
+    clusters: [L] each language's cluster label; communities: [L] its community in the graph
+    (1: the largest); edges: [G, 2] positions in langs of the languages each edge links;
+    shared: [G] the top-N experts the two share."""
+
+    langs: list[str]
+    families: list[str]
+    similarity: np.ndarray
+    clusters: np.ndarray
+    communities: np.ndarray
+    edges: np.ndarray
+    shared: np.ndarray
+
+    def build_tables(self) -> list[Table]:
+        langs = self.langs
+        return [
+            Table(
+                name="similarity",
+                columns=("lang_a", "lang_b", "similarity"),
+                rows=[(a, b, rounded(self.similarity[i, j])) for i, a in enumerate(langs) for j, b in enumerate(langs)],
+            ),
+            Table(
+                name="clusters",
+                columns=("lang", "family", "cluster", "community"),
+                rows=[
+                    (lang, self.families[i], int(self.clusters[i]), int(self.communities[i]))
+                    for i, lang in enumerate(langs)
+                ],
+            ),
+            Table(
+                name="graph",
+                columns=("lang_a", "lang_b", "shared_experts"),
+                rows=[(langs[a], langs[b], int(n)) for (a, b), n in zip(self.edges, self.shared, strict=True)],
+            ),
+        ]
 
 
 def analyze_similarity(
     data: RunData, *, measure: str = "divergence", clusters: int | None = None, top_n: int | None = None
-) -> AnalysisResult:
+) -> SimilarityResult:
     """Language similarity in the band, its clustering against families, and the expert-sharing graph."""
     if len(data.langs) < 2:
         raise PolyrouteError("similarity compares languages: analyse at least two")
@@ -290,7 +431,8 @@ def analyze_similarity(
     graph = similarity.sharing_graph(in_band.frequencies, data.langs, band, n)
     groups = similarity.communities(graph)
     community_of = {lang: index + 1 for index, group in enumerate(groups) for lang in group}
-    return AnalysisResult(
+    edges = [(data.langs.index(a), data.langs.index(b), attrs["shared"]) for a, b, attrs in graph.edges(data=True)]
+    return SimilarityResult(
         analysis="similarity",
         params={
             **data.params(),
@@ -300,25 +442,13 @@ def analyze_similarity(
             "clusters": n_clusters,
             "top_n": n,
         },
-        tables=[
-            Table(
-                name="similarity",
-                columns=("lang_a", "lang_b", "similarity"),
-                rows=[
-                    (a, b, rounded(matrix[i, j])) for i, a in enumerate(data.langs) for j, b in enumerate(data.langs)
-                ],
-            ),
-            Table(
-                name="clusters",
-                columns=("lang", "family", "cluster", "community"),
-                rows=[(lang, families[i], int(labels[i]), community_of[lang]) for i, lang in enumerate(data.langs)],
-            ),
-            Table(
-                name="graph",
-                columns=("lang_a", "lang_b", "shared_experts"),
-                rows=[(a, b, attrs["shared"]) for a, b, attrs in graph.edges(data=True)],
-            ),
-        ],
+        langs=data.langs,
+        families=families,
+        similarity=matrix,
+        clusters=np.asarray(labels),
+        communities=np.array([community_of[lang] for lang in data.langs]),
+        edges=np.array([edge[:2] for edge in edges], dtype=np.int64).reshape(-1, 2),
+        shared=np.array([edge[2] for edge in edges], dtype=np.int64),
         summary={
             "ari_clusters_vs_families": rounded(similarity.adjusted_rand_index(labels, families), 4),
             # Small or young models often split by script before family (the demo model does).
@@ -331,27 +461,45 @@ def analyze_similarity(
     )
 
 
-def analyze_correlation(data: RunData, scores: Mapping[str, float], *, score_name: str = "score") -> AnalysisResult:
+@dataclass(frozen=True, kw_only=True, eq=False)
+class CorrelationResult(AnalysisResult):
+    """Middle-band divergence against a per-language score; N the languages with both.
+
+    langs: [N] (the reference and unscored languages left out); divergence: [N] the band mean of
+    normalised D (NaN: none); scores: [N]; score_name: what the scores are (the table's column)."""
+
+    langs: list[str]
+    divergence: np.ndarray
+    scores: np.ndarray
+    score_name: str
+
+    def build_tables(self) -> list[Table]:
+        return [
+            Table(
+                name="by_language",
+                columns=("lang", "divergence", self.score_name),
+                rows=[
+                    (lang, rounded(self.divergence[i]), rounded(self.scores[i])) for i, lang in enumerate(self.langs)
+                ],
+            )
+        ]
+
+
+def analyze_correlation(data: RunData, scores: Mapping[str, float], *, score_name: str = "score") -> CorrelationResult:
     """Pearson and Spearman correlation between middle-band divergence and a per-language score."""
     div = analyze_divergence(data)
-    band_mean = {row["lang"]: row["divergence"] for row in div.table("band_mean").records()}
     langs = [lang for lang in data.langs if lang != data.selection.ref and lang in scores]
+    # The band means at the 6 decimals the divergence table shows, as the correlation has always read them.
+    band_mean = {lang: rounded(value) for lang, value in zip(div.langs, div.band_mean, strict=True)}
     x = np.array([np.nan if band_mean[lang] is None else band_mean[lang] for lang in langs], dtype=float)
     y = np.array([scores[lang] for lang in langs], dtype=float)
     try:
         found = correlation.divergence_score_correlation(x, y)
     except ValueError as error:
         raise PolyrouteError(f"{error}; scores cover {', '.join(sorted(scores)) or 'no language'}") from None
-    return AnalysisResult(
+    return CorrelationResult(
         analysis="correlation",
         params={**div.params, "score": score_name},
-        tables=[
-            Table(
-                name="by_language",
-                columns=("lang", "divergence", score_name),
-                rows=[(lang, rounded(x[i]), rounded(y[i])) for i, lang in enumerate(langs)],
-            )
-        ],
         summary={
             "n": found.n,
             "pearson_r": rounded(found.pearson_r, 4),
@@ -360,4 +508,8 @@ def analyze_correlation(data: RunData, scores: Mapping[str, float], *, score_nam
             "spearman_p": rounded(found.spearman_p, 6),
         },
         notes=div.notes,
+        langs=langs,
+        divergence=x,
+        scores=y,
+        score_name=score_name,
     )

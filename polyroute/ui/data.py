@@ -71,7 +71,9 @@ def analysis(
     del run_version  # part of the cache key only
     with shared_store(path).reading() as store:
         data = RunData(store, run_id, Selection(langs=langs, layers=layers, ref=ref, source=source))
-        return ANALYSES[name].function(data, **options)
+        result = ANALYSES[name].function(data, **options)
+    _ = result.tables  # built before the result is cached, so that reruns read the tables, not rebuild them
+    return result
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
