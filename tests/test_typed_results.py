@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from moe_core.analysis import rise
 from polyroute import analyses as a
 from polyroute.analyses.registry import ANALYSES, run_analysis
 from polyroute.run_data import AnalysisResult, RunData, Selection
@@ -41,6 +42,13 @@ def results(planted_store: Path) -> Iterator[dict[str, AnalysisResult]]:
 
 def test_every_registered_analysis_has_a_case():
     assert {name for name, _ in CASES.values()} == set(ANALYSES)
+
+
+def test_a_parameter_left_out_takes_the_functions_default_not_the_command_lines_text(planted_store: Path):
+    with open_store(planted_store, read_only=True) as store:
+        data = RunData(store, 1, Selection())
+        result = run_analysis("rise", data, {"target": "tam_Taml"})  # ratios: a tuple, not "0.35,0.25,0.4"
+        assert result.params["ratios"] == ",".join(map(str, rise.DEFAULT_RATIOS))
 
 
 def same(shown: Any, value: Any) -> bool:

@@ -240,9 +240,10 @@ ANALYSES: dict[str, Analysis] = {
 
 def run_analysis(name: str, data: RunData, values: Mapping[str, Any]) -> AnalysisResult:
     """The analysis `name` of `data` with its parameters' `values` (by parameter name, each already
-    of its kind; a missing one takes its default), its `input`s resolved in the run's store."""
+    of its kind; a missing one takes the function's own default, `Param.default` being the CLI's
+    text), its `input`s resolved in the run's store."""
     entry = ANALYSES[name]
-    keywords = {p.name: values.get(p.name, p.default) for p in entry.params if not p.input}
+    keywords = {p.name: values[p.name] for p in entry.params if not p.input and p.name in values}
     inputs = {p.name: values.get(p.name) for p in entry.params if p.input}
     return entry.function(data, **keywords, **_resolved_inputs(name, data, inputs))
 
