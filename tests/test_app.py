@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -135,3 +137,25 @@ def test_an_evaluation_is_cancelled_from_the_evaluate_page(app_db, tmp_path):
         assert run.status == "cancelled" and f"run {run.run_id} keeps what it stored" in cancelled
         assert store.con.execute("SELECT count(*) FROM eval_results WHERE run_id = ?", [run.run_id]).fetchone() == (0,)
     assert "resume" not in cancelled  # only a collection resumes
+
+
+WARMING = """
+import sys, threading
+from streamlit.testing.v1 import AppTest
+assert "torch" not in sys.modules
+at = AppTest.from_file(sys.argv[1], default_timeout=60).run()
+assert not at.exception, at.exception
+assert "torch" not in sys.modules, "the home page itself never waits for torch"
+warming = [thread for thread in threading.enumerate() if thread.name == "polyroute-warm-imports"]
+assert len(warming) == 1, warming
+warming[0].join(timeout=120)
+assert "moe_core.backends.hf" in sys.modules and "torch" in sys.modules
+"""
+
+
+def test_the_model_libraries_are_imported_in_the_background_after_the_first_page(tmp_path, monkeypatch):
+    """A fresh server process: the home page draws without torch, and torch and transformers are
+    imported in the background after it (so a later first visit to Steering need not wait for them)."""
+    monkeypatch.setenv("POLYROUTE_DB", str(tmp_path / "missing.duckdb"))
+    done = subprocess.run([sys.executable, "-c", WARMING, APP], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

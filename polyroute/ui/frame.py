@@ -13,7 +13,10 @@ link reopens the same view: `from_url` seeds a choice from a URL the session did
 
 from __future__ import annotations
 
+import importlib
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,9 +128,30 @@ NAVIGATION = (
 )
 
 
+MODEL_LIBRARIES = "moe_core.backends.hf"  # torch and transformers: several seconds to import
+WARM_AFTER_S = 3.0  # long enough for the first page to draw before the import takes the CPU
+
+
+@st.cache_resource(show_spinner=False)
+def warm_model_libraries() -> threading.Thread:
+    """Import the model libraries once per server, in the background a few seconds after its first
+    page starts: the pages that run a model (Steering, on its first visit) would otherwise keep their
+    first visitor waiting for the import. A page that needs them sooner imports them itself (Python's
+    import lock makes it wait for the one import, never run a second)."""
+
+    def warm() -> None:
+        time.sleep(WARM_AFTER_S)
+        importlib.import_module(MODEL_LIBRARIES)
+
+    thread = threading.Thread(target=warm, name="polyroute-warm-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 def page(title: str, explanation: str, looking_at: str = "") -> None:
     """Start a page: its browser-tab title, the navigation, its heading, what it shows and, folded,
     `looking_at`: a few sentences for someone who opens it for the first time."""
+    warm_model_libraries()
     tab = title if title == "Polyroute" else f"{title} · Polyroute"
     st.set_page_config(page_title=tab, page_icon="🔀", layout="wide")
     with st.sidebar:
