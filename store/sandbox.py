@@ -17,6 +17,7 @@ past a memory cap. The app's shared store is queried in its own process, under i
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pickle
@@ -25,6 +26,7 @@ import resource
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,10 +137,15 @@ def _command(query: str) -> str:
 def _check_tree(con: duckdb.DuckDBPyConnection, query: str) -> None:
     """Refuse a SELECT whose parse tree calls a table function outside the allowed ones, nextval(), a
     settings reader or an unbounded builder (`_SIZE_ARGUMENT`), or names a file where a table goes."""
-    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [query]).fetchone()[0])  # type: ignore[index]
+    # The query goes in as a string literal, not a bound parameter: binding one makes DuckDB import
+    # pandas, which costs the CLI's fresh child process more than the whole query.
+    literal = "'" + query.replace("'", "''") + "'"
+    tree = json.loads(con.execute(f"SELECT json_serialize_sql({literal})").fetchone()[0])  # type: ignore[index]
     if tree.get("error"):
         raise SqlRefused(f"the query cannot be checked, so it does not run: {tree.get('error_message')}")
-    system = {row[0] for row in con.execute(_SYSTEM_RELATIONS).fetchall()}
+    # Listing the system relations takes longer than the rest of the check, and only a name that is not
+    # one of the store's tables needs them: they are read once, when the first such name comes.
+    system = functools.cache(lambda: {row[0] for row in con.execute(_SYSTEM_RELATIONS).fetchall()})
     table_calls: set[int] = set()  # `FROM range(n)` streams its rows, under the interrupt: no size cap
     stack: list[Any] = [tree]
     while stack:
@@ -204,14 +211,14 @@ def _refuse_settings(name: str) -> None:
     raise SqlRefused(f"{name} is not available in the console: settings hold this machine's paths; {_HINT}")
 
 
-def _check_table_name(name: str, system: set[str]) -> None:
+def _check_table_name(name: str, system: Callable[[], set[str]]) -> None:
     """A name in FROM is a file to DuckDB when it looks like a path, and a table function or system
     view (`FROM duckdb_settings`) when it is named like one: both are checked as such."""
     if _FILE_PATH.search(name):
         raise SqlRefused(f"reading files is not allowed here ('{name}'); {_HINT}")
     if name.lower() in _SETTING_READERS:
         _refuse_settings(name)
-    if name.lower() in system and name.lower() not in TABLES:
+    if name.lower() not in TABLES and name.lower() in system():
         _check_table_function(name.lower())
 
 

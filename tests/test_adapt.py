@@ -181,6 +181,7 @@ TARGET = "kor_Hang"
 OTHERS = ["eng_Latn", "jpn_Jpan", "deu_Latn", "zho_Hans", "rus_Cyrl"]
 
 
+@pytest.mark.slow
 def test_adapting_the_demo_model_lowers_the_target_loss_most(built_demo_store, tmp_path):
     db = tmp_path / "demo.duckdb"
     shutil.copyfile(built_demo_store, db)
@@ -216,27 +217,23 @@ def _brute_force_selection(db: Path, target: str, budget: int, ratios: tuple[flo
     """RISE from the raw routing rows, written out again from docs/methods.md: [(layer, expert, score)]."""
     con = duckdb.connect(str(db), read_only=True)
     try:
-        lang, layer, expert = (
-            np.array(column)
-            for column in zip(
-                *con.execute(
-                    "SELECT s.lang, r.layer, r.expert FROM routes AS r JOIN sequences AS s USING (run_id, seq_id) "
-                    "WHERE r.run_id = 1"
-                ).fetchall(),
-                strict=True,
-            )
-        )
+        routes = con.execute(
+            "SELECT s.lang, r.layer, r.expert FROM routes AS r JOIN sequences AS s USING (run_id, seq_id) "
+            "WHERE r.run_id = 1"
+        ).fetchnumpy()
         tokens = dict(
             con.execute("SELECT lang, sum(n_tokens) FROM sequences WHERE run_id = 1 GROUP BY lang").fetchall()
         )
         n_layers, n_experts = con.execute("SELECT n_layers, n_experts FROM models").fetchone()
     finally:
         con.close()
+    lang, layer, expert = (np.asarray(routes[column]) for column in ("lang", "layer", "expert"))
     langs, layers = sorted(tokens), sorted(set(layer.tolist()))
     freq = np.zeros((len(langs), len(layers), n_experts))
     for i, code in enumerate(langs):
+        in_lang = lang == code  # once per language: comparing the strings is what takes time here
         for y, decoder_layer in enumerate(layers):
-            hits = expert[(lang == code) & (layer == decoder_layer)]
+            hits = expert[in_lang & (layer == decoder_layer)]
             freq[i, y] = np.bincount(hits, minlength=n_experts) / tokens[code]
     a_t, mean = freq[langs.index(target)], freq.mean(axis=0)
     spec = a_t / mean * (1 + 10 * a_t)
@@ -310,6 +307,7 @@ def test_the_zone_rule_passes_through_to_select_rise(built_demo_store, zones):
     assert chosen.zones == ["shallow", "shallow", third, "deep"]
 
 
+@pytest.mark.slow
 def test_a_second_adaptation_reuses_the_stored_before_losses(built_demo_store, tmp_path):
     db = tmp_path / "demo.duckdb"
     shutil.copyfile(built_demo_store, db)

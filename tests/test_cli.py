@@ -132,6 +132,7 @@ def test_a_locked_store_says_who_holds_it(traced, tiny_model, corpus_file, capsy
     assert snapshot(traced) == before
 
 
+@pytest.mark.slow
 def test_the_installed_command_exits_2_with_one_line(tmp_path, corpus_file):
     result = subprocess.run(
         [sys.executable, "-m", "polyroute.cli", "trace", "--model", str(tmp_path / "missing"), "--corpus",

@@ -52,6 +52,7 @@ def _status(db: Path | SharedStore, run_id: int) -> str:
     return run.status
 
 
+@pytest.mark.slow
 def test_a_cancelled_collection_keeps_whole_batches_and_resumes(tmp_path: Path, tiny_model, corpus_file: Path):
     folder = tiny_model("qwen3_moe")
     db = new_store(tmp_path / "s.duckdb")

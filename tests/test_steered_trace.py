@@ -180,6 +180,7 @@ def test_a_backend_that_cannot_steer_a_trace_refuses_the_plan_before_a_run_begin
         assert con.execute("SELECT count(*) FROM runs").fetchone() == (1,)
 
 
+@pytest.mark.slow
 def test_a_trace_on_a_server_refuses_a_plan_in_one_line(tmp_path, model, corpus_file, plan_file, capsys):
     from tests.helpers import serving
 

@@ -85,6 +85,7 @@ def _buffers(arrays, layer: int) -> dict[str, torch.Tensor]:
 # importing ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_importing_the_package_and_its_pure_modules_loads_no_vllm():
     pure = ["", ".options", ".plan_tensors", ".routes", ".registry", ".steer", ".worker", ".describe"]
     code = (
