@@ -3,17 +3,13 @@ tier of every test file (`pytest -m unit`, `store`, `app`, `browser`, `vllm`, `g
 
 from __future__ import annotations
 
-import functools
-import itertools
 import json
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _pytest.mark.expression import Expression  # the grammar of `-m` itself
 
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -71,33 +67,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for tier in TIERS:
             if tier in seconds:
                 terminalreporter.write_line(f"{tier:8s} {counts[tier]:4d} tests  {seconds[tier]:7.1f} s")
-
-
-def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Leave unimported a test file whose tier `-m` rules out: `make test-fast` then spends no time
-    importing the app's and the browser's test modules only to deselect all their tests."""
-    tier = TIER_OF.get(collection_path.name)
-    if tier is None or not config.option.markexpr:
-        return None
-    return True if _tier_ruled_out(config.option.markexpr, tier) else None
-
-
-def _tier_ruled_out(markexpr: str, tier: str) -> bool:
-    """Whether `markexpr` deselects every test of a `tier` file, whatever other markers (slow, ...) its
-    tests carry. A test's tier is its file's, so the other tiers' names are false for all of them."""
-    try:
-        expression = Expression.compile(markexpr)
-    except SyntaxError:
-        return False  # pytest says what is wrong with it
-    others = sorted(set(re.findall(r"[\w:+\-.\[\]\\/]+", markexpr)) - {"and", "or", "not", *TIERS})
-    if len(others) > 10:
-        return False  # too many to try every combination: collect the file
-    markings = ({tier, *chosen} for n in range(len(others) + 1) for chosen in itertools.combinations(others, n))
-    return not any(expression.evaluate(functools.partial(_marked, marking)) for marking in markings)
-
-
-def _marked(marking: set[str], name: str, /, **kwargs: object) -> bool:
-    return name in marking
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
