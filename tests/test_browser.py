@@ -214,7 +214,7 @@ def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, 
         collector, collector_errors = page_factory()
         collector.goto(f"{url}/collect")
         main = collector.get_by_test_id("stMain")
-        _collect_form(collector, main, sentences=40)
+        _collect_form(collector, main, sentences=300)  # the whole corpus: 900 sentences, one a batch
         main.get_by_role("button", name="Start collecting").click()
         settle(collector, main.get_by_test_id("stProgress"))
 
@@ -240,7 +240,7 @@ def test_five_sessions_browse_while_a_collection_runs(store_copy, page_factory, 
 
     with open_store(store_copy, read_only=True) as store:
         run = q.get_run(store, 2)
-        assert run is not None and run.status == "complete" and run.n_stored == run.n_planned == 120
+        assert run is not None and run.status == "complete" and run.n_stored == run.n_planned == 900
         layout = q.run_layout(store, 2)
         assert layout is not None
         sums = summaries.language_sums(store.con, 2, layout.langs, layout.layers, layout.n_experts)
