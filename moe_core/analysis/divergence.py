@@ -104,8 +104,8 @@ def compare_runs(
     depth = [
         np.asarray(found, dtype=np.float64) / max(int(n) - 1, 1) for found, n in zip(layers, n_layers, strict=True)
     ]
-    mean_curves = [_nanmean(curve, axis=0) for curve in curves]
-    band_means = np.stack([_nanmean(curve[:, band], axis=1) for curve, band in zip(curves, bands, strict=True)])
+    mean_curves = [nan_mean(curve, axis=0) for curve in curves]
+    band_means = np.stack([nan_mean(curve[:, band], axis=1) for curve, band in zip(curves, bands, strict=True)])
     differences, mean_differences = [], []
     for run, base in enumerate(baselines):
         if base < 0:
@@ -125,8 +125,8 @@ def compare_runs(
     )
 
 
-def _nanmean(values: np.ndarray, axis: int) -> np.ndarray:
-    """np.nanmean without its warning for an all-NaN slice (which stays NaN)."""
+def nan_mean(values: np.ndarray, axis: int) -> np.ndarray:
+    """np.nanmean without its warning for an all-NaN or empty slice (which gives NaN)."""
     valid = ~np.isnan(values)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(valid, values, 0.0).sum(axis=axis) / valid.sum(axis=axis)

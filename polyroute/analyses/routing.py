@@ -68,10 +68,8 @@ def analyze_divergence(data: RunData) -> DivergenceResult:
     """Per-layer divergence of each language from the reference over aligned pairs (and raw JS)."""
     normalised, raw, pairs = _divergence_curves(data)
     band = data.middle_band()
-    has_band = bool(band.any())  # a model too shallow for a middle-zone layer has no band mean
-    band_mean = np.array(
-        [np.nanmean(normalised[i, band]) if pairs[i] and has_band else np.nan for i in range(len(data.langs))]
-    )
+    # NaN for a language without pairs, and for all of them on a model too shallow for a middle-zone layer.
+    band_mean = divergence.nan_mean(normalised[:, band], axis=1)
     return DivergenceResult(
         analysis="divergence",
         params={**data.params(), "ref": data.selection.ref, "source": data.source, "band": _band(data)},
