@@ -57,13 +57,16 @@ lint: install-dev
 typecheck: install-dev
 	$(VENV)/bin/mypy
 
-## Every tier but vLLM's (which runs in its own venv below); the summary gives each tier's time.
+## Every tier but vLLM's (which runs in its own venv below); each summary gives its tiers' time. The unit,
+## store and app tiers run on every core (pytest-xdist); the browser tier runs alone, as its sessions and
+## collections are timed against each other.
 pytest: install-dev chromium
-	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m "not vllm"
+	$(PY) -m pytest -q -n auto -m "not vllm and not browser"
+	CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q -m browser
 
-## The quick loop while working: unit and store tests that are not slow (no app, no browser).
+## The quick loop while working: unit and store tests that are not slow (no app, no browser), on every core.
 test-fast: install-dev
-	$(PY) -m pytest -q -m "(unit or store) and not slow"
+	$(PY) -m pytest -q -n auto -m "(unit or store) and not slow"
 
 ## The vLLM backend on a real engine (vLLM's CPU backend), checked against the hf backend: fails, never skips,
 ## without vLLM. The GPU-only checks (marked gpu) skip here.

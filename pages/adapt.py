@@ -15,6 +15,7 @@ from moe_core.demo import DEMO_MODEL_DIR
 from polyroute.background import current_job, start_job
 from polyroute.background.adapt import AdaptationJob, AdaptationState
 from polyroute.ui import adapt as a
+from polyroute.ui.draw import draw
 from polyroute.ui.expert_links import with_browser_links
 from polyroute.ui.forms import job_gate
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
@@ -120,7 +121,7 @@ with new_tab:
         st.stop()
     with explained():
         subnetwork = a.preview(choice.path, run.run_id, choice.version, target, budget, ratios, float(alpha), zone_rule)
-    st.altair_chart(
+    draw(
         a.expert_map(
             a.map_frame(subnetwork.layers, subnetwork.n_layers, subnetwork.n_experts, subnetwork.experts, zone_rule),
             title=f"The {budget} experts RISE selects for {lang_name(target)} (run {run.run_id})",

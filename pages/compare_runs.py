@@ -16,6 +16,7 @@ from polyroute.ui.compare import (
     traced_runs,
 )
 from polyroute.ui.data import comparison, table, version
+from polyroute.ui.draw import draw
 from polyroute.ui.frame import among, choose_store, explained, lang_name, page, parse_list, subset_of, url_widget
 from polyroute.ui.words import page_words
 
@@ -75,7 +76,7 @@ lang = controls[1].selectbox(
 by_layer = table(result, "by_layer")
 curves = table(result, "mean_by_layer") if lang == ALL else by_layer[by_layer["lang"] == lang]
 whose = "the mean over the languages" if lang == ALL else lang_name(lang)
-st.altair_chart(
+draw(
     depth_curves(
         curves,
         title=f"Routing divergence from {lang_name(ref)} by depth: {whose}",
@@ -92,7 +93,7 @@ if differences.empty:
         icon=":material/info:",
     )
 else:
-    st.altair_chart(
+    draw(
         difference_curves(
             differences,
             title=f"What steering changed: divergence from {lang_name(ref)}, steered minus unsteered ({whose})",
@@ -110,7 +111,7 @@ if len(bandless) == len(chosen):
         icon=":material/info:",
     )
 else:
-    st.altair_chart(
+    draw(
         band_bars(band_means, title=f"Mean divergence from {lang_name(ref)} in each run's middle band"),
         width="stretch",
     )

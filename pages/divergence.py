@@ -8,6 +8,7 @@ import streamlit as st
 from polyroute.ui.charts import GROUPINGS, layer_curves, ranked_bars, with_language_facts
 from polyroute.ui.colours import group_values
 from polyroute.ui.data import analysis, middle_band, table
+from polyroute.ui.draw import draw
 from polyroute.ui.frame import (
     among,
     band_caption,
@@ -108,7 +109,7 @@ for note in dict.fromkeys(curves.notes):
     st.info(page_words(note), icon=":material/info:")
 
 by_layer = with_language_facts(table(curves, "by_layer"))
-st.altair_chart(
+draw(
     layer_curves(
         by_layer[by_layer["lang"] != choice.ref],
         value="divergence",
@@ -122,7 +123,7 @@ st.altair_chart(
     width="stretch",
 )
 band_mean = with_language_facts(table(in_band, "band_mean"))
-st.altair_chart(
+draw(
     ranked_bars(
         band_mean[band_mean["lang"] != choice.ref],
         value="divergence",
@@ -150,7 +151,7 @@ for result, value, value_title, title, subtitle in (
         "How alike the tokens of one sentence route: 1 = all the same experts.",
     ),
 ):
-    st.altair_chart(
+    draw(
         layer_curves(
             with_language_facts(table(result, "by_layer")),
             value=value,

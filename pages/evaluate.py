@@ -16,6 +16,7 @@ from polyroute.ui.charts import (
     with_language_facts,
 )
 from polyroute.ui.data import analysis, table
+from polyroute.ui.draw import draw
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
 from polyroute.ui.model_place import choose_place
 from store import queries as q
@@ -63,7 +64,7 @@ metrics = sorted(scores["metric"].unique())
 metric = pick_metric.selectbox("Score", metrics, key=kept("evaluate_metric", metrics, metrics[0]))
 shown = scores[scores["metric"] == metric]
 
-st.altair_chart(
+draw(
     e.score_bars(shown, value_title=metric, title=f"{metric} per language, {e.variant_words(shown)}"),
     width="stretch",
 )
@@ -72,7 +73,7 @@ if not swept.empty:
     setting = swept["variant"].str.split("=").str[0].iloc[0]
     points = swept["variant"].str.split("=", n=1).str[1]
     swept = swept.assign(point=pd.to_numeric(points) if setting == "strength" else points)
-    st.altair_chart(
+    draw(
         sweep_lines(swept, setting=setting, value_title=metric, title=f"{metric} as the plan's {setting} changes"),
         width="stretch",
     )
@@ -117,7 +118,7 @@ with explained():
         score_name="score",
     )  # fmt: skip
 summary = found.summary
-st.altair_chart(
+draw(
     correlation_scatter(
         with_language_facts(table(found, "by_language")),
         score_title=f"{metric} ({variant})",

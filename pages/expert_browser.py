@@ -9,6 +9,7 @@ import streamlit as st
 from polyroute.ui.charts import GROUPINGS, ranked_bars, with_language_facts
 from polyroute.ui.colours import group_values
 from polyroute.ui.data import analysis, middle_band, table
+from polyroute.ui.draw import draw
 from polyroute.ui.expert_charts import neighbourhood_heatmap, partner_bars
 from polyroute.ui.expert_links import with_browser_links
 from polyroute.ui.frame import among, between, choose_run, choose_store, explained, lang_name, page, url_widget
@@ -83,7 +84,7 @@ for note in found.notes:
 languages = with_language_facts(table(found, "by_language"))
 legend = group_values(choice.langs, colour)
 uniform = layout.top_k / layout.n_experts
-st.altair_chart(
+draw(
     ranked_bars(
         languages,
         value="frequency",
@@ -96,7 +97,7 @@ st.altair_chart(
 )
 around = with_language_facts(table(found, "neighbourhood"))
 order = languages.sort_values("frequency", ascending=False)["name"].tolist()
-st.altair_chart(
+draw(
     neighbourhood_heatmap(around, title=f"Expert {expert} in layers {found.params['neighbourhood']}", order=order),
     width="stretch",
 )
@@ -139,7 +140,7 @@ partners = table(found, "coselected")
 if partners.empty:
     st.caption(f"No sampled token chose another expert beside {name}.")
     st.stop()
-st.altair_chart(partner_bars(partners, title=f"Experts the tokens of {name} also chose in layer {layer}"))
+draw(partner_bars(partners, title=f"Experts the tokens of {name} also chose in layer {layer}"))
 st.caption(
     "Share: of the sampled tokens sent to it, how many also chose that expert; frequency: the share of all the "
     "layer's tokens that chose it (a partner far above its frequency works with this expert)."

@@ -17,6 +17,7 @@ from polyroute.ui.charts import (
 )
 from polyroute.ui.colours import group_values
 from polyroute.ui.data import analysis, middle_band, table
+from polyroute.ui.draw import draw
 from polyroute.ui.expert_links import with_browser_links
 from polyroute.ui.frame import (
     among,
@@ -169,7 +170,7 @@ graph_colour = graph_controls[2].radio(
     **url_widget("colour", "sharing_colour", "community", fix=among(colour_options)),
 )
 shown_links = strongest_links(edges, int(per_lang), int(min_shared))
-st.altair_chart(
+draw(
     sharing_graph(
         groups,
         shown_links,
@@ -196,7 +197,7 @@ matrix = matrix.assign(
     cluster_b=matrix["lang_b"].map(cluster_of),
 )
 order = groups.sort_values(["cluster", "family", "lang"])["lang"].tolist()
-st.altair_chart(
+draw(
     similarity_heatmap(
         matrix,
         order,

@@ -12,6 +12,7 @@ from moe_core.steering import METHODS, SOFT, SteeringPlan
 from moe_core.steering.presets import preset_for
 from polyroute.plans import NoExpertsError
 from polyroute.ui import steering as s
+from polyroute.ui.draw import draw
 from polyroute.ui.expert_links import expert_picker
 from polyroute.ui.forms import NO_SERVER
 from polyroute.ui.frame import choose_run, choose_store, explained, kept, lang_name, page
@@ -257,8 +258,8 @@ st.caption(
     "its change with the plan. A push shows as a rise inside the band; layers before it differ only because "
     "the two generations went on to write, and then read, different words."
 )
-st.altair_chart(s.mass_chart(result.masses, plan.band), width="stretch")
-st.altair_chart(s.change_chart(result.masses, plan.band), width="stretch")
+draw(s.mass_chart(result.masses, plan.band), width="stretch")
+draw(s.change_chart(result.masses, plan.band), width="stretch")
 st.markdown("**Tokens the plan moved onto its experts** (the steered generation, token by token)")
 st.markdown(s.token_strip(result.tokens))
 st.caption(

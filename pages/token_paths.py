@@ -11,6 +11,7 @@ import streamlit as st
 
 from moe_core.analysis.flow import expert_flow
 from polyroute.ui.data import item_paths, traced_items
+from polyroute.ui.draw import draw
 from polyroute.ui.expert_links import expert_picker, most_visited
 from polyroute.ui.frame import (
     among,
@@ -125,7 +126,7 @@ for path in paths:
     st.markdown(f"**{lang_name(path.lang)}**: {path.text or '(text not in the store)'}")
 places = st.columns(len(paths)) if side_by_side(paths) else [st.container() for _ in paths]
 for place, path in zip(places, paths, strict=True):
-    place.altair_chart(path_grid(path, n_experts, int(per_row)), width="stretch")
+    draw(path_grid(path, n_experts, int(per_row)), place, width="stretch")
 visited = most_visited(np.concatenate([path.experts for path in paths]), paths[0].layers)
 expert_picker(choice.run.run_id, visited, "token_paths_browse")
 
@@ -168,6 +169,6 @@ if len(flow) == 0:
     st.info("This model has a single MoE layer, so there is no next layer for tokens to move to.")
     st.stop()
 chart, hidden = flow_chart(flow, path.layers, len(experts), title)
-st.altair_chart(chart, width="stretch")
+draw(chart, width="stretch")
 if hidden:
     st.caption(f"{hidden} weaker lines are left out so that the strongest ones stay readable.")

@@ -30,7 +30,7 @@ TIERS = {
     "unit": (
         "test_adapters test_analysis test_capture test_capture_matches_model test_evaluation_metrics "
         "test_languages test_layers test_steering test_vllm test_wire test_builtin_corpus test_corpus_files "
-        "test_adapt test_reference_rules"
+        "test_adapt test_reference_rules test_draw"
     ),
     "store": (
         "test_store test_analysis_store test_upgrade test_resume test_cli test_corpus_cli test_analyze_cli "
@@ -76,6 +76,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if name not in TIER_OF:
             raise pytest.UsageError(f"{name} is in no test tier: add it to TIERS in tests/conftest.py")
         item.add_marker(TIER_OF[name])
+
+
+@pytest.fixture(autouse=True)
+def charts_checked(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every chart a page draws in an AppTest is checked against Vega-Lite's schema, as Altair does by
+    default: the app skips that check for speed (`polyroute.ui.draw`), the app tests keep it."""
+    if request.node.get_closest_marker("app"):
+        monkeypatch.setattr("polyroute.ui.draw.unchecked", lambda chart: chart)
 
 
 PARALLEL = {

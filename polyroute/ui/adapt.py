@@ -22,6 +22,7 @@ from moe_core.errors import PolyrouteError
 from moe_core.model_identity import config_hash
 from polyroute.ui.charts import with_language_facts
 from polyroute.ui.data import Version, shared_store
+from polyroute.ui.draw import draw
 from polyroute.ui.forms import folder_problem
 from polyroute.ui.frame import explained, lang_name
 from polyroute.workflows.adapt import AdaptRequest, Subnetwork, estimate, select
@@ -339,7 +340,7 @@ def show_adaptation(stored: StoredAdaptation, key: str, *, with_map: bool = True
     )
     if stored.scores:
         frame = loss_frame(stored.scores, run.target)
-        st.altair_chart(
+        draw(
             loss_chart(frame, title=f"Held-out loss per language, before and after training for {target}"),
             width="stretch",
             key=f"{key}_losses",
@@ -361,9 +362,7 @@ def show_adaptation(stored: StoredAdaptation, key: str, *, with_map: bool = True
         # A run stored before the zone rule was a choice was selected with the fraction rule.
         rule = run.params.get("zones", "fraction")
         frame = map_frame([int(x) for x in layout.layers], layout.n_layers, layout.n_experts, stored.experts, rule)
-        st.altair_chart(
-            expert_map(frame, title=f"The {len(stored.experts)} experts trained for {target}"), key=f"{key}_map"
-        )
+        draw(expert_map(frame, title=f"The {len(stored.experts)} experts trained for {target}"), key=f"{key}_map")
     with st.expander(f"The {len(stored.experts)} trained experts"):
         st.dataframe(expert_frame(stored.experts), hide_index=True, key=f"{key}_experts")
     if run.adapter_dir and Path(run.adapter_dir).is_dir():
