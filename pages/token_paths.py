@@ -26,7 +26,15 @@ from polyroute.ui.frame import (
     subset_of,
     url_widget,
 )
-from polyroute.ui.token_charts import TOKENS_PER_ROW, flow_chart, path_grid, side_by_side, token_label
+from polyroute.ui.token_charts import (
+    PALETTE,
+    TOKENS_PER_ROW,
+    colours_repeat,
+    flow_chart,
+    path_grid,
+    side_by_side,
+    token_label,
+)
 
 WHOLE, ONE = "the whole sentence", "one token"
 
@@ -121,6 +129,12 @@ st.caption(
     "expert that gets most of the token's weight there. A long sentence wraps into blocks, with its tokens "
     "written above each. ␣ is a space, … a token with no text of its own (part of a character), ⏎ a line "
     "break. Hover over a cell for all its experts and weights."
+    + (
+        f" This model has {n_experts} experts and the palette {len(PALETTE)} colours, so colours repeat and the "
+        "grids have no legend: the tooltip names each cell's experts."
+        if colours_repeat(n_experts)
+        else ""
+    )
 )
 for path in paths:
     st.markdown(f"**{lang_name(path.lang)}**: {path.text or '(text not in the store)'}")

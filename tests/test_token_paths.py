@@ -326,3 +326,22 @@ def test_mass_on_experts_agrees_with_a_loop():
                 expected[y] += sum(w[r] for r in range(top_k) if chosen[y, ids[t, y, r]]) / n_tokens
         np.testing.assert_allclose(mass_on_experts(ids, given, chosen), expected)
     assert np.isnan(mass_on_experts(np.zeros((0, 2, 1), int), None, np.ones((2, 3), bool))).all()
+
+
+@pytest.mark.parametrize("n_experts", [8, 20, 21, 128])
+def test_a_grid_has_a_legend_only_while_each_colour_is_one_expert(n_experts):
+    from polyroute.ui.token_charts import PALETTE, colours_repeat, path_grid
+    from store.token_paths import TokenPath
+
+    ids, weights = _random_routes(n_tokens=5, n_layers=4, top_k=2, n_experts=n_experts)
+    path = TokenPath(
+        lang="eng_Latn", seq_id=0, text="a b c d e", pieces=list("abcde"), token_ids=np.arange(5),
+        special=np.zeros(5, dtype=bool), layers=np.arange(4), experts=ids, weights=weights,
+    )  # fmt: skip
+    spec = path_grid(path, n_experts).to_dict()
+    colour = next(layer["encoding"]["color"] for layer in spec["layer"] if layer["mark"]["type"] == "rect")
+    assert colours_repeat(n_experts) == (n_experts > len(PALETTE))
+    if colours_repeat(n_experts):
+        assert colour["legend"] is None
+    else:
+        assert colour["title"] == "strongest expert" and colour["legend"]["orient"] == "top"

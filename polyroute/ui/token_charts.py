@@ -56,6 +56,11 @@ def expert_colour(expert: int) -> str:
     return PALETTE[expert % len(PALETTE)]
 
 
+def colours_repeat(n_experts: int) -> bool:
+    """Whether some experts share a colour (the palette has fewer colours than the model has experts)."""
+    return n_experts > len(PALETTE)
+
+
 def expert_colours(n_experts: int) -> alt.Scale:
     return alt.Scale(domain=list(range(n_experts)), range=[expert_colour(e) for e in range(n_experts)])
 
@@ -123,18 +128,21 @@ def path_grid(path: TokenPath, n_experts: int, per_row: int = TOKENS_PER_ROW) ->
         alt.Tooltip("experts:N", title="experts (weight), strongest first"),
     ]
     base = alt.Chart(frame).encode(x=x, y=y, tooltip=tooltip)
-    # Past 20 experts the palette repeats: then the number in the cell (or the tooltip) tells them apart.
-    title = "strongest expert" if n_experts <= len(PALETTE) else "strongest expert (colours repeat)"
-    legend = alt.Legend(
-        orient="top",
-        direction="horizontal",
-        symbolLimit=len(PALETTE),
-        titleOrient="left",
-        columns=alt.ExprRef(expr=f"min({min(n_experts, len(PALETTE))}, max(1, floor((width - 110) / 42)))"),
+    # Past 20 experts the palette repeats, so a legend would give one colour to several experts: then
+    # the number in the cell, or the tooltip, tells them apart (`colours_repeat` says so on the page).
+    legend = (
+        None
+        if colours_repeat(n_experts)
+        else alt.Legend(
+            orient="top",
+            direction="horizontal",
+            titleOrient="left",
+            columns=alt.ExprRef(expr=f"min({n_experts}, max(1, floor((width - 110) / 42)))"),
+        )
     )
     marks = [
         base.mark_rect().encode(
-            color=alt.Color("expert:N", scale=expert_colours(n_experts), title=title, legend=legend)
+            color=alt.Color("expert:N", scale=expert_colours(n_experts), title="strongest expert", legend=legend)
         )
     ]
     row = CELL if n_layers <= 16 else CELL // 2
