@@ -10,6 +10,7 @@ import pandas as pd
 from polyroute.ui.token_charts import expert_colour
 
 SHOWN_PARTNERS = 20  # co-selected experts drawn: the legend and the axis stay readable
+AXES_AND_TITLE_PX = 80  # a chart's title, its x axis's labels and title, and padding
 
 
 def neighbourhood_heatmap(frame: pd.DataFrame, *, title: str, order: list[str]) -> alt.Chart:
@@ -29,7 +30,8 @@ def neighbourhood_heatmap(frame: pd.DataFrame, *, title: str, order: list[str]) 
                 alt.Tooltip("rank:Q", title="rank among the layer's experts"),
             ],
         )
-        .properties(title=title, height=max(18 * len(order), 120))
+        # 18 px a language in the plot: the height also holds the title and the layer axis.
+        .properties(title=title, height=18 * len(order) + AXES_AND_TITLE_PX)
     )
 
 
