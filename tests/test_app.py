@@ -159,3 +159,25 @@ def test_the_model_libraries_are_imported_in_the_background_after_the_first_page
     monkeypatch.setenv("POLYROUTE_DB", str(tmp_path / "missing.duckdb"))
     done = subprocess.run([sys.executable, "-c", WARMING, APP], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+WAITING = """
+import sys, threading, time
+from polyroute.ui.frame import WARM_AFTER_S, warm_model_libraries
+assert "torch" not in sys.modules
+gate = threading.Event()
+first_page = threading.Thread(target=gate.wait, daemon=True)  # a first page whose script still runs
+first_page.start()
+warming = warm_model_libraries(first_page)
+time.sleep(WARM_AFTER_S + 1)
+assert "torch" not in sys.modules, "the import began while the first page still ran"
+gate.set()
+warming.join(timeout=120)
+assert "moe_core.backends.hf" in sys.modules and "torch" in sys.modules
+"""
+
+
+def test_the_background_import_waits_for_the_first_page_to_end():
+    """In a fresh process: no import while the first page's script runs, the import once it ends."""
+    done = subprocess.run([sys.executable, "-c", WAITING], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

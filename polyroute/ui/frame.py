@@ -129,17 +129,21 @@ NAVIGATION = (
 
 
 MODEL_LIBRARIES = "moe_core.backends.hf"  # torch and transformers: several seconds to import
-WARM_AFTER_S = 3.0  # long enough for the first page to draw before the import takes the CPU
+WARM_AFTER_S = 2.0  # after the first page's script: the browser draws it before the import takes a core
+FIRST_PAGE_WAIT_S = 60.0  # a first page that runs longer than this does not hold the import back
 
 
 @st.cache_resource(show_spinner=False)
-def warm_model_libraries() -> threading.Thread:
-    """Import the model libraries once per server, in the background a few seconds after its first
-    page starts: the pages that run a model (Steering, on its first visit) would otherwise keep their
-    first visitor waiting for the import. A page that needs them sooner imports them itself (Python's
-    import lock makes it wait for the one import, never run a second)."""
+def warm_model_libraries(_first_page: threading.Thread) -> threading.Thread:
+    """Import the model libraries once per server, in the background, a few seconds after its first
+    page's script has ended (`_first_page`, the thread that ran it: Streamlit ends a script's thread
+    with its run): the pages that run a model (Steering, on its first visit) would otherwise keep
+    their first visitor waiting for the import, and an import beside the first page would slow it
+    (the import holds the interpreter most of the time it runs). A page that needs them sooner
+    imports them itself (Python's import lock makes it wait for the one import, never run a second)."""
 
     def warm() -> None:
+        _first_page.join(FIRST_PAGE_WAIT_S)
         time.sleep(WARM_AFTER_S)
         importlib.import_module(MODEL_LIBRARIES)
 
@@ -151,7 +155,7 @@ def warm_model_libraries() -> threading.Thread:
 def page(title: str, explanation: str, looking_at: str = "") -> None:
     """Start a page: its browser-tab title, the navigation, its heading, what it shows and, folded,
     `looking_at`: a few sentences for someone who opens it for the first time."""
-    warm_model_libraries()
+    warm_model_libraries(threading.current_thread())
     tab = title if title == "Polyroute" else f"{title} · Polyroute"
     st.set_page_config(page_title=tab, page_icon="🔀", layout="wide")
     with st.sidebar:
