@@ -181,3 +181,31 @@ def test_the_background_import_waits_for_the_first_page_to_end():
     """In a fresh process: no import while the first page's script runs, the import once it ends."""
     done = subprocess.run([sys.executable, "-c", WAITING], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_model_libraries_are_imported_by_one_thread_at_a_time(monkeypatch):
+    """The background import, the jobs and the Steering page import them through
+    `import_model_libraries`, so no two of its imports overlap (transformers' import cycles)."""
+    import threading
+    import time
+
+    import moe_core.backends as backends
+
+    inside, most = [0], [0]
+    guard = threading.Lock()
+
+    def slow_import(name: str) -> None:
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.1)
+        with guard:
+            inside[0] -= 1
+
+    monkeypatch.setattr(backends.importlib, "import_module", slow_import)
+    threads = [threading.Thread(target=backends.import_model_libraries) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert most[0] == 1

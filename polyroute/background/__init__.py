@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from moe_core.backends import import_model_libraries
 from moe_core.errors import Cancelled, FixableError, PolyrouteError
 from store import SharedStore, Store, StoreError
 from store.queries import get_run
@@ -123,6 +124,7 @@ class Job(ABC, Generic[S]):
 
     def _run(self) -> None:
         try:
+            import_model_libraries()  # not beside the app's background import of them (moe_core.backends)
             with self._store.writing() as store:
                 outcome = self.work(store)
             self._update(stage=DONE, outcome=outcome, run_id=outcome.run_id, finished=time.monotonic())

@@ -13,7 +13,6 @@ link reopens the same view: `from_url` seeds a choice from a URL the session did
 
 from __future__ import annotations
 
-import importlib
 import json
 import threading
 import time
@@ -25,6 +24,7 @@ from typing import Any, TypeVar
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
+from moe_core.backends import import_model_libraries
 from moe_core.errors import PolyrouteError
 from moe_core.languages import find_lang, language
 from moe_core.steering import layers_text
@@ -128,7 +128,6 @@ NAVIGATION = (
 )
 
 
-MODEL_LIBRARIES = "moe_core.backends.hf"  # torch and transformers: several seconds to import
 WARM_AFTER_S = 2.0  # after the first page's script: the browser draws it before the import takes a core
 FIRST_PAGE_WAIT_S = 60.0  # a first page that runs longer than this does not hold the import back
 
@@ -145,7 +144,7 @@ def warm_model_libraries(_first_page: threading.Thread) -> threading.Thread:
     def warm() -> None:
         _first_page.join(FIRST_PAGE_WAIT_S)
         time.sleep(WARM_AFTER_S)
-        importlib.import_module(MODEL_LIBRARIES)
+        import_model_libraries()
 
     thread = threading.Thread(target=warm, name="polyroute-warm-imports", daemon=True)
     thread.start()

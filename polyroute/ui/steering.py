@@ -20,6 +20,7 @@ import pandas as pd
 import streamlit as st
 
 from moe_core.analysis.zones import zone_band
+from moe_core.backends import import_model_libraries
 from moe_core.backends.base import Backend
 from moe_core.records import ModelInfo, RoutingBatch
 from moe_core.steering import LayerExperts, SteeringPlan, layers_text
@@ -74,6 +75,7 @@ def steers_with_strength(kind: str) -> bool:
 @st.cache_resource(show_spinner="Loading the model…", max_entries=2)
 def load_backend(folder: str) -> HFBackend:
     """The model in `folder`, loaded once per process (a failed load is not cached: a fixed folder retries)."""
+    import_model_libraries()  # not beside the app's background import of them (moe_core.backends)
     from moe_core.backends.hf import HFBackend
     from polyroute.workflows.common import quiet_libraries
 
