@@ -202,7 +202,7 @@ def test_the_model_libraries_are_imported_by_one_thread_at_a_time(monkeypatch):
         with guard:
             inside[0] -= 1
 
-    monkeypatch.setattr(backends.importlib, "import_module", slow_import)
+    monkeypatch.setattr(backends, "import_module", slow_import)  # this module's name only
     threads = [threading.Thread(target=backends.import_model_libraries) for _ in range(4)]
     for thread in threads:
         thread.start()

@@ -9,8 +9,8 @@ be handed the other's half-initialised module ("cannot import name 'AutoConfig' 
 
 from __future__ import annotations
 
-import importlib
 import threading
+from importlib import import_module
 
 MODEL_LIBRARIES = "moe_core.backends.hf"  # torch and transformers: several seconds to import
 _importing = threading.Lock()
@@ -19,4 +19,4 @@ _importing = threading.Lock()
 def import_model_libraries() -> None:
     """Import the `hf` backend (torch, transformers) unless it is; other threads wait for it."""
     with _importing:
-        importlib.import_module(MODEL_LIBRARIES)
+        import_module(MODEL_LIBRARIES)

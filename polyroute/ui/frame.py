@@ -138,8 +138,8 @@ def warm_model_libraries(_first_page: threading.Thread) -> threading.Thread:
     page's script has ended (`_first_page`, the thread that ran it: Streamlit ends a script's thread
     with its run): the pages that run a model (Steering, on its first visit) would otherwise keep
     their first visitor waiting for the import, and an import beside the first page would slow it
-    (the import holds the interpreter most of the time it runs). A page that needs them sooner
-    imports them itself (Python's import lock makes it wait for the one import, never run a second)."""
+    (the import holds the interpreter most of the time it runs). A page or job that needs them sooner
+    imports them itself through `import_model_libraries`, which makes it wait for an import under way."""
 
     def warm() -> None:
         _first_page.join(FIRST_PAGE_WAIT_S)
