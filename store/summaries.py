@@ -66,6 +66,13 @@ def as_lists(values: np.ndarray) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, width).cast(pa.list_(flat.type))
 
 
+def _coded(names: Sequence[str] | np.ndarray, codes: np.ndarray) -> pa.DictionaryArray:
+    """A text column as `names[codes]`, dictionary-encoded: a summary call's 100k-row language
+    columns are built in a millisecond instead of tens (a Python string per row)."""
+    indices = pa.array(np.asarray(codes, dtype=np.int32))
+    return pa.DictionaryArray.from_arrays(indices, pa.array(list(names), pa.string()))
+
+
 def _unlist(column: pa.ChunkedArray | pa.Array, width: int, dtype: type) -> np.ndarray:
     """A list column of equal-width lists -> [rows, width]."""
     flat = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -145,7 +152,7 @@ def _add_to_languages(
         index = np.unravel_index(np.arange(size), shape)
         columns: dict[str, object] = {
             "run_id": np.full(size, run_id, np.int32),
-            "lang": pa.array(langs[index[0]].tolist()),
+            "lang": _coded(langs, index[0]),
             "layer": layers[index[1]],
         }
         if table == "language_expert_routing":
@@ -273,6 +280,7 @@ def _add_to_pairs(
     if not len(first):
         return
     lang_names, lang_index = np.unique(np.asarray(langs, dtype=str), return_inverse=True)
+    rows = []
     for source, dist in dists.items():
         stored = [entries[seq_id][source] for seq_id in stored_ids]
         pool = np.concatenate([dist, np.stack([d for d, _ in stored])]) if stored else dist
@@ -280,7 +288,9 @@ def _add_to_pairs(
             np.concatenate([entropies[source], np.stack([h for _, h in stored])]) if stored else entropies[source]
         )
         sums = s.pair_sums(pool, lang_index, first, second, pool_entropy)
-        _insert(con, "language_pair_divergence", _pair_rows(run_id, source, lang_names, new.layers, sums), _ADD)
+        rows.append(_pair_rows(run_id, source, lang_names, new.layers, sums))
+    # One statement for every source: an upsert's cost is mostly fixed per statement.
+    _insert(con, "language_pair_divergence", pa.concat_tables(rows), _ADD)
 
 
 _ADD = (
@@ -310,9 +320,9 @@ def _pair_rows(run_id: int, source: str, names: np.ndarray, layers: np.ndarray, 
     return pa.table(
         {
             "run_id": np.full(n_rows, run_id, np.int32),
-            "source": pa.array([source] * n_rows),
-            "lang_a": pa.array(np.repeat(names[sums.pairs[:, 0]], n_layers).tolist()),
-            "lang_b": pa.array(np.repeat(names[sums.pairs[:, 1]], n_layers).tolist()),
+            "source": _coded([source], np.zeros(n_rows, np.int32)),
+            "lang_a": _coded(names, np.repeat(sums.pairs[:, 0], n_layers)),
+            "lang_b": _coded(names, np.repeat(sums.pairs[:, 1], n_layers)),
             "layer": np.tile(layers.astype(np.int16), len(sums.pairs)),
             "n_items": np.repeat(sums.n, n_layers).astype(np.int32),
             "js_sum": sums.js.reshape(-1),
