@@ -73,7 +73,9 @@ if source == PRESET:
         # Checked again below: a plan naming layers or experts this model lacks is refused there.
         st.caption(
             f"The run traced {layout.model_id} ({layout.n_experts} experts, {len(layout.layers)} MoE layers), a "
-            f"model of another shape than the one above ({info.n_experts} experts, {len(moe)} MoE layers)."
+            f"model of another shape than the one above ({info.n_experts} experts, {len(moe)} MoE layers), so its "
+            "plans may name experts or layers this model lacks. To steer with them, put that model's folder above, "
+            "or choose a run traced with this model in the sidebar."
         )
     kind = st.radio(
         "Preset", s.PRESET_KINDS, key="steering_preset", format_func=s.preset_label,

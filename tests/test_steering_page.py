@@ -145,3 +145,12 @@ def test_a_missing_model_folder_is_a_message(demo_app_db):
     at = open_page(PAGE)
     at.text_input(key="steering_model").set_value("/no/such/model").run()
     assert not at.exception and at.warning and "/no/such/model" in at.warning[0].value
+
+
+def test_a_run_of_another_model_shape_says_how_to_steer_with_it(app_db):
+    """The planted store's run (16 experts, 8 layers) against the demo model (8 experts, 4 layers)."""
+    at = open_page(PAGE)
+    captions = " ".join(c.value for c in at.caption)
+    assert "a model of another shape than the one above (8 experts, 4 MoE layers)" in captions
+    assert "put that model's folder above, or choose a run traced with this model in the sidebar" in captions
+    assert not at.exception
