@@ -10,11 +10,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 
 from moe_core.analysis.rise import ZoneRule
 from moe_core.demo import DEMO_MODEL_DIR
+from polyroute.ui.adapt import NUMBERED_CELLS_MAX, expert_map
 from polyroute.ui.data import shared_store
 from polyroute.workflows.adapt import select
 from store import queries as q
@@ -48,6 +50,23 @@ def selected(
 ) -> list[tuple[int, int]]:
     with shared_store(str(db)).reading() as store:  # the app's own instance: it holds the file
         return select(store, 1, target, budget, ratios, zones=zones).pairs
+
+
+@pytest.mark.parametrize("n_experts", [NUMBERED_CELLS_MAX, NUMBERED_CELLS_MAX + 1])
+def test_the_map_numbers_the_selected_experts_in_their_cells_or_above_squares_when_cells_are_thin(n_experts):
+    rows = []
+    for layer in range(2):
+        for expert in range(n_experts):
+            chosen = (layer, expert) == (1, 5)
+            rows.append({"layer": layer, "expert": expert, "zone": "shallow", "selected": "yes" if chosen else "no",
+                         "rank": 1 if chosen else None, "score": 0.5 if chosen else None})  # fmt: skip
+    frame = pd.DataFrame(rows)
+    spec = expert_map(frame, title="The experts").to_dict()  # Altair checks it against Vega-Lite's schema
+    marks = [layer["mark"] if isinstance(layer["mark"], dict) else {"type": layer["mark"]} for layer in spec["layer"]]
+    thin = n_experts > NUMBERED_CELLS_MAX
+    assert [mark["type"] for mark in marks] == (["rect", "square", "text"] if thin else ["rect", "text"])
+    assert (marks[-1].get("dy", 0) < 0) == thin  # the rank above its square, else inside its cell
+    assert spec["title"]["subtitle"].startswith("Squares mark" if thin else "Solid cells are")
 
 
 def test_the_map_shows_the_selected_experts_and_follows_target_and_budget(demo_app_db: Path):

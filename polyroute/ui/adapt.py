@@ -161,16 +161,23 @@ def map_frame(
     return pd.DataFrame(rows)
 
 
+NUMBERED_CELLS_MAX = 32  # experts a row holds while a cell, at the page's width, fits a two-digit rank
+
+
 def expert_map(frame: pd.DataFrame, *, title: str) -> alt.LayerChart:
     """Every MoE layer's experts as a grid coloured by depth zone: the selected ones solid and
-    numbered by rank, the others faint."""
+    numbered by rank, the others faint. With more than NUMBERED_CELLS_MAX experts a cell is a few
+    pixels wide, so each selected one also gets a square that overflows it, its rank above."""
     n_layers = frame["layer"].nunique()
+    narrow = frame["expert"].nunique() > NUMBERED_CELLS_MAX
     base = alt.Chart(frame).encode(
         x=alt.X("expert:O", title="Expert", axis=alt.Axis(labelAngle=0)),
         y=alt.Y("layer:O", title="Decoder layer"),
     )
-    cells = base.mark_rect(stroke="white", strokeWidth=1.5).encode(
-        color=alt.Color("zone:N", title="Depth zone", scale=alt.Scale(domain=list(ZONES), range=list(ZONE_COLOURS))),
+    # One colour channel for both marks: the layers share its scale and its legend.
+    zone_colour = alt.Color("zone:N", title="Depth zone", scale=alt.Scale(domain=list(ZONES), range=list(ZONE_COLOURS)))
+    cells = base.mark_rect(stroke="white", strokeWidth=0.5 if narrow else 1.5).encode(
+        color=zone_colour,
         opacity=alt.condition(alt.datum.selected == "yes", alt.value(1.0), alt.value(0.15)),
         tooltip=[
             alt.Tooltip("layer:O", title="layer"),
@@ -184,14 +191,17 @@ def expert_map(frame: pd.DataFrame, *, title: str) -> alt.LayerChart:
             alt.Tooltip("target_freq:Q", title="target's activation frequency", format=".3f"),
         ],
     )
-    ranks = (
-        base.transform_filter(alt.datum.selected == "yes")
-        .mark_text(color="white", fontWeight="bold")
-        .encode(text=alt.Text("rank:Q", format="d"))
-    )
-    subtitle = "Solid cells are the selected experts, numbered in selection order; hover a cell for its scores."
+    chosen = base.transform_filter(alt.datum.selected == "yes")
+    rank = alt.Text("rank:Q", format="d")
+    if narrow:
+        squares = chosen.mark_square(size=120, opacity=1, stroke="white", strokeWidth=1).encode(color=zone_colour)
+        marks = [cells, squares, chosen.mark_text(color="#1f2933", fontWeight="bold", dy=-12).encode(text=rank)]
+        subtitle = "Squares mark the selected experts, numbered in selection order; hover a cell for its scores."
+    else:
+        marks = [cells, chosen.mark_text(color="white", fontWeight="bold").encode(text=rank)]
+        subtitle = "Solid cells are the selected experts, numbered in selection order; hover a cell for its scores."
     return alt.LayerChart(
-        layer=[cells, ranks],
+        layer=marks,
         title=alt.Title(title, subtitle=subtitle),
         # Streamlit fits the whole chart, titles and axes too, in this height: rows stay readable for a
         # few layers and fit the screen for 48.
