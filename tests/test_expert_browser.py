@@ -126,6 +126,11 @@ def test_the_sample_takes_the_sequences_with_most_hits_and_their_coselection(pla
         ranked = sorted((-n, seq) for (code, seq), n in per_seq.items() if code == lang)[:per_lang]
         chosen = [seq for seq, code in zip(sample.seq_ids.tolist(), sample.seq_langs, strict=True) if code == lang]
         assert chosen == sorted(seq for _, seq in ranked), lang
+        with_hits = [seq for (code, seq), n in per_seq.items() if code == lang and n > 0]
+        assert sample.candidates.get(lang, 0) == len(with_hits), lang  # its sequences with any hit
+    assert sample.seq_ids.tolist() == sorted(sample.seq_ids.tolist())
+    pairs = zip(sample.seq_langs, sample.seq_ids.tolist(), strict=True)
+    assert sample.seq_hits.tolist() == [per_seq[code, seq] for code, seq in pairs]
     # co-selection: a loop over the sampled sequences' rows in `routes`
     kept = set(sample.seq_ids.tolist())
     by_token: dict[tuple[int, int], list[int]] = {}
