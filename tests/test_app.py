@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -186,9 +187,6 @@ def test_the_background_import_waits_for_the_first_page_to_end():
 def test_the_model_libraries_are_imported_by_one_thread_at_a_time(monkeypatch):
     """The background import, the jobs and the Steering page import them through
     `import_model_libraries`, so no two of its imports overlap (transformers' import cycles)."""
-    import threading
-    import time
-
     import moe_core.backends as backends
 
     inside, most = [0], [0]

@@ -196,10 +196,12 @@ def expert_map(frame: pd.DataFrame, *, title: str) -> alt.LayerChart:
     if narrow:
         squares = chosen.mark_square(size=120, opacity=1, stroke="white", strokeWidth=1).encode(color=zone_colour)
         marks = [cells, squares, chosen.mark_text(color="#1f2933", fontWeight="bold", dy=-12).encode(text=rank)]
-        subtitle = "Squares mark the selected experts, numbered in selection order; hover a cell for its scores."
     else:
         marks = [cells, chosen.mark_text(color="white", fontWeight="bold").encode(text=rank)]
-        subtitle = "Solid cells are the selected experts, numbered in selection order; hover a cell for its scores."
+    subtitle = (
+        f"{'Squares mark' if narrow else 'Solid cells are'} the selected experts, numbered in selection order; "
+        "hover a cell for its scores."
+    )
     return alt.LayerChart(
         layer=marks,
         title=alt.Title(title, subtitle=subtitle),
