@@ -57,9 +57,11 @@ FROM route_lists AS r JOIN runs AS u USING (run_id)
 WHERE r.run_id = ? AND r.layer = ? AND list_contains(?, r.seq_id)
 ORDER BY r.seq_id
 """
+# `IN` here: `list_contains` would test each of the run's tokens against the whole list (0.15 s
+# against 0.01 s for 400 sequences of a 1.3M-token run).
 _TOKENS = """
 SELECT seq_id, pos, token_id, piece, special FROM tokens
-WHERE run_id = ? AND list_contains(?, seq_id) AND NOT generated
+WHERE run_id = ? AND seq_id IN (SELECT unnest(?)) AND NOT generated
 ORDER BY seq_id, pos
 """
 
