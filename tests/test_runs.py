@@ -29,6 +29,7 @@ from polyroute.workflows.trace import TraceRequest, resume_trace
 from store import SharedStore, open_store
 from store import queries as q
 from store.runs import RUN_TABLES, UnknownRun, annotate_run, delete_run, rename_run, tables_with_run_id
+from store.writer import checkpoint
 from tests.helpers import Gated, assert_summaries_match_a_rebuild, mgsm_copy, new_store
 
 DATA = Path(__file__).parent / "data"
@@ -167,6 +168,42 @@ def test_deleting_a_run_leaves_no_row_of_it_and_every_other_run_whole(tiny_store
     assert all(not rows for rows in before.values())
     with open_store(db) as store, pytest.raises(UnknownRun, match="there is no run 1"):
         delete_run(store, 1)
+
+
+def _row_groups(db: Path, table: str) -> tuple[int, int, int]:
+    """(row groups, rows they hold, deleted rows among them: those `count(*)` does not see)."""
+    with duckdb.connect(str(db), read_only=True) as con:
+        groups, held = con.execute(
+            "SELECT count(*), coalesce(sum(n), 0) FROM (SELECT row_group_id, max(start + count) - min(start) AS n "
+            f"FROM pragma_storage_info('{table}') WHERE column_id = 0 GROUP BY ALL)"
+        ).fetchone()  # type: ignore[misc]
+        (visible,) = con.execute(f"SELECT count(*) FROM {table}").fetchone()  # type: ignore[misc]
+    return int(groups), int(held), int(held) - int(visible)
+
+
+def test_deleting_a_run_frees_its_rows_storage_though_checkpoints_never_merge_row_groups(
+    tiny_store: Path, tmp_path: Path
+):
+    # Checkpoints never merge row groups (store.connection.WRITE_SETTINGS). A run's writer
+    # checkpoints when the run ends, so its rows fill row groups of their own, which DuckDB drops
+    # whole when the run is deleted: more than two row groups of run 3's rows here, then run 1's.
+    db = tmp_path / "s.duckdb"
+    shutil.copyfile(tiny_store, db)
+    group = 122_880  # DuckDB's row group size
+    with open_store(db) as store:
+        for run_id, n_rows in ((3, 2 * group + 5), (1, 7)):
+            with store.transaction() as con:
+                rows = "SELECT ?, 1000 + i, 0, [1, 2], [7, 9] FROM range(?) AS t(i)"
+                con.execute(f"INSERT INTO route_lists {rows}", [run_id, n_rows])
+            checkpoint(store)  # as the run's writer does when the run ends
+        (kept,) = store.con.execute("SELECT count(*) FROM route_lists WHERE run_id <> 3").fetchone()  # type: ignore[misc]
+    groups, held, deleted = _row_groups(db, "route_lists")
+    assert groups >= 5 and held == kept + 2 * group + 5 and deleted == 0
+    with open_store(db) as store:
+        delete_run(store, 3)
+        assert store.con.execute("SELECT current_setting('max_vacuum_tasks')").fetchone() == (0,)
+    after = _row_groups(db, "route_lists")
+    assert after[1:] == (kept, 0) and after[0] <= groups - 3  # the run's rows are gone from storage, not only hidden
 
 
 def test_names_and_notes_round_trip_and_show_in_the_listing(tiny_store: Path, tmp_path: Path, capsys):
