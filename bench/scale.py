@@ -18,7 +18,12 @@ measure: every `polyroute analyze` analysis as a fresh process running the real 
 result), `process_s` (the whole process) and its peak RSS; then every page of the app in headless
 Chromium on a fresh `streamlit run` (first visit and navigation, as bench/app.py measures them).
 Prints JSON with the goals of the scale issue and whether each figure meets them. Takes the
-machine's load average before and after: these machines are shared.
+machine's load average before and after: these machines are shared. With `--against` (the JSON of
+a measure of a smaller store, e.g. 50M decisions) it adds each analysis's growth: its time from call
+to result here divided by its time there.
+
+    python bench/scale.py measure --db big50.duckdb --skip-pages > m50.json
+    python bench/scale.py measure --db big500.duckdb --against m50.json
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from bench.analysis import LANGS  # noqa: E402
 
 LAYERS, EXPERTS, TOP_K, TOKENS = 48, 128, 8, (20, 40)
 GOALS = {"open_to_result_s": 2.0, "process_s": 4.0, "peak_rss_mb": 1536, "navigate_s": 2.0, "first_visit_s": 5.0}
+GROWTH = 2.0  # 500M against 50M, from call to result, for every analysis but consistency (which reads rows)
+GROWTH_EXEMPT = {"consistency"}
 ANALYSES: dict[str, list[str]] = {
     "divergence": ["divergence"],
     "divergence_hard": ["divergence", "--source", "hard"],  # as an id-only (vLLM) run is analysed
@@ -262,6 +269,18 @@ def measure_analyses(db: Path, repeats: int) -> dict[str, Any]:
     return results
 
 
+def growth(analyses: dict[str, Any], smaller: dict[str, Any], decisions: int) -> dict[str, Any]:
+    """Each analysis's time from call to result here over its time in `smaller` (a measure's JSON)."""
+    ratios: dict[str, Any] = {}
+    for name, here in analyses.items():
+        there = smaller["analyses"].get(name, {})
+        if "open_to_result_s" not in here or "open_to_result_s" not in there:
+            continue
+        ratio = round(here["open_to_result_s"] / there["open_to_result_s"], 2)
+        ratios[name] = {"ratio": ratio, "met": ratio <= GROWTH or name in GROWTH_EXEMPT}
+    return {"decisions": decisions, "against_decisions": smaller["store"]["decisions"], "goal": GROWTH, **ratios}
+
+
 def measure_pages(db: Path, repeats: int, timeout_s: float) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -295,6 +314,7 @@ def main() -> None:
     check.add_argument("--repeats", type=int, default=3, help="runs of each analysis, visits of each page")
     check.add_argument("--timeout", type=float, default=120.0, help="seconds a page may take before it fails")
     check.add_argument("--skip-pages", action="store_true", help="only the analyses")
+    check.add_argument("--against", type=Path, help="a measure's JSON of a smaller store: adds each analysis's growth")
     args = parser.parse_args()
     machine = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     if args.command == "build":
@@ -302,6 +322,7 @@ def main() -> None:
         return
     facts = stored_run(args.db)
     assert facts is not None, f"{args.db} is not a complete store: build it with `bench/scale.py build`"
+    smaller = json.loads(args.against.read_text()) if args.against else None
     load_before = load()
     analyses = measure_analyses(args.db, args.repeats)
     pages = None if args.skip_pages else measure_pages(args.db, args.repeats, args.timeout)
@@ -314,6 +335,7 @@ def main() -> None:
                 "store": {**facts, **sizes_of(args.db, facts["decisions"])},
                 "goals": GOALS,
                 "analyses": analyses,
+                "growth": None if smaller is None else growth(analyses, smaller, facts["decisions"]),
                 "pages": pages,
             },
             indent=2,
