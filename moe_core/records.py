@@ -95,6 +95,13 @@ class RoutingBatch:
     def n_tokens(self) -> int:
         return int(self.offsets[-1])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes its arrays hold (the token pieces' strings apart)."""
+        arrays = (self.token_ids, self.special, self.generated, self.expert_ids)
+        optional = (self.expert_weights, self.router_probs, self.router_logits)
+        return sum(a.nbytes for a in arrays) + sum(a.nbytes for a in optional if a is not None)
+
 
 @dataclass(frozen=True, kw_only=True)
 class TaskScore:

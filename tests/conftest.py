@@ -30,7 +30,7 @@ TIERS = {
     "unit": (
         "test_adapters test_analysis test_capture test_capture_matches_model test_evaluation_metrics "
         "test_languages test_layers test_steering test_vllm test_wire test_builtin_corpus test_corpus_files "
-        "test_adapt test_reference_rules test_draw"
+        "test_adapt test_reference_rules test_draw test_pipeline"
     ),
     "store": (
         "test_store test_analysis_store test_upgrade test_resume test_cli test_corpus_cli test_analyze_cli "
