@@ -209,6 +209,22 @@ class Partners:
         self._kept: OrderedDict[int, Entry] = OrderedDict()
         self._bytes = 0
         self.max_bytes = kept_bytes() if max_bytes is None else max_bytes
+        self._pools: dict[str, np.ndarray] = {}
+
+    def pool(self, source: str, new: np.ndarray, stored: list[np.ndarray]) -> np.ndarray:
+        """`new` [n, Y, E] and then the `stored` [Y, E] distributions, as one float32 array. Its
+        memory is kept for the next call: a fresh array of a few hundred MB for every write spent
+        more time in page faults than the divergences computed from it (a fifth of the writer's
+        time at 100M decisions, py-spy)."""
+        rows = len(new) + len(stored)
+        buffer = self._pools.get(source)
+        if buffer is None or len(buffer) < rows or buffer.shape[1:] != new.shape[1:]:
+            buffer = self._pools[source] = np.empty((rows + rows // 4, *new.shape[1:]), dtype=np.float32)
+        pool = buffer[:rows]
+        pool[: len(new)] = new
+        if stored:
+            np.stack(stored, out=pool[len(new) :])
+        return pool
 
     def get(self, seq_id: int) -> Entry | None:
         entry = self._kept.get(seq_id)
@@ -283,7 +299,7 @@ def _add_to_pairs(
     rows = []
     for source, dist in dists.items():
         stored = [entries[seq_id][source] for seq_id in stored_ids]
-        pool = np.concatenate([dist, np.stack([d for d, _ in stored])]) if stored else dist
+        pool = partners.pool(source, dist, [d for d, _ in stored])
         pool_entropy = (
             np.concatenate([entropies[source], np.stack([h for _, h in stored])]) if stored else entropies[source]
         )
