@@ -121,7 +121,7 @@ def run_trace(
     plan: SteeringPlan | None = None,
     on_progress: Progress | None = None,
     group_bytes: int = 64 << 20,
-    max_delay_s: float = 1.0,
+    max_delay_s: float = 0.5,
 ) -> None:
     """Trace `sequences` batch by batch (with the routers steered by `plan`, when given) while a
     writer thread hands finished batches to `sink`.

@@ -37,9 +37,9 @@ DATA = Path(__file__).parent / "data"
 
 class GatedModel(Gated, HFBackend):
     """The real tiny model, stopped after its first batch until the test opens the gate, then one
-    batch every 1.5 s (longer than the writer's grouping delay: it stores each alone)."""
+    batch a second (longer than the writer's grouping delay: it stores each alone)."""
 
-    pace_s = 1.5
+    pace_s = 1.0
 
 
 def _status(db: Path | SharedStore, run_id: int) -> str:
