@@ -129,9 +129,11 @@ def run_trace(
     Several backends (servers running the same model) share the work by language, each in its own
     thread; the one writer keeps the store single-writer. The writer groups batches until their
     arrays hold `group_bytes` (about 8M routing decisions with weights and router probabilities,
-    1M with logits) or the oldest has waited `max_delay_s`. Each store commit has a fixed cost (the
-    language summaries it updates, about 0.1 s for 20 languages of a 48-layer, 128-expert model),
-    so large groups keep the writer ahead of the model (bench/scale.py). While the writer stores a
+    1M with logits) or the oldest has waited `max_delay_s` or twice as long as the last group took
+    to store, whichever is longer. Each store commit has a fixed cost (the language summaries it
+    updates, about 0.1 s for 20 languages of a 48-layer, 128-expert model), so when storing is
+    slow, large groups keep the writer ahead of the model (bench/scale.py); a small run's progress
+    and a cancel still come every `max_delay_s`. While the writer stores a
     group the backends trace up to a group's worth of the next one, so model and writer overlap.
     A crash loses at most the group being stored and the batches waiting, never part of a batch.
     Memory stays bounded: two groups' worth of batches, plus one batch. An error anywhere (a
@@ -142,12 +144,17 @@ def run_trace(
     failure: list[BaseException] = []  # the first error of a backend or of the sink: stops everything
     sink_broken = threading.Event()
 
+    last_store_s = 0.0
+
     def flush(group: list[TracedBatch]) -> None:
+        nonlocal last_store_s
         # Batches that arrived whole are stored even after a backend failed: less to redo on resume.
         if sink_broken.is_set() or not group:
             return
         try:
+            started = time.monotonic()
             sink(group)
+            last_store_s = time.monotonic() - started
             if on_progress:
                 on_progress(sum(len(chunk) for chunk, _ in group), sum(batch.n_tokens for _, batch in group))
         except BaseException as error:
@@ -167,8 +174,8 @@ def run_trace(
             if job is None:
                 flush(group)
                 return
-            if not group:
-                deadline = time.monotonic() + max_delay_s
+            if not group:  # a slow store means the writer is what holds the trace back: fill the group
+                deadline = time.monotonic() + max(max_delay_s, 2 * last_store_s)
             group.append(job)
             if sum(batch.nbytes for _, batch in group) >= group_bytes:
                 flush(group)

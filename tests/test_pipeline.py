@@ -1,10 +1,12 @@
 """The trace pipeline's hand-off from the backends to the writer: every batch reaches the sink once,
-in plan order, in groups of the byte budget, and the backends stop tracing while a group's worth
-of batches waits for a busy writer."""
+in plan order, in groups of the byte budget; the backends stop tracing while a group's worth of
+batches waits for a busy writer; and a slow store makes the next group wait longer for batches."""
 
 from __future__ import annotations
 
+import itertools
 import threading
+import time
 from collections.abc import Sequence
 
 from moe_core.pipeline import PlannedSequence, TracedBatch, plan_trace, run_trace
@@ -80,3 +82,33 @@ def test_the_backends_wait_while_a_groups_worth_of_batches_waits_for_a_busy_writ
     writer_busy.set()
     trace.join(60)
     assert not trace.is_alive() and backend.traced == 45 and groups[0] == 3 and sum(groups) == 45
+
+
+class PacedBackend(CountingBackend):
+    """The counting synthetic backend, taking at least 20 ms a batch."""
+
+    def trace(
+        self, texts: Sequence[str], *, save_logits: bool = False, plan: SteeringPlan | None = None
+    ) -> RoutingBatch:
+        time.sleep(0.02)
+        return super().trace(texts, save_logits=save_logits, plan=plan)
+
+
+def test_after_a_slow_store_the_next_group_waits_twice_as_long_for_batches():
+    routing = planted_routing(n_items=40)  # 360 sequences: 120 batches of 3, 2.4 s at least
+    backend = PacedBackend(routing)
+    sequences = plan_trace(backend, synthetic_corpus(routing)).sequences
+    calls: list[tuple[float, float]] = []  # (called, returned) per group
+
+    def sink(group: Sequence[TracedBatch]) -> None:
+        called = time.monotonic()
+        if not calls:
+            time.sleep(0.4)  # the first store is slow
+        calls.append((called, time.monotonic()))
+
+    run_trace([backend], sequences, sink, batch_size=3, max_delay_s=0.05)
+    assert backend.traced == 120 and len(calls) >= 3
+    # The second group starts as the first store returns and waits 2 x 0.4 s, not 0.05 s; the
+    # stores after it are fast, so the groups after it close after 0.05 s again.
+    assert calls[1][0] - calls[0][1] >= 0.75
+    assert min(later - earlier for (_, earlier), (later, _) in itertools.pairwise(calls[1:])) < 0.5
