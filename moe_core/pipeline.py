@@ -120,7 +120,7 @@ def run_trace(
     save_logits: bool = False,
     plan: SteeringPlan | None = None,
     on_progress: Progress | None = None,
-    group_bytes: int = 64 << 20,
+    group_bytes: int = 128 << 20,
     max_delay_s: float = 0.5,
 ) -> None:
     """Trace `sequences` batch by batch (with the routers steered by `plan`, when given) while a
@@ -128,8 +128,8 @@ def run_trace(
 
     Several backends (servers running the same model) share the work by language, each in its own
     thread; the one writer keeps the store single-writer. The writer groups batches until their
-    arrays hold `group_bytes` (about 8M routing decisions with weights and router probabilities,
-    1M with logits) or the oldest has waited `max_delay_s` or twice as long as the last group took
+    arrays hold `group_bytes` (about 16M routing decisions with weights and router probabilities,
+    2M with logits) or the oldest has waited `max_delay_s` or twice as long as the last group took
     to store, whichever is longer. Each store commit has a fixed cost (the language summaries it
     updates, about 0.1 s for 20 languages of a 48-layer, 128-expert model), so when storing is
     slow, large groups keep the writer ahead of the model (bench/scale.py); a small run's progress
