@@ -133,18 +133,17 @@ def run_trace(
     to store, whichever is longer. Each store commit has a fixed cost (the language summaries it
     updates, about 0.1 s for 20 languages of a 48-layer, 128-expert model), so when storing is
     slow, large groups keep the writer ahead of the model (bench/scale.py); a small run's progress
-    and a cancel still come every `max_delay_s`. While the writer stores a
-    group the backends trace up to a group's worth of the next one, so model and writer overlap.
-    A crash loses at most the group being stored and the batches waiting, never part of a batch.
-    Memory stays bounded: two groups' worth of batches, plus one batch. An error anywhere (a
-    backend, the sink, or `on_progress`, which may raise to stop the trace early) stops everything
-    and is raised here; batches that arrived before a backend failed are still stored.
+    and a cancel still come every `max_delay_s`. While the writer stores a group the backends
+    trace up to a group's worth of the next one, so model and writer overlap. A crash loses at
+    most the group being stored and the batches waiting, never part of a batch. Memory stays
+    bounded: two groups' worth of batches, plus one batch. An error anywhere (a backend, the sink,
+    or `on_progress`, which may raise to stop the trace early) stops everything and is raised here;
+    batches that arrived before a backend failed are still stored.
     """
     pending = _Handoff(group_bytes)
     failure: list[BaseException] = []  # the first error of a backend or of the sink: stops everything
     sink_broken = threading.Event()
-
-    last_store_s = 0.0
+    last_store_s = 0.0  # how long the last group took to store
 
     def flush(group: list[TracedBatch]) -> None:
         nonlocal last_store_s

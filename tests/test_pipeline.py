@@ -12,15 +12,15 @@ from collections.abc import Sequence
 from moe_core.pipeline import PlannedSequence, TracedBatch, plan_trace, run_trace
 from moe_core.records import RoutingBatch
 from moe_core.steering.plan import SteeringPlan
-from moe_core.synthetic import SyntheticBackend, synthetic_corpus
+from moe_core.synthetic import PlantedRouting, SyntheticBackend, synthetic_corpus
 from tests.conftest import planted_routing
 
 
 class CountingBackend(SyntheticBackend):
     """The synthetic backend, counting the batches it traced."""
 
-    def __init__(self, *args: object) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
+    def __init__(self, plan: PlantedRouting) -> None:
+        super().__init__(plan)
         self.traced = 0
 
     def trace(
@@ -76,8 +76,7 @@ def test_the_backends_wait_while_a_groups_worth_of_batches_waits_for_a_busy_writ
     assert first_group.wait(60)
     # The first group (3 batches) is being stored. The backend may trace what fits in the hand-off
     # (up to 3 more, the sizes vary a little), one more that waits to get in, and not the 39 left.
-    deadline = threading.Event()
-    deadline.wait(1.0)  # time enough to trace all 45 batches were nothing holding it back
+    time.sleep(1.0)  # time enough to trace all 45 batches were nothing holding it back
     assert 4 <= backend.traced <= 3 + 4 + 1
     writer_busy.set()
     trace.join(60)
