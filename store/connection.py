@@ -118,10 +118,16 @@ class Store:
             raise translate(error, self.path) from error
 
 
-# DuckDB folds its write-ahead log into the file after every commit past 16 MB by default, and each
-# fold recompresses the tables' last, partly filled row groups: measured with the writer (bench/scale.py,
-# 10M decisions), 2.7 of its 7.2 CPU seconds, and a store a third larger from blocks left free. A run's
-# writer checkpoints when it ends (store.writer.checkpoint), and DuckDB when the store is closed.
+# DuckDB folds its write-ahead log into the file when a commit takes the log past
+# checkpoint_threshold, and a commit that large by itself skips the log and goes straight to the file
+# (auto_checkpoint_skip_wal_threshold, 100 kB). A trace writes groups of about 128 MB
+# (moe_core.pipeline): at 64 MB each goes to the file once, compressed, instead of to the log and
+# again at a fold. Measured with the writer (bench/scale.py, 500M decisions): its commits took 82
+# ms per million decisions, against 102 with a 1 GB log folded four times (7-8 s each). Small
+# commits (a small run's, the app's) collect in the log: at DuckDB's default of 16 MB a fold after
+# each one recompressed the tables' last, partly filled row groups (10M decisions in 2M groups: 2.7
+# of the writer's 7.2 CPU seconds). A run's writer checkpoints when it ends
+# (store.writer.checkpoint), and DuckDB when the store is closed.
 #
 # Nor does a checkpoint merge row groups (max_vacuum_tasks 0). Each fold leaves every table's last row
 # group partly filled, and DuckDB's merge rewrites it with the next fold's rows, and more of what is
@@ -129,7 +135,7 @@ class Store:
 # took 4.9, 4.7 and 12.3 s with merging and 3.7, 3.3 and 3.8 s without. Deleting a run loses nothing
 # by it: a run's writer checkpoints when it ends, so the run's rows fill row groups of their own, and
 # DuckDB drops emptied row groups whole.
-WRITE_SETTINGS = {"checkpoint_threshold": "1GB", "max_vacuum_tasks": 0}
+WRITE_SETTINGS = {"checkpoint_threshold": "64MB", "max_vacuum_tasks": 0}
 
 
 def open_store(path: str | Path, *, read_only: bool = False, config: dict[str, Any] | None = None) -> Store:

@@ -121,12 +121,11 @@ def _add_to_languages(
     """Add the new sequences' sums to their languages' rows. In-place additions (not rewritten
     rows): DuckDB keeps the tables compact that way."""
     langs, group = np.unique(np.asarray(new.langs, dtype=str), return_inverse=True)
+    group = group.reshape(-1)
     n_layers, n_experts = dists["hard"].shape[1:]
 
-    one_hot = (group[None, :] == np.arange(len(langs))[:, None]).astype(np.float64)  # [G, S]
-
-    def by_lang(values: np.ndarray) -> np.ndarray:  # [S, ...] -> [G, ...]: a product, not np.add.at
-        return (one_hot @ values.reshape(len(group), -1)).reshape(len(langs), *values.shape[1:])
+    def by_lang(values: np.ndarray, divisor: np.ndarray | None = None) -> np.ndarray:  # [S, ...] -> [G, ...]
+        return s.group_sums(values, group, len(langs), divisor)
 
     lengths = new.lengths.astype(np.float64)
     consistency = new.summary.consistency
@@ -136,12 +135,12 @@ def _add_to_languages(
         "entropy_hard": by_lang(entropies["hard"]),
         "consistency_sum": by_lang(np.nan_to_num(consistency)),
         "consistency_count": by_lang((~np.isnan(consistency)).astype(np.float64)),
-        "hits": by_lang(new.summary.hits.astype(np.float64)),
-        "frequency_sum": by_lang(new.summary.hits / np.maximum(lengths, 1)[:, None, None]),
+        "hits": by_lang(new.summary.hits),
+        "frequency_sum": by_lang(new.summary.hits, np.maximum(lengths, 1)),
     }
     for source, column in (("weight", "weight_sum"), ("soft", "soft_sum")):
         if source in dists:
-            sums[column] = by_lang(dists[source].astype(np.float64))
+            sums[column] = by_lang(dists[source])
             sums[f"entropy_{source}"] = by_lang(entropies[source])
     layers = new.layers.astype(np.int16)
     for table, names, shape in (
@@ -209,22 +208,6 @@ class Partners:
         self._kept: OrderedDict[int, Entry] = OrderedDict()
         self._bytes = 0
         self.max_bytes = kept_bytes() if max_bytes is None else max_bytes
-        self._pools: dict[str, np.ndarray] = {}
-
-    def pool(self, source: str, new: np.ndarray, stored: list[np.ndarray]) -> np.ndarray:
-        """`new` [n, Y, E] and then the `stored` [Y, E] distributions, as one float32 array. Its
-        memory is kept for the next call: a fresh array of a few hundred MB for every write spent
-        more time in page faults than the divergences computed from it (a fifth of the writer's
-        time at 100M decisions, py-spy)."""
-        rows = len(new) + len(stored)
-        buffer = self._pools.get(source)
-        if buffer is None or len(buffer) < rows or buffer.shape[1:] != new.shape[1:]:
-            buffer = self._pools[source] = np.empty((rows + rows // 4, *new.shape[1:]), dtype=np.float32)
-        pool = buffer[:rows]
-        pool[: len(new)] = new
-        if stored:
-            np.stack(stored, out=pool[len(new) :])
-        return pool
 
     def get(self, seq_id: int) -> Entry | None:
         entry = self._kept.get(seq_id)
@@ -299,7 +282,7 @@ def _add_to_pairs(
     rows = []
     for source, dist in dists.items():
         stored = [entries[seq_id][source] for seq_id in stored_ids]
-        pool = partners.pool(source, dist, [d for d, _ in stored])
+        pool = [*dist, *(d for d, _ in stored)]  # views and the kept arrays: nothing copied
         pool_entropy = (
             np.concatenate([entropies[source], np.stack([h for _, h in stored])]) if stored else entropies[source]
         )

@@ -113,6 +113,18 @@ def test_a_single_language_diverges_from_itself_by_zero_and_no_shared_item_gives
     assert np.isnan(_curves(two, 0)[0][1]).all()
 
 
+def test_pair_sums_of_rows_given_one_by_one_equal_those_of_one_array():
+    dist = _distributions(2 * summaries.PAIR_CHUNK + 3, 4, 8).astype(np.float32)  # a partial last chunk
+    lang = np.arange(len(dist)) % 3
+    pairs = np.array([(a, b) for a in range(len(dist)) for b in range(a) if lang[a] != lang[b]])
+    first, second = pairs.T
+    whole = summaries.pair_sums(dist, lang, first, second)
+    rows = summaries.pair_sums([row.copy() for row in dist], lang, first, second)
+    assert len(pairs) > summaries.PAIR_CHUNK
+    for name in ("pairs", "n", "js", "normalised"):
+        np.testing.assert_array_equal(getattr(rows, name), getattr(whole, name))
+
+
 def test_identical_routing_in_two_languages_diverges_by_exactly_zero():
     probs = _distributions(1, 3, 2, 8).repeat(2, axis=0)
     normalised, raw, _ = _curves(probs, 0)
@@ -152,6 +164,44 @@ def test_sequence_summaries_count_top_k_hits_and_average_normalised_weights_per_
     expected = routing.within_sequence_consistency(routes, np.array(lengths), 6, keys=np.arange(3))
     np.testing.assert_array_equal(got.consistency, expected)
     assert summaries.summarise_sequences(routes, None, np.array(lengths), 6, np.arange(3)).weight is None
+
+
+def test_sequence_entropy_matches_scipy_across_its_row_blocks():
+    rows = summaries.ROW_BLOCK + 37  # a partial last block
+    dist = _distributions(rows, 3, 16, unused=6).astype(np.float32)  # the unused expert: 0 log 0
+    got = summaries.sequence_entropy(dist)
+    assert got.shape == dist.shape[:2]
+    np.testing.assert_allclose(got.reshape(-1), [scipy_entropy(row) for row in dist.reshape(-1, 16)], rtol=1e-6)
+
+
+def test_hard_distribution_is_the_float64_quotient_rounded_to_float32():
+    hits = RNG.integers(0, 5000, (40, 3, 16))
+    lengths = RNG.integers(0, 3000, 40)  # 0: an empty sequence divides by 1
+    got = summaries.hard_distribution(hits, lengths, 8)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, (hits / (np.maximum(lengths, 1)[:, None, None] * 8)).astype(np.float32))
+
+
+@pytest.mark.parametrize("divided", [False, True])
+def test_group_sums_add_each_groups_rows_in_float64(divided):
+    rows = 3 * summaries.GROUP_ROWS + 5
+    # Runs of one group, then a stretch where groups alternate (a block of mixed groups); group 3 has no row.
+    group = np.r_[
+        np.zeros(summaries.GROUP_ROWS + 3),
+        np.ones(summaries.GROUP_ROWS),
+        np.arange(rows - 2 * summaries.GROUP_ROWS - 3) % 3,
+    ]
+    group = group.astype(np.int64)
+    values = RNG.integers(0, 1000, (rows, 2, 5))
+    divisor = RNG.integers(1, 50, rows).astype(np.float64) if divided else None
+    got = summaries.group_sums(values, group, 4, divisor)
+    assert got.shape == (4, 2, 5) and got.dtype == np.float64
+    for g in range(4):
+        expected = np.zeros((2, 5))
+        for row in np.flatnonzero(group == g):
+            expected += values[row] / (divisor[row] if divided else 1)
+        np.testing.assert_allclose(got[g], expected, rtol=1e-12)
+    assert (got[3] == 0).all()
 
 
 def test_activation_frequencies_sum_to_k_and_an_empty_group_gives_zeros():
