@@ -121,7 +121,6 @@ def _add_to_languages(
     """Add the new sequences' sums to their languages' rows. In-place additions (not rewritten
     rows): DuckDB keeps the tables compact that way."""
     langs, group = np.unique(np.asarray(new.langs, dtype=str), return_inverse=True)
-    group = group.reshape(-1)
     n_layers, n_experts = dists["hard"].shape[1:]
 
     def by_lang(values: np.ndarray, divisor: np.ndarray | None = None) -> np.ndarray:  # [S, ...] -> [G, ...]

@@ -87,10 +87,10 @@ def group_sums(values: np.ndarray, group: np.ndarray, n_groups: int, divisor: np
     per language (the language sums: 19 -> 9 ms per million decisions at 500M, upserts included)."""
     flat = values.reshape(len(values), -1)
     order = np.argsort(group, kind="stable")
-    groups = np.asarray(group)[order]
+    groups = group[order]
     out = np.zeros((n_groups, flat.shape[1]))
     gathered = np.empty((min(GROUP_ROWS, len(flat)), flat.shape[1]), dtype=flat.dtype)
-    rows = gathered if flat.dtype == np.float64 else np.empty(gathered.shape)
+    rows = np.empty(gathered.shape)
     for start in range(0, len(flat), GROUP_ROWS):
         members = order[start : start + GROUP_ROWS]
         n = len(members)
@@ -135,9 +135,9 @@ def mixture_entropy(dist: Rows, first: np.ndarray, second: np.ndarray) -> np.nda
 
     The pairs go through two buffers of PAIR_CHUNK pairs, reused and written in place: the writer
     mixes each new sequence with all its item's other languages, and fresh arrays for each step
-    made that 2-4x slower in page faults (measured with a few thousand sequences). Rows given as a
-    list are gathered straight into them: the writer's stored partners are hundreds of MB, and
-    copying them into one array first took a third as long as the mixing."""
+    made that 2-4x slower in page faults (measured with a few thousand sequences). Rows are
+    gathered straight into them: the writer's stored partners are hundreds of MB, and copying them
+    into one array first took a third as long as the mixing."""
     shape = dist[0].shape
     out = np.empty((len(first), shape[0]))
     mixed = np.empty((PAIR_CHUNK, *shape), dtype=np.float32)
@@ -145,20 +145,12 @@ def mixture_entropy(dist: Rows, first: np.ndarray, second: np.ndarray) -> np.nda
     for start in range(0, len(first), PAIR_CHUNK):
         a, b = first[start : start + PAIR_CHUNK], second[start : start + PAIR_CHUNK]
         m, t = mixed[: len(a)], terms[: len(a)]
-        _gather(dist, a, m)
-        _gather(dist, b, t)
+        np.stack([dist[i] for i in a.tolist()], out=m)
+        np.stack([dist[i] for i in b.tolist()], out=t)
         np.add(m, t, out=m)
         np.multiply(m, np.float32(0.5), out=m)
         out[start : start + len(a)] = _entropies(m, t)
     return out
-
-
-def _gather(rows: Rows, index: np.ndarray, out: np.ndarray) -> None:
-    """rows[index] into `out`, without an array of all the rows."""
-    if isinstance(rows, np.ndarray):
-        np.take(rows, index, axis=0, out=out)
-    else:
-        np.stack([rows[i] for i in index.tolist()], out=out)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -186,8 +178,6 @@ def pair_sums(
     with m = (p + q) / 2: one log per value, the entropies of p and q being computed once per
     sequence instead of once per pair. float32 logs (the stored distributions are float32),
     float64 sums."""
-    if isinstance(dist, np.ndarray):
-        dist = np.ascontiguousarray(dist, dtype=np.float32)
     entropies = sequence_entropy(np.asarray(dist)) if entropies is None else entropies
     n_layers, n_experts = dist[0].shape
     mean_entropy = (entropies[first] + entropies[second]) / 2
